@@ -1,0 +1,33 @@
+# Sourced by every script: where caches live and how the local stack is addressed.
+# Caches live OUTSIDE the clone so CI's fresh clone reuses them; every script
+# installs what is missing, so nothing depends on a hand-prepared machine.
+HOIST_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HOIST_CACHE="${HOIST_CACHE:-$HOME/.cache/hoist}"
+HOIST_RUN="${HOIST_RUN:-$HOIST_CACHE/run}"          # pid files, logs, clamd db
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOIST_CACHE/target}"
+VENV_LOCALSTACK="$HOIST_CACHE/venv-localstack-4.13.1"
+VENV_MOTO="$HOIST_CACHE/venv-moto-5.2.5"
+VENV_TOOLS="$HOIST_CACHE/venv-tools"                 # cargo-lambda, ziglang, cfn-lint, sam
+
+LOCALSTACK_PORT="${LOCALSTACK_PORT:-4566}"
+MOTO_PORT="${MOTO_PORT:-4567}"
+HOIST_API_PORT="${HOIST_API_PORT:-8787}"
+
+# Dev-only placeholder credentials: LocalStack checks presigned URLs against secret "test".
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+export AWS_REGION="${AWS_REGION:-us-east-1}"
+export AWS_DEFAULT_REGION="$AWS_REGION"
+export AWS_EC2_METADATA_DISABLED=true
+export AWS_ENDPOINT_URL_S3="http://127.0.0.1:$LOCALSTACK_PORT"
+export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$LOCALSTACK_PORT"
+export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$MOTO_PORT"
+export HOIST_S3_FORCE_PATH_STYLE=true
+export HOIST_BUCKET="${HOIST_BUCKET:-hoist-local-uploads}"
+export HOIST_TABLE="${HOIST_TABLE:-hoist-local}"
+export HOIST_QUEUE_NAME="${HOIST_QUEUE_NAME:-hoist-local-process}"
+export HOIST_QUEUE_URL="${HOIST_QUEUE_URL:-http://127.0.0.1:$LOCALSTACK_PORT/queue/$AWS_REGION/000000000000/$HOIST_QUEUE_NAME}"
+# DEV-ONLY secret for local bearer tokens. Never used in AWS (API Gateway's JWT authorizer is).
+export HOIST_DEV_JWT_SECRET="${HOIST_DEV_JWT_SECRET:-dev-only-insecure-jwt-secret-do-not-deploy}"
+export SAM_CLI_TELEMETRY=0
+mkdir -p "$HOIST_CACHE" "$HOIST_RUN"

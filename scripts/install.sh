@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Idempotent install of everything the local stack and the tests need.
+# Safe to run on every start: each step is skipped when already done.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+PINS="$HOIST_ROOT/../shared/pins"
+[ -d "$PINS" ] || PINS="$HOIST_ROOT/scripts/pins"
+
+make_venv() { # dir, marker, pip args...
+  local dir=$1 marker=$2; shift 2
+  if [ -f "$dir/.ok-$marker" ]; then return 0; fi
+  echo "install: building $dir" >&2
+  rm -rf "$dir"
+  python3 -m venv "$dir"
+  "$dir/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
+  "$dir/bin/pip" install -q "$@"
+  touch "$dir/.ok-$marker"
+}
+
+make_venv "$VENV_LOCALSTACK" 1 -r "$PINS/localstack-core-4.13.1.txt" &
+p1=$!
+make_venv "$VENV_MOTO" 1 -r "$PINS/moto-5.2.5.txt" &
+p2=$!
+if [ "${HOIST_SKIP_TOOLS:-0}" != 1 ]; then
+  make_venv "$VENV_TOOLS" 1 'cargo-lambda==1.9.2' 'cfn-lint>=1.20' &
+  p3=$!
+else p3=""; fi
+wait $p1; wait $p2; [ -z "$p3" ] || wait $p3
+echo "install: done" >&2

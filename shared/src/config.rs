@@ -1,0 +1,202 @@
+//! Configuration from the environment, read once at cold start.
+
+use std::time::Duration;
+
+use crate::domain::{ContentType, GIB, MIB, S3_MAX_OBJECT_SIZE, TIB};
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration {name}: {detail}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub detail: String,
+}
+
+/// Media types we never accept, whatever the allow-list says: executables,
+/// installers and anything a browser would run as script.
+pub const ALWAYS_BLOCKED_TYPES: &[&str] = &[
+    "application/x-msdownload",
+    "application/x-dosexec",
+    "application/x-msdos-program",
+    "application/vnd.microsoft.portable-executable",
+    "application/x-executable",
+    "application/x-elf",
+    "application/x-sharedlib",
+    "application/x-mach-binary",
+    "application/x-msi",
+    "application/x-ms-installer",
+    "application/x-apple-diskimage",
+    "application/vnd.apple.installer+xml",
+    "application/java-archive",
+    "application/x-java-archive",
+    "application/x-sh",
+    "application/x-shellscript",
+    "text/x-shellscript",
+    "application/x-csh",
+    "application/x-bat",
+    "application/x-powershell",
+    "application/hta",
+    "application/javascript",
+    "application/ecmascript",
+    "application/x-javascript",
+    "text/javascript",
+    "text/ecmascript",
+    "text/x-python",
+    "application/x-python-code",
+    "application/x-httpd-php",
+    "application/x-perl",
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+];
+
+pub const DEFAULT_ALLOWED_TYPES: &str = "image/jpeg,image/png,image/gif,image/webp,image/avif,image/heic,image/tiff,\
+video/*,audio/*,application/pdf,application/zip,application/gzip,application/x-tar,application/x-7z-compressed,\
+application/zstd,text/plain,text/csv,application/json,application/octet-stream";
+
+/// Allow-list of media types: exact types or `type/*`, minus the always-blocked ones.
+#[derive(Debug, Clone)]
+pub struct ContentTypePolicy {
+    allowed: Vec<String>,
+}
+
+impl ContentTypePolicy {
+    pub fn parse(list: &str) -> Result<Self, ConfigError> {
+        let allowed: Vec<String> = list
+            .split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for a in &allowed {
+            let ok = match a.strip_suffix("/*") {
+                Some(top) => !top.contains('/') && !top.is_empty(),
+                None => ContentType::parse(a).is_ok(),
+            };
+            if !ok {
+                return Err(ConfigError { name: "HOIST_ALLOWED_CONTENT_TYPES", detail: format!("'{a}' is not a media type or type/*") });
+            }
+        }
+        Ok(Self { allowed })
+    }
+
+    pub fn is_blocked(ct: &ContentType) -> bool {
+        ALWAYS_BLOCKED_TYPES.contains(&ct.as_str())
+    }
+
+    pub fn allows(&self, ct: &ContentType) -> bool {
+        if Self::is_blocked(ct) {
+            return false;
+        }
+        self.allowed.iter().any(|a| match a.strip_suffix("/*") {
+            Some(top) => ct.top_level() == top,
+            None => a == ct.as_str(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bucket: String,
+    pub table: String,
+    pub queue_url: String,
+    pub s3_force_path_style: bool,
+    /// Largest upload accepted (default 5 TiB, never above S3's 48.8 TiB).
+    pub max_upload_size: u64,
+    pub default_part_size: u64,
+    pub content_types: ContentTypePolicy,
+    /// Lifetime of one presigned part URL.
+    pub part_url_ttl: Duration,
+    /// Lifetime of an upload session before the janitor expires it.
+    pub upload_ttl: Duration,
+    pub max_open_uploads: u64,
+    pub max_bytes_in_flight: u64,
+    /// How long a second `complete` waits for the first one to finish.
+    pub complete_wait: Duration,
+    /// How long a completion may hold its lease before another may take over.
+    pub complete_lease: Duration,
+}
+
+pub const SIGN_BATCH_MAX: usize = 1000;
+pub const RECORD_BATCH_MAX: usize = 1000;
+
+fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn required(name: &'static str) -> Result<String, ConfigError> {
+    var(name).ok_or(ConfigError { name, detail: "is required".into() })
+}
+
+fn number(name: &'static str, default: u64) -> Result<u64, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| ConfigError { name, detail: format!("'{v}' is not a whole number") }),
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let max_upload_size = number("HOIST_MAX_UPLOAD_SIZE", 5 * TIB)?;
+        if max_upload_size > S3_MAX_OBJECT_SIZE {
+            return Err(ConfigError { name: "HOIST_MAX_UPLOAD_SIZE", detail: "is above S3's largest object (48.8 TiB)".into() });
+        }
+        let default_part_size = number("HOIST_DEFAULT_PART_SIZE", 16 * MIB)?;
+        if !(5 * MIB..=5 * GIB).contains(&default_part_size) {
+            return Err(ConfigError { name: "HOIST_DEFAULT_PART_SIZE", detail: "must be within 5 MiB..=5 GiB".into() });
+        }
+        let part_url_ttl = number("HOIST_PART_URL_TTL_SECONDS", 900)?;
+        if !(1..=7 * 24 * 3600).contains(&part_url_ttl) {
+            return Err(ConfigError { name: "HOIST_PART_URL_TTL_SECONDS", detail: "must be 1..=604800 (SigV4's 7 days)".into() });
+        }
+        Ok(Self {
+            bucket: required("HOIST_BUCKET")?,
+            table: required("HOIST_TABLE")?,
+            queue_url: required("HOIST_QUEUE_URL")?,
+            s3_force_path_style: var("HOIST_S3_FORCE_PATH_STYLE").is_some_and(|v| v == "true" || v == "1"),
+            max_upload_size,
+            default_part_size,
+            content_types: ContentTypePolicy::parse(&var("HOIST_ALLOWED_CONTENT_TYPES").unwrap_or_else(|| DEFAULT_ALLOWED_TYPES.into()))?,
+            part_url_ttl: Duration::from_secs(part_url_ttl),
+            upload_ttl: Duration::from_secs(number("HOIST_UPLOAD_TTL_SECONDS", 3 * 24 * 3600)?),
+            max_open_uploads: number("HOIST_MAX_OPEN_UPLOADS", 100)?,
+            max_bytes_in_flight: number("HOIST_MAX_BYTES_IN_FLIGHT", 10 * TIB)?,
+            complete_wait: Duration::from_secs(number("HOIST_COMPLETE_WAIT_SECONDS", 20)?),
+            complete_lease: Duration::from_secs(number("HOIST_COMPLETE_LEASE_SECONDS", 120)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ct(s: &str) -> ContentType {
+        ContentType::parse(s).unwrap()
+    }
+
+    #[test]
+    fn default_policy() {
+        let p = ContentTypePolicy::parse(DEFAULT_ALLOWED_TYPES).unwrap();
+        assert!(p.allows(&ct("image/jpeg")));
+        assert!(p.allows(&ct("video/mp4")));
+        assert!(!p.allows(&ct("application/x-msdownload")));
+        assert!(!p.allows(&ct("text/html")));
+        assert!(!p.allows(&ct("image/svg+xml")));
+        assert!(!p.allows(&ct("application/x-unknown")));
+    }
+
+    #[test]
+    fn blocked_types_win_over_wildcards() {
+        let p = ContentTypePolicy::parse("image/*, text/*, application/x-sh").unwrap();
+        assert!(p.allows(&ct("image/png")));
+        assert!(!p.allows(&ct("image/svg+xml")));
+        assert!(!p.allows(&ct("text/html")));
+        assert!(!p.allows(&ct("application/x-sh")));
+        assert!(p.allows(&ct("text/plain")));
+    }
+
+    #[test]
+    fn bad_policy_entries() {
+        assert!(ContentTypePolicy::parse("image").is_err());
+        assert!(ContentTypePolicy::parse("*/*/x").is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! Hoist's library: domain types, the upload service, AWS access, auth and errors.
+//! Handlers in `functions/` are thin wrappers over [`uploads`].
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod lambda;
+pub mod plan;
+pub mod queue;
+pub mod ranges;
+pub mod storage;
+pub mod store;
+pub mod telemetry;
+pub mod uploads;
+
+pub use app::App;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,549 @@
+//! DynamoDB access. One table:
+//!
+//! | item              | pk                | sk           | notes                                   |
+//! |-------------------|-------------------|--------------|-----------------------------------------|
+//! | upload session    | `UPLOAD#<id>`     | `META`       | status machine, plan, S3 ids            |
+//! | recorded part     | `UPLOAD#<id>`     | `PART#00042` | etag, size, sha256; TTL'd               |
+//! | owner quota       | `OWNER#<owner>`   | `QUOTA`      | open_uploads, bytes_in_flight counters  |
+//!
+//! GSI `gsi1` (gsi1pk, gsi1sk) holds only sessions that still need attention
+//! (`OPEN`, keyed by the time the janitor should look), so the janitor's query is
+//! sparse. Every status change is a conditional write; the quota counters move in
+//! the same transaction as the status, so they cannot drift.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::{
+    error::{ProvideErrorMetadata, SdkError},
+    types::{AttributeValue, Put, PutRequest, TransactWriteItem, Update, WriteRequest},
+    Client,
+};
+use futures::{stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ContentType, FileName, Owner, Sha256Digest, UploadId};
+
+pub const GSI_OPEN: &str = "gsi1";
+const OPEN: &str = "OPEN";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("dynamodb {op}: {code}: {message}")]
+    Service { op: &'static str, code: String, message: String, throttled: bool },
+    #[error("dynamodb {op}: {detail}")]
+    Other { op: &'static str, detail: String },
+    #[error("stored item is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, StoreError::Service { throttled: true, .. })
+    }
+}
+
+fn map_err<E, R>(op: &'static str, e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(se) => {
+            let code = se.code().unwrap_or("Unknown").to_owned();
+            let throttled = matches!(
+                code.as_str(),
+                "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded"
+            );
+            StoreError::Service { op, code, message: se.message().unwrap_or("").to_owned(), throttled }
+        }
+        None => StoreError::Other { op, detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string() },
+    }
+}
+
+fn is_conditional_failure(e: &StoreError) -> bool {
+    matches!(e, StoreError::Service { code, .. } if code == "ConditionalCheckFailedException")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadStatus {
+    /// Parts are being sent.
+    Uploading,
+    /// One `complete` call holds the lease and is finishing the object.
+    Completing,
+    /// The object exists; a processing job was sent.
+    Processing,
+    Ready,
+    Quarantined,
+    Rejected,
+    Corrupt,
+    Failed,
+    Aborted,
+    Expired,
+}
+
+impl UploadStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadStatus::Uploading => "uploading",
+            UploadStatus::Completing => "completing",
+            UploadStatus::Processing => "processing",
+            UploadStatus::Ready => "ready",
+            UploadStatus::Quarantined => "quarantined",
+            UploadStatus::Rejected => "rejected",
+            UploadStatus::Corrupt => "corrupt",
+            UploadStatus::Failed => "failed",
+            UploadStatus::Aborted => "aborted",
+            UploadStatus::Expired => "expired",
+        }
+    }
+
+    /// The object was assembled (processing or any outcome of processing).
+    pub fn is_completed(self) -> bool {
+        matches!(
+            self,
+            UploadStatus::Processing
+                | UploadStatus::Ready
+                | UploadStatus::Quarantined
+                | UploadStatus::Rejected
+                | UploadStatus::Corrupt
+                | UploadStatus::Failed
+        )
+    }
+}
+
+fn sv(s: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(s.into())
+}
+fn nv(n: impl ToString) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+pub fn upload_pk(id: &UploadId) -> String {
+    format!("UPLOAD#{id}")
+}
+fn part_sk(n: u32) -> String {
+    format!("PART#{n:05}")
+}
+fn quota_pk(owner: &Owner) -> String {
+    format!("OWNER#{owner}")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub pk: String,
+    pub sk: String,
+    pub id: UploadId,
+    pub owner: Owner,
+    pub status: UploadStatus,
+    pub filename: FileName,
+    pub content_type: ContentType,
+    pub size: u64,
+    pub part_size: u64,
+    pub part_count: u32,
+    /// Parts carry SHA-256 checksums (fixed at CreateMultipartUpload).
+    pub part_checksums: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Digest>,
+    pub s3_key: String,
+    pub s3_upload_id: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsi1pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsi1sk: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
+}
+
+impl UploadRecord {
+    /// Keys for a new session that the janitor will look at when it expires.
+    pub fn open_keys(id: &UploadId, expires_at: i64) -> (String, String, Option<String>, Option<i64>) {
+        (upload_pk(id), "META".into(), Some(OPEN.into()), Some(expires_at))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub number: u32,
+    pub etag: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    pub open_uploads: u64,
+    pub bytes_in_flight: u64,
+}
+
+/// Why a new session was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("owner quota exceeded")]
+    QuotaExceeded,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    table: String,
+}
+
+impl Store {
+    pub fn new(client: Client, table: String) -> Self {
+        Self { client, table }
+    }
+
+    fn quota_update(&self, owner: &Owner, open_delta: i64, bytes_delta: i128) -> Result<Update, StoreError> {
+        Update::builder()
+            .table_name(&self.table)
+            .key("pk", sv(quota_pk(owner)))
+            .key("sk", sv("QUOTA"))
+            .update_expression("ADD open_uploads :d, bytes_in_flight :b")
+            .expression_attribute_values(":d", nv(open_delta))
+            .expression_attribute_values(":b", nv(bytes_delta))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    pub async fn quota(&self, owner: &Owner) -> Result<Quota, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", sv(quota_pk(owner)))
+            .key("sk", sv("QUOTA"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_err("GetItem", e))?;
+        let num = |k: &str| -> u64 {
+            out.item()
+                .and_then(|i| i.get(k))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<i64>().ok())
+                .unwrap_or(0)
+                .max(0) as u64
+        };
+        Ok(Quota { open_uploads: num("open_uploads"), bytes_in_flight: num("bytes_in_flight") })
+    }
+
+    /// Stores a new session and reserves its quota in one transaction.
+    pub async fn create_session(&self, rec: &UploadRecord, max_open: u64, max_bytes: u64) -> Result<(), CreateError> {
+        let item = serde_dynamo::to_item(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let room = max_bytes.saturating_sub(rec.size);
+        let quota = Update::builder()
+            .table_name(&self.table)
+            .key("pk", sv(quota_pk(&rec.owner)))
+            .key("sk", sv("QUOTA"))
+            .update_expression("ADD open_uploads :one, bytes_in_flight :size")
+            .condition_expression("attribute_not_exists(open_uploads) OR (open_uploads < :max_open AND bytes_in_flight <= :room)")
+            .expression_attribute_values(":one", nv(1))
+            .expression_attribute_values(":size", nv(rec.size))
+            .expression_attribute_values(":max_open", nv(max_open))
+            .expression_attribute_values(":room", nv(room))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().update(quota).build())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let err = map_err("TransactWriteItems", e);
+                // The session key is fresh and random, so a cancelled condition is the quota's.
+                if matches!(&err, StoreError::Service { code, message, .. }
+                    if code == "TransactionCanceledException" && message.contains("ConditionalCheckFailed"))
+                {
+                    return Err(CreateError::QuotaExceeded);
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    pub async fn get(&self, id: &UploadId) -> Result<Option<UploadRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", sv(upload_pk(id)))
+            .key("sk", sv("META"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_err("GetItem", e))?;
+        match out.item {
+            None => Ok(None),
+            Some(item) => serde_dynamo::from_item(item).map(Some).map_err(|e| StoreError::Corrupt(e.to_string())),
+        }
+    }
+
+    /// Records parts (idempotent puts; a re-sent part replaces the earlier record).
+    pub async fn put_parts(&self, id: &UploadId, parts: &[PartRecord], ttl: i64, now: i64) -> Result<(), StoreError> {
+        let pk = upload_pk(id);
+        let requests: Vec<WriteRequest> = parts
+            .iter()
+            .map(|p| {
+                let mut item: HashMap<String, AttributeValue> = HashMap::new();
+                item.insert("pk".into(), sv(pk.clone()));
+                item.insert("sk".into(), sv(part_sk(p.number)));
+                item.insert("number".into(), nv(p.number));
+                item.insert("etag".into(), sv(p.etag.clone()));
+                item.insert("size".into(), nv(p.size));
+                if let Some(s) = &p.sha256 {
+                    item.insert("sha256".into(), sv(s.clone()));
+                }
+                item.insert("recorded_at".into(), nv(now));
+                item.insert("ttl".into(), nv(ttl));
+                PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        let chunks: Vec<Vec<WriteRequest>> = requests.chunks(25).map(<[WriteRequest]>::to_vec).collect();
+        stream::iter(chunks)
+            .map(|chunk| self.batch_write_all(chunk))
+            .buffer_unordered(4)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+
+    async fn batch_write_all(&self, mut pending: Vec<WriteRequest>) -> Result<(), StoreError> {
+        let mut attempt = 0u32;
+        while !pending.is_empty() {
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, pending)
+                .send()
+                .await
+                .map_err(|e| map_err("BatchWriteItem", e))?;
+            pending = out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
+            if !pending.is_empty() {
+                attempt += 1;
+                if attempt > 8 {
+                    return Err(StoreError::Service {
+                        op: "BatchWriteItem",
+                        code: "Unprocessed".into(),
+                        message: format!("{} items left unprocessed", pending.len()),
+                        throttled: true,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// All recorded parts of an upload, in part order.
+    pub async fn parts(&self, id: &UploadId) -> Result<Vec<PartRecord>, StoreError> {
+        let items: Vec<HashMap<String, AttributeValue>> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", sv(upload_pk(id)))
+            .expression_attribute_values(":p", sv("PART#"))
+            .projection_expression("#n, etag, #sz, sha256")
+            .expression_attribute_names("#n", "number")
+            .expression_attribute_names("#sz", "size")
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| map_err("Query", e))?;
+        items
+            .into_iter()
+            .map(|i| serde_dynamo::from_item(i).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
+    }
+
+    /// Takes the completion lease: uploading → completing, or a stale completing lease.
+    /// Returns false when someone else holds a live lease or the status moved on.
+    pub async fn begin_completion(&self, id: &UploadId, now: i64, lease: Duration) -> Result<bool, StoreError> {
+        let until = now + lease.as_secs() as i64;
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", sv(upload_pk(id)))
+            .key("sk", sv("META"))
+            .update_expression("SET #s = :completing, lease_until = :until, gsi1sk = :until, updated_at = :now")
+            .condition_expression("#s = :uploading OR (#s = :completing AND lease_until < :now)")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":completing", sv("completing"))
+            .expression_attribute_values(":uploading", sv("uploading"))
+            .expression_attribute_values(":until", nv(until))
+            .expression_attribute_values(":now", nv(now))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let err = map_err("UpdateItem", e);
+                if is_conditional_failure(&err) {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Gives the lease back (completion refused: the client can fix and retry).
+    pub async fn release_completion(&self, rec: &UploadRecord, now: i64) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", sv(rec.pk.clone()))
+            .key("sk", sv("META"))
+            .update_expression("SET #s = :uploading, gsi1sk = :exp, updated_at = :now REMOVE lease_until")
+            .condition_expression("#s = :completing")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":uploading", sv("uploading"))
+            .expression_attribute_values(":completing", sv("completing"))
+            .expression_attribute_values(":exp", nv(rec.expires_at))
+            .expression_attribute_values(":now", nv(now))
+            .send()
+            .await;
+        match res {
+            Err(e) => {
+                let err = map_err("UpdateItem", e);
+                if is_conditional_failure(&err) {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// completing → processing, releasing the owner's quota in the same transaction.
+    /// Returns false when the status had already moved on (another caller finished).
+    pub async fn finish_completion(&self, rec: &UploadRecord, etag: &str, now: i64) -> Result<bool, StoreError> {
+        let session = Update::builder()
+            .table_name(&self.table)
+            .key("pk", sv(rec.pk.clone()))
+            .key("sk", sv("META"))
+            .update_expression(
+                "SET #s = :processing, etag = :etag, completed_at = :now, updated_at = :now REMOVE gsi1pk, gsi1sk, lease_until, #ttl",
+            )
+            .condition_expression("#s = :completing")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":processing", sv("processing"))
+            .expression_attribute_values(":completing", sv("completing"))
+            .expression_attribute_values(":etag", sv(etag))
+            .expression_attribute_values(":now", nv(now))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.transition_with_quota(session, rec).await
+    }
+
+    /// uploading → aborted/expired, releasing quota. False when the status was not `uploading`.
+    pub async fn close_open(&self, rec: &UploadRecord, to: UploadStatus, reason: &str, ttl: i64, now: i64) -> Result<bool, StoreError> {
+        let session = Update::builder()
+            .table_name(&self.table)
+            .key("pk", sv(rec.pk.clone()))
+            .key("sk", sv("META"))
+            .update_expression("SET #s = :to, reason = :reason, updated_at = :now, #ttl = :ttl REMOVE gsi1pk, gsi1sk, lease_until")
+            .condition_expression("#s = :uploading")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":to", sv(to.as_str()))
+            .expression_attribute_values(":uploading", sv("uploading"))
+            .expression_attribute_values(":reason", sv(reason))
+            .expression_attribute_values(":now", nv(now))
+            .expression_attribute_values(":ttl", nv(ttl))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.transition_with_quota(session, rec).await
+    }
+
+    async fn transition_with_quota(&self, session: Update, rec: &UploadRecord) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(session).build())
+            .transact_items(TransactWriteItem::builder().update(self.quota_update(&rec.owner, -1, -(rec.size as i128))?).build())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let err = map_err("TransactWriteItems", e);
+                if matches!(&err, StoreError::Service { code, message, .. }
+                    if code == "TransactionCanceledException" && message.contains("ConditionalCheckFailed"))
+                {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Sessions the janitor should look at now (expired uploads, stale completions).
+    pub async fn due(&self, now: i64, limit: i32) -> Result<Vec<UploadRecord>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI_OPEN)
+            .key_condition_expression("gsi1pk = :open AND gsi1sk <= :now")
+            .expression_attribute_values(":open", sv(OPEN))
+            .expression_attribute_values(":now", nv(now))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| map_err("Query", e))?;
+        let mut recs = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            // The index projects keys only when configured so: read the full record.
+            let id = item
+                .get("pk")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|pk| pk.strip_prefix("UPLOAD#"))
+                .and_then(|s| UploadId::parse(s).ok());
+            if let Some(id) = id {
+                if let Some(r) = self.get(&id).await? {
+                    recs.push(r);
+                }
+            }
+        }
+        Ok(recs)
+    }
+}

@@ -22,7 +22,7 @@ p1=$!
 make_venv "$VENV_MOTO" 1 -r "$PINS/moto-5.2.5.txt" &
 p2=$!
 if [ "${HOIST_SKIP_TOOLS:-0}" != 1 ]; then
-  make_venv "$VENV_TOOLS" 1 'cargo-lambda==1.9.2' 'cfn-lint>=1.20' &
+  make_venv "$VENV_TOOLS" 2 'cargo-lambda==1.9.2' 'aws-sam-cli==1.170.0' &
   p3=$!
 else p3=""; fi
 wait $p1; wait $p2; [ -z "$p3" ] || wait $p3

@@ -1,1 +1,62 @@
-fn main(){}
+//! `hoist-dev serve` runs the local API; `hoist-dev token OWNER` prints a dev bearer token.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "hoist-dev", about = "Hoist's local dev server (dev-only: never deploy)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve template.yaml's HTTP API on 127.0.0.1 with the real handlers.
+    Serve {
+        #[arg(long, env = "HOIST_API_PORT", default_value_t = 8787)]
+        port: u16,
+        #[arg(long, default_value = "template.yaml")]
+        template: String,
+        /// Janitor period in seconds (the template's schedule when not given).
+        #[arg(long, env = "HOIST_DEV_JANITOR_SECONDS")]
+        janitor_seconds: Option<u64>,
+    },
+    /// Print a dev bearer token for OWNER (signed with HOIST_DEV_JWT_SECRET).
+    Token {
+        owner: String,
+        #[arg(long, default_value_t = 24 * 3600)]
+        ttl_seconds: i64,
+    },
+}
+
+fn secret() -> Result<String, Box<dyn std::error::Error>> {
+    std::env::var("HOIST_DEV_JWT_SECRET").map_err(|_| "HOIST_DEV_JWT_SECRET is not set (source scripts/env.sh)".into())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    match Cli::parse().cmd {
+        Cmd::Token { owner, ttl_seconds } => {
+            shared::domain::Owner::parse(&owner)?;
+            println!("{}", hoist_dev::jwt::issue(&secret()?, &owner, ttl_seconds, shared::now())?);
+        }
+        Cmd::Serve { port, template, janitor_seconds } => {
+            shared::telemetry::init("hoist-dev");
+            let app = shared::App::from_env().await?;
+            let text = std::fs::read_to_string(&template)?;
+            let parsed = hoist_dev::routes::parse_template(&text)?;
+            let state = hoist_dev::state_from_template(app.clone(), &text, secret()?)?;
+            let every = janitor_seconds
+                .or_else(|| parsed.schedules.iter().find(|s| s.binary == "janitor").map(|s| s.every_secs))
+                .unwrap_or(900);
+            hoist_dev::spawn_janitor(app, Duration::from_secs(every));
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+            tracing::info!(port, routes = state.routes.len(), "hoist-dev listening on 127.0.0.1");
+            eprintln!("hoist-dev: http://127.0.0.1:{port}/ ({} routes from {template})", state.routes.len());
+            hoist_dev::server::serve(listener, state).await?;
+        }
+    }
+    Ok(())
+}

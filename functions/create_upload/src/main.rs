@@ -1,1 +1,4 @@
-fn main(){}
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::lambda::run_http(create_upload::FUNCTION, create_upload::handle).await
+}

@@ -1,1 +1,6 @@
-fn main(){}
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::telemetry::init(janitor::FUNCTION);
+    let app = shared::App::from_env().await?;
+    lambda_runtime::run(lambda_runtime::service_fn(|ev| janitor::handle(app.clone(), ev))).await
+}

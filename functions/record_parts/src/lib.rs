@@ -1,1 +1,20 @@
+//! `PUT /uploads/{id}/parts`: records completed parts (batch, idempotent).
+use std::sync::Arc;
 
+use lambda_http::{http::StatusCode, Body, Request, Response};
+use shared::{api, auth, uploads, App};
+
+pub const FUNCTION: &str = "record_parts";
+
+pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
+    api::respond(
+        async {
+            let owner = auth::owner(&req)?;
+            let id = uploads::parse_upload_id(api::path_param(&req, "id"))?;
+            let body: uploads::RecordPartsRequest = api::json_body(&req)?;
+            let recorded = uploads::record_parts(&app, &owner, &id, body, shared::now()).await?;
+            api::json(StatusCode::OK, &recorded)
+        }
+        .await,
+    )
+}

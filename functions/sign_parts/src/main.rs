@@ -1,1 +1,4 @@
-fn main(){}
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::lambda::run_http(sign_parts::FUNCTION, sign_parts::handle).await
+}

@@ -1,0 +1,189 @@
+//! The dev server: API Gateway's job, locally. Matches template.yaml's routes,
+//! checks the bearer token like the JWT authorizer, builds the same HTTP API v2
+//! event Lambda would receive, and calls the real handler.
+
+use std::{collections::BTreeMap, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+
+use axum::{
+    body::{to_bytes, Body as AxBody},
+    extract::{Request as AxRequest, State},
+    response::Response as AxResponse,
+    Router,
+};
+use base64::Engine as _;
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde_json::json;
+use shared::{api::ApiError, App};
+
+use crate::routes::{match_route, Route};
+
+pub type HttpHandler = fn(Arc<App>, Request) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// Every HTTP function the dev server can run, by binary name.
+pub fn http_handlers() -> BTreeMap<&'static str, HttpHandler> {
+    let mut m: BTreeMap<&'static str, HttpHandler> = BTreeMap::new();
+    m.insert(create_upload::FUNCTION, |a, r| Box::pin(create_upload::handle(a, r)));
+    m.insert(sign_parts::FUNCTION, |a, r| Box::pin(sign_parts::handle(a, r)));
+    m.insert(record_parts::FUNCTION, |a, r| Box::pin(record_parts::handle(a, r)));
+    m.insert(get_upload::FUNCTION, |a, r| Box::pin(get_upload::handle(a, r)));
+    m.insert(complete_upload::FUNCTION, |a, r| Box::pin(complete_upload::handle(a, r)));
+    m.insert(abort_upload::FUNCTION, |a, r| Box::pin(abort_upload::handle(a, r)));
+    m
+}
+
+/// Functions the dev server runs on a schedule rather than per request.
+pub const SCHEDULED: &[&str] = &[janitor::FUNCTION];
+
+/// API Gateway HTTP API's payload limit.
+const MAX_BODY: usize = 10 * 1024 * 1024;
+
+pub struct DevState {
+    pub app: Arc<App>,
+    pub routes: Vec<Route>,
+    pub handlers: BTreeMap<&'static str, HttpHandler>,
+    pub jwt_secret: String,
+}
+
+pub fn router(state: Arc<DevState>) -> Router {
+    Router::new().fallback(dispatch).with_state(state)
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<DevState>) -> std::io::Result<()> {
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>()).await
+}
+
+fn plain(status: StatusCode, msg: &str) -> AxResponse {
+    let body = json!({"type": "about:blank", "title": status.canonical_reason(), "status": status.as_u16(), "detail": msg});
+    AxResponse::builder()
+        .status(status)
+        .header("content-type", "application/problem+json")
+        .body(AxBody::from(body.to_string()))
+        .unwrap_or_default()
+}
+
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse {
+    let (parts, body) = req.into_parts();
+    let method = parts.method.as_str().to_owned();
+    let path = parts.uri.path().to_owned();
+    let Some((route, params)) = match_route(&st.routes, &method, &path) else {
+        return plain(StatusCode::NOT_FOUND, "No route matches this method and path.");
+    };
+    let Some(handler) = st.handlers.get(route.binary.as_str()).copied() else {
+        return plain(StatusCode::NOT_IMPLEMENTED, "This route's function is not served by the dev server.");
+    };
+    let claims = if route.authorized {
+        match bearer(&parts.headers).and_then(|t| crate::jwt::verify(&st.jwt_secret, t)) {
+            Some(c) => Some(c),
+            None => return to_axum(ApiError::Unauthorized.into_response()),
+        }
+    } else {
+        None
+    };
+    let bytes = match to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request bodies are limited to 10 MB (API Gateway's limit)."),
+    };
+    let event = api_gateway_event(route, &params, &parts, &bytes, claims.as_ref());
+    let request = match lambda_http::request::from_str(&event.to_string()) {
+        Ok(r) => r,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("The request could not be turned into an API Gateway event: {e}")),
+    };
+    to_axum(handler(st.app.clone(), request).await)
+}
+
+/// The HTTP API (payload v2.0) event API Gateway would send for this request.
+fn api_gateway_event(
+    route: &Route,
+    params: &[(String, String)],
+    parts: &http::request::Parts,
+    body: &[u8],
+    claims: Option<&crate::jwt::Claims>,
+) -> serde_json::Value {
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    let mut cookies = Vec::new();
+    for (k, v) in &parts.headers {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        if k == http::header::COOKIE {
+            cookies.extend(v.split(';').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()));
+            continue;
+        }
+        headers.entry(k.as_str().to_owned()).and_modify(|e| *e = format!("{e},{v}")).or_insert(v);
+    }
+    let raw_query = parts.uri.query().unwrap_or("").to_owned();
+    let mut query: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
+        query.entry(k.into_owned()).and_modify(|e| *e = format!("{e},{v}")).or_insert_with(|| v.into_owned());
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let authorizer = claims.map(|c| {
+        json!({"jwt": {"claims": {
+            "sub": c.sub, "iss": c.iss, "aud": c.aud, "iat": c.iat.to_string(), "exp": c.exp.to_string()
+        }, "scopes": null}})
+    });
+    let mut ctx = json!({
+        "accountId": "000000000000",
+        "apiId": "local",
+        "domainName": headers.get("host").cloned().unwrap_or_else(|| "127.0.0.1".into()),
+        "domainPrefix": "local",
+        "requestId": uuid_like(),
+        "routeKey": format!("{} {}", route.method, route.path),
+        "stage": "$default",
+        "time": now.format(&time::format_description::well_known::Rfc2822).unwrap_or_default(),
+        "timeEpoch": (now.unix_timestamp_nanos() / 1_000_000) as i64,
+        "http": {
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "protocol": "HTTP/1.1",
+            "sourceIp": "127.0.0.1",
+            "userAgent": headers.get("user-agent").cloned().unwrap_or_default(),
+        },
+    });
+    if let Some(a) = authorizer {
+        ctx["authorizer"] = a;
+    }
+    let path_params: BTreeMap<&str, &str> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut ev = json!({
+        "version": "2.0",
+        "routeKey": format!("{} {}", route.method, route.path),
+        "rawPath": parts.uri.path(),
+        "rawQueryString": raw_query,
+        "headers": headers,
+        "requestContext": ctx,
+        "isBase64Encoded": true,
+        "body": base64::engine::general_purpose::STANDARD.encode(body),
+    });
+    if !cookies.is_empty() {
+        ev["cookies"] = json!(cookies);
+    }
+    if !query.is_empty() {
+        ev["queryStringParameters"] = json!(query);
+    }
+    if !path_params.is_empty() {
+        ev["pathParameters"] = json!(path_params);
+    }
+    ev
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("local-{:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn to_axum(resp: Response<Body>) -> AxResponse {
+    let (parts, body) = resp.into_parts();
+    let bytes: Vec<u8> = match body {
+        Body::Empty => Vec::new(),
+        Body::Text(t) => t.into_bytes(),
+        Body::Binary(b) => b,
+        _ => Vec::new(),
+    };
+    AxResponse::from_parts(parts, AxBody::from(bytes))
+}

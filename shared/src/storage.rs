@@ -134,8 +134,12 @@ impl Storage {
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
-            .part_number(number.get() as i32)
-            .content_length(content_length as i64);
+            .part_number(number.get() as i32);
+        // An empty part (only an empty file has one) is not length-pinned: HTTP clients
+        // often omit `Content-Length: 0`, and completion checks every part's size anyway.
+        if content_length > 0 {
+            req = req.content_length(content_length as i64);
+        }
         if let Some(d) = sha256 {
             // Only the value: setting checksum_algorithm too makes the SDK recompute it.
             req = req.checksum_sha256(d.to_base64());

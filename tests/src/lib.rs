@@ -1,1 +1,232 @@
+//! Test harness for end-to-end tests against the real local stack (LocalStack S3+SQS,
+//! moto DynamoDB; started by `scripts/stack.sh start`). Each test gets its own dev
+//! server (the real handlers, routes from template.yaml) on an ephemeral port, its own
+//! SQS queue and its own owners, so tests run in parallel without seeing each other.
 
+use std::{collections::BTreeMap, sync::Arc};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use shared::{config::Config, App};
+
+pub struct Harness {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub app: Arc<App>,
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    secret: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid_v4())
+}
+
+fn uuid_v4() -> String {
+    use rand_like::next;
+    format!("{:016x}{:016x}", next(), next())
+}
+
+/// A tiny xorshift source seeded from time and a counter: test data and names only.
+pub mod rand_like {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    pub fn next() -> u64 {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ seed ^ 0xD1B5_4A32_D192_ED03;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+    /// `len` pseudo-random bytes (incompressible enough for S3 and checksums).
+    pub fn bytes(len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        let mut x = next() | 1;
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::with_config(|_| {}).await
+    }
+
+    /// Starts a dev server whose configuration `tweak` may change (short TTLs, small quotas).
+    pub async fn with_config(tweak: impl FnOnce(&mut Config)) -> Self {
+        let sdk = aws_config::load_from_env().await;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(unique("hoist-test"))
+            .send()
+            .await
+            .expect("create test queue (is the stack up? scripts/stack.sh start)")
+            .queue_url
+            .expect("queue url");
+        let mut config = Config::from_env().expect("config from env (source scripts/env.sh)");
+        config.queue_url = queue_url.clone();
+        tweak(&mut config);
+        let app = Arc::new(App::with_sdk_config(config, &sdk));
+        let secret = std::env::var("HOIST_DEV_JWT_SECRET").expect("HOIST_DEV_JWT_SECRET");
+        let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template.yaml");
+        let state = hoist_dev::state_from_template(app.clone(), &template, secret.clone()).expect("template parses");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let _ = hoist_dev::server::serve(listener, state).await;
+        });
+        Harness { base, http: reqwest::Client::new(), app, sqs, queue_url, secret, server }
+    }
+
+    pub fn token(&self, owner: &str) -> String {
+        hoist_dev::jwt::issue(&self.secret, owner, 3600, shared::now()).expect("token")
+    }
+
+    /// A request to our API as `owner` (None: no Authorization header).
+    pub async fn call(&self, owner: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut rb = self.http.request(method.parse().expect("method"), format!("{}{}", self.base, path));
+        if let Some(o) = owner {
+            rb = rb.bearer_auth(self.token(o));
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value, headers)
+    }
+
+    /// Sends a raw body (for malformed JSON tests).
+    pub async fn call_raw(&self, owner: &str, method: &str, path: &str, content_type: &str, body: &'static [u8]) -> (u16, Value, String) {
+        let resp = self
+            .http
+            .request(method.parse().expect("method"), format!("{}{}", self.base, path))
+            .bearer_auth(self.token(owner))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), ct)
+    }
+
+    pub async fn create(&self, owner: &str, filename: &str, data: &[u8], part_size: u64, checksums: bool) -> Value {
+        let mut body = json!({
+            "filename": filename, "size": data.len(), "content_type": "application/octet-stream",
+            "part_size": part_size, "sha256": sha256_hex(data),
+        });
+        if checksums {
+            body["part_checksums"] = json!("SHA256");
+        }
+        let (s, v, _) = self.call(Some(owner), "POST", "/uploads", Some(body)).await;
+        assert_eq!(s, 201, "create: {v}");
+        v
+    }
+
+    /// Signs parts (with their SHA-256 when `checksums`), as the API returns them.
+    pub async fn sign(&self, owner: &str, id: &str, data: &[u8], part_size: usize, numbers: &[u32], checksums: bool) -> Vec<Value> {
+        let parts: Vec<Value> = numbers
+            .iter()
+            .map(|&n| {
+                let chunk = chunk(data, part_size, n);
+                if checksums {
+                    json!({"number": n, "sha256": sha256_hex(chunk)})
+                } else {
+                    json!({"number": n})
+                }
+            })
+            .collect();
+        let (s, v, _) = self.call(Some(owner), "POST", &format!("/uploads/{id}/parts/sign"), Some(json!({ "parts": parts }))).await;
+        assert_eq!(s, 200, "sign: {v}");
+        v["parts"].as_array().expect("parts").clone()
+    }
+
+    /// PUTs one body to a signed part URL, sending its headers verbatim. Returns status, ETag, body text.
+    pub async fn put_part(&self, signed: &Value, body: Vec<u8>) -> (u16, Option<String>, String) {
+        let mut rb = self.http.put(signed["url"].as_str().expect("url"));
+        let headers: BTreeMap<String, String> = serde_json::from_value(signed["headers"].clone()).unwrap_or_default();
+        for (k, v) in headers {
+            rb = rb.header(k, v);
+        }
+        let resp = rb.body(body).send().await.expect("PUT to S3");
+        let status = resp.status().as_u16();
+        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        (status, etag, resp.text().await.unwrap_or_default())
+    }
+
+    /// Signs, PUTs (in parallel) and records the given parts. Returns how many PUTs were sent.
+    pub async fn upload_parts(&self, owner: &str, id: &str, data: &[u8], part_size: usize, numbers: &[u32], checksums: bool) -> usize {
+        let signed = self.sign(owner, id, data, part_size, numbers, checksums).await;
+        let puts = signed.iter().map(|s| {
+            let n = s["number"].as_u64().expect("number") as u32;
+            let body = chunk(data, part_size, n).to_vec();
+            async move {
+                let len = body.len();
+                let (st, etag, text) = self.put_part(s, body).await;
+                assert_eq!(st, 200, "part {n} PUT: {text}");
+                json!({"number": n, "etag": etag.expect("ETag exposed"), "size": len})
+            }
+        });
+        let recorded: Vec<Value> = futures::future::join_all(puts).await;
+        let count = recorded.len();
+        let (s, v, _) = self.call(Some(owner), "PUT", &format!("/uploads/{id}/parts"), Some(json!({ "parts": recorded }))).await;
+        assert_eq!(s, 200, "record: {v}");
+        count
+    }
+
+    /// The object's bytes in S3.
+    pub async fn object_bytes(&self, id: &str) -> Vec<u8> {
+        let out = self.app.storage.client().get_object().bucket(self.app.storage.bucket()).key(format!("uploads/{id}")).send().await.expect("GetObject");
+        out.body.collect().await.expect("body").into_bytes().to_vec()
+    }
+
+    /// Every message on this test's queue (drains it).
+    pub async fn drain_jobs(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            let r = self.sqs.receive_message().queue_url(&self.queue_url).max_number_of_messages(10).wait_time_seconds(1).send().await.expect("receive");
+            let msgs = r.messages.unwrap_or_default();
+            if msgs.is_empty() {
+                break;
+            }
+            for m in msgs {
+                out.push(serde_json::from_str(m.body().unwrap_or("null")).unwrap_or(Value::Null));
+                if let Some(h) = m.receipt_handle() {
+                    let _ = self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(h).send().await;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Bytes of part `n` (1-based) of `data` cut in `part_size` pieces.
+pub fn chunk(data: &[u8], part_size: usize, n: u32) -> &[u8] {
+    let start = (n as usize - 1) * part_size;
+    &data[start.min(data.len())..(start + part_size).min(data.len())]
+}

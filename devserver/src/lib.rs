@@ -10,9 +10,18 @@ use std::{sync::Arc, time::Duration};
 use shared::App;
 
 /// Loads template.yaml and builds the server state for `app`.
-pub fn state_from_template(app: Arc<App>, template_text: &str, jwt_secret: String) -> Result<Arc<server::DevState>, routes::TemplateError> {
+pub fn state_from_template(
+    app: Arc<App>,
+    template_text: &str,
+    jwt_secret: String,
+) -> Result<Arc<server::DevState>, routes::TemplateError> {
     let t = routes::parse_template(template_text)?;
-    Ok(Arc::new(server::DevState { app, routes: t.routes, handlers: server::http_handlers(), jwt_secret }))
+    Ok(Arc::new(server::DevState {
+        app,
+        routes: t.routes,
+        handlers: server::http_handlers(),
+        jwt_secret,
+    }))
 }
 
 /// Runs the janitor every `every`, as the template's schedule does in AWS.
@@ -22,7 +31,10 @@ pub fn spawn_janitor(app: Arc<App>, every: Duration) -> tokio::task::JoinHandle<
         tick.tick().await;
         loop {
             tick.tick().await;
-            let event = lambda_runtime::LambdaEvent::new(serde_json::json!({}), lambda_runtime::Context::default());
+            let event = lambda_runtime::LambdaEvent::new(
+                serde_json::json!({}),
+                lambda_runtime::Context::default(),
+            );
             if let Err(e) = janitor::handle(app.clone(), event).await {
                 tracing::error!(error = %e, "janitor run failed");
             }
@@ -37,22 +49,33 @@ mod tests {
     /// template.yaml and the dev server's handler table must name the same functions.
     #[test]
     fn every_template_route_has_a_handler_and_every_handler_a_route() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+                .unwrap();
         let t = crate::routes::parse_template(&text).unwrap();
         let handlers: BTreeSet<&str> = crate::server::http_handlers().keys().copied().collect();
         let routed: BTreeSet<&str> = t.routes.iter().map(|r| r.binary.as_str()).collect();
         assert_eq!(routed, handlers, "template routes vs dev-server handlers");
         let scheduled: BTreeSet<&str> = t.schedules.iter().map(|s| s.binary.as_str()).collect();
         let expected: BTreeSet<&str> = crate::server::SCHEDULED.iter().copied().collect();
-        assert_eq!(scheduled, expected, "template schedules vs dev-server scheduled functions");
+        assert_eq!(
+            scheduled, expected,
+            "template schedules vs dev-server scheduled functions"
+        );
         // Every function in the template is either routed or scheduled.
         for b in &t.binaries {
-            assert!(routed.contains(b.as_str()) || scheduled.contains(b.as_str()), "{b} has neither route nor schedule");
+            assert!(
+                routed.contains(b.as_str()) || scheduled.contains(b.as_str()),
+                "{b} has neither route nor schedule"
+            );
         }
         // Every binary is a crate under functions/.
         for b in &t.binaries {
             let dir = format!("{}/../functions/{b}", env!("CARGO_MANIFEST_DIR"));
-            assert!(std::path::Path::new(&dir).is_dir(), "{b}: no functions/{b} crate");
+            assert!(
+                std::path::Path::new(&dir).is_dir(),
+                "{b}: no functions/{b} crate"
+            );
         }
     }
 }

@@ -72,7 +72,10 @@ impl ContentTypePolicy {
                 None => ContentType::parse(a).is_ok(),
             };
             if !ok {
-                return Err(ConfigError { name: "HOIST_ALLOWED_CONTENT_TYPES", detail: format!("'{a}' is not a media type or type/*") });
+                return Err(ConfigError {
+                    name: "HOIST_ALLOWED_CONTENT_TYPES",
+                    detail: format!("'{a}' is not a media type or type/*"),
+                });
             }
         }
         Ok(Self { allowed })
@@ -123,13 +126,19 @@ fn var(name: &'static str) -> Option<String> {
 }
 
 fn required(name: &'static str) -> Result<String, ConfigError> {
-    var(name).ok_or(ConfigError { name, detail: "is required".into() })
+    var(name).ok_or(ConfigError {
+        name,
+        detail: "is required".into(),
+    })
 }
 
 fn number(name: &'static str, default: u64) -> Result<u64, ConfigError> {
     match var(name) {
         None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| ConfigError { name, detail: format!("'{v}' is not a whole number") }),
+        Some(v) => v.trim().parse().map_err(|_| ConfigError {
+            name,
+            detail: format!("'{v}' is not a whole number"),
+        }),
     }
 }
 
@@ -137,24 +146,36 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let max_upload_size = number("HOIST_MAX_UPLOAD_SIZE", 5 * TIB)?;
         if max_upload_size > S3_MAX_OBJECT_SIZE {
-            return Err(ConfigError { name: "HOIST_MAX_UPLOAD_SIZE", detail: "is above S3's largest object (48.8 TiB)".into() });
+            return Err(ConfigError {
+                name: "HOIST_MAX_UPLOAD_SIZE",
+                detail: "is above S3's largest object (48.8 TiB)".into(),
+            });
         }
         let default_part_size = number("HOIST_DEFAULT_PART_SIZE", 16 * MIB)?;
         if !(5 * MIB..=5 * GIB).contains(&default_part_size) {
-            return Err(ConfigError { name: "HOIST_DEFAULT_PART_SIZE", detail: "must be within 5 MiB..=5 GiB".into() });
+            return Err(ConfigError {
+                name: "HOIST_DEFAULT_PART_SIZE",
+                detail: "must be within 5 MiB..=5 GiB".into(),
+            });
         }
         let part_url_ttl = number("HOIST_PART_URL_TTL_SECONDS", 900)?;
         if !(1..=7 * 24 * 3600).contains(&part_url_ttl) {
-            return Err(ConfigError { name: "HOIST_PART_URL_TTL_SECONDS", detail: "must be 1..=604800 (SigV4's 7 days)".into() });
+            return Err(ConfigError {
+                name: "HOIST_PART_URL_TTL_SECONDS",
+                detail: "must be 1..=604800 (SigV4's 7 days)".into(),
+            });
         }
         Ok(Self {
             bucket: required("HOIST_BUCKET")?,
             table: required("HOIST_TABLE")?,
             queue_url: required("HOIST_QUEUE_URL")?,
-            s3_force_path_style: var("HOIST_S3_FORCE_PATH_STYLE").is_some_and(|v| v == "true" || v == "1"),
+            s3_force_path_style: var("HOIST_S3_FORCE_PATH_STYLE")
+                .is_some_and(|v| v == "true" || v == "1"),
             max_upload_size,
             default_part_size,
-            content_types: ContentTypePolicy::parse(&var("HOIST_ALLOWED_CONTENT_TYPES").unwrap_or_else(|| DEFAULT_ALLOWED_TYPES.into()))?,
+            content_types: ContentTypePolicy::parse(
+                &var("HOIST_ALLOWED_CONTENT_TYPES").unwrap_or_else(|| DEFAULT_ALLOWED_TYPES.into()),
+            )?,
             part_url_ttl: Duration::from_secs(part_url_ttl),
             upload_ttl: Duration::from_secs(number("HOIST_UPLOAD_TTL_SECONDS", 3 * 24 * 3600)?),
             max_open_uploads: number("HOIST_MAX_OPEN_UPLOADS", 100)?,

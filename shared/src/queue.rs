@@ -48,7 +48,13 @@ impl Queue {
             .message_body(body)
             .send()
             .await
-            .map_err(|e| QueueError(format!("{}: {}", e.code().unwrap_or("error"), aws_smithy_types::error::display::DisplayErrorContext(&e))))?;
+            .map_err(|e| {
+                QueueError(format!(
+                    "{}: {}",
+                    e.code().unwrap_or("error"),
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                ))
+            })?;
         Ok(())
     }
 }

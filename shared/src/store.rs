@@ -30,7 +30,12 @@ const OPEN: &str = "OPEN";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("dynamodb {op}: {code}: {message}")]
-    Service { op: &'static str, code: String, message: String, throttled: bool },
+    Service {
+        op: &'static str,
+        code: String,
+        message: String,
+        throttled: bool,
+    },
     #[error("dynamodb {op}: {detail}")]
     Other { op: &'static str, detail: String },
     #[error("stored item is unreadable: {0}")]
@@ -39,7 +44,13 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_throttling(&self) -> bool {
-        matches!(self, StoreError::Service { throttled: true, .. })
+        matches!(
+            self,
+            StoreError::Service {
+                throttled: true,
+                ..
+            }
+        )
     }
 }
 
@@ -53,11 +64,21 @@ where
             let code = se.code().unwrap_or("Unknown").to_owned();
             let throttled = matches!(
                 code.as_str(),
-                "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded"
+                "ProvisionedThroughputExceededException"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
             );
-            StoreError::Service { op, code, message: se.message().unwrap_or("").to_owned(), throttled }
+            StoreError::Service {
+                op,
+                code,
+                message: se.message().unwrap_or("").to_owned(),
+                throttled,
+            }
         }
-        None => StoreError::Other { op, detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string() },
+        None => StoreError::Other {
+            op,
+            detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+        },
     }
 }
 
@@ -169,8 +190,16 @@ pub struct UploadRecord {
 
 impl UploadRecord {
     /// Keys for a new session that the janitor will look at when it expires.
-    pub fn open_keys(id: &UploadId, expires_at: i64) -> (String, String, Option<String>, Option<i64>) {
-        (upload_pk(id), "META".into(), Some(OPEN.into()), Some(expires_at))
+    pub fn open_keys(
+        id: &UploadId,
+        expires_at: i64,
+    ) -> (String, String, Option<String>, Option<i64>) {
+        (
+            upload_pk(id),
+            "META".into(),
+            Some(OPEN.into()),
+            Some(expires_at),
+        )
     }
 }
 
@@ -209,7 +238,12 @@ impl Store {
         Self { client, table }
     }
 
-    fn quota_update(&self, owner: &Owner, open_delta: i64, bytes_delta: i128) -> Result<Update, StoreError> {
+    fn quota_update(
+        &self,
+        owner: &Owner,
+        open_delta: i64,
+        bytes_delta: i128,
+    ) -> Result<Update, StoreError> {
         Update::builder()
             .table_name(&self.table)
             .key("pk", sv(quota_pk(owner)))
@@ -240,11 +274,19 @@ impl Store {
                 .unwrap_or(0)
                 .max(0) as u64
         };
-        Ok(Quota { open_uploads: num("open_uploads"), bytes_in_flight: num("bytes_in_flight") })
+        Ok(Quota {
+            open_uploads: num("open_uploads"),
+            bytes_in_flight: num("bytes_in_flight"),
+        })
     }
 
     /// Stores a new session and reserves its quota in one transaction.
-    pub async fn create_session(&self, rec: &UploadRecord, max_open: u64, max_bytes: u64) -> Result<(), CreateError> {
+    pub async fn create_session(
+        &self,
+        rec: &UploadRecord,
+        max_open: u64,
+        max_bytes: u64,
+    ) -> Result<(), CreateError> {
         let item = serde_dynamo::to_item(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let put = Put::builder()
             .table_name(&self.table)
@@ -300,12 +342,20 @@ impl Store {
             .map_err(|e| map_err("GetItem", e))?;
         match out.item {
             None => Ok(None),
-            Some(item) => serde_dynamo::from_item(item).map(Some).map_err(|e| StoreError::Corrupt(e.to_string())),
+            Some(item) => serde_dynamo::from_item(item)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(e.to_string())),
         }
     }
 
     /// Records parts (idempotent puts; a re-sent part replaces the earlier record).
-    pub async fn put_parts(&self, id: &UploadId, parts: &[PartRecord], ttl: i64, now: i64) -> Result<(), StoreError> {
+    pub async fn put_parts(
+        &self,
+        id: &UploadId,
+        parts: &[PartRecord],
+        ttl: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let pk = upload_pk(id);
         let requests: Vec<WriteRequest> = parts
             .iter()
@@ -328,7 +378,8 @@ impl Store {
                     .map_err(|e| StoreError::Corrupt(e.to_string()))
             })
             .collect::<Result<_, _>>()?;
-        let chunks: Vec<Vec<WriteRequest>> = requests.chunks(25).map(<[WriteRequest]>::to_vec).collect();
+        let chunks: Vec<Vec<WriteRequest>> =
+            requests.chunks(25).map(<[WriteRequest]>::to_vec).collect();
         stream::iter(chunks)
             .map(|chunk| self.batch_write_all(chunk))
             .buffer_unordered(4)
@@ -347,7 +398,10 @@ impl Store {
                 .send()
                 .await
                 .map_err(|e| map_err("BatchWriteItem", e))?;
-            pending = out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
+            pending = out
+                .unprocessed_items
+                .and_then(|mut m| m.remove(&self.table))
+                .unwrap_or_default();
             if !pending.is_empty() {
                 attempt += 1;
                 if attempt > 8 {
@@ -391,7 +445,12 @@ impl Store {
 
     /// Takes the completion lease: uploading → completing, or a stale completing lease.
     /// Returns false when someone else holds a live lease or the status moved on.
-    pub async fn begin_completion(&self, id: &UploadId, now: i64, lease: Duration) -> Result<bool, StoreError> {
+    pub async fn begin_completion(
+        &self,
+        id: &UploadId,
+        now: i64,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
         let until = now + lease.as_secs() as i64;
         let res = self
             .client
@@ -399,7 +458,9 @@ impl Store {
             .table_name(&self.table)
             .key("pk", sv(upload_pk(id)))
             .key("sk", sv("META"))
-            .update_expression("SET #s = :completing, lease_until = :until, gsi1sk = :until, updated_at = :now")
+            .update_expression(
+                "SET #s = :completing, lease_until = :until, gsi1sk = :until, updated_at = :now",
+            )
             .condition_expression("#s = :uploading OR (#s = :completing AND lease_until < :now)")
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":completing", sv("completing"))
@@ -429,7 +490,9 @@ impl Store {
             .table_name(&self.table)
             .key("pk", sv(rec.pk.clone()))
             .key("sk", sv("META"))
-            .update_expression("SET #s = :uploading, gsi1sk = :exp, updated_at = :now REMOVE lease_until")
+            .update_expression(
+                "SET #s = :uploading, gsi1sk = :exp, updated_at = :now REMOVE lease_until",
+            )
             .condition_expression("#s = :completing")
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":uploading", sv("uploading"))
@@ -453,7 +516,12 @@ impl Store {
 
     /// completing → processing, releasing the owner's quota in the same transaction.
     /// Returns false when the status had already moved on (another caller finished).
-    pub async fn finish_completion(&self, rec: &UploadRecord, etag: &str, now: i64) -> Result<bool, StoreError> {
+    pub async fn finish_completion(
+        &self,
+        rec: &UploadRecord,
+        etag: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let session = Update::builder()
             .table_name(&self.table)
             .key("pk", sv(rec.pk.clone()))
@@ -474,7 +542,14 @@ impl Store {
     }
 
     /// uploading → aborted/expired, releasing quota. False when the status was not `uploading`.
-    pub async fn close_open(&self, rec: &UploadRecord, to: UploadStatus, reason: &str, ttl: i64, now: i64) -> Result<bool, StoreError> {
+    pub async fn close_open(
+        &self,
+        rec: &UploadRecord,
+        to: UploadStatus,
+        reason: &str,
+        ttl: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let session = Update::builder()
             .table_name(&self.table)
             .key("pk", sv(rec.pk.clone()))
@@ -493,12 +568,20 @@ impl Store {
         self.transition_with_quota(session, rec).await
     }
 
-    async fn transition_with_quota(&self, session: Update, rec: &UploadRecord) -> Result<bool, StoreError> {
+    async fn transition_with_quota(
+        &self,
+        session: Update,
+        rec: &UploadRecord,
+    ) -> Result<bool, StoreError> {
         let res = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(session).build())
-            .transact_items(TransactWriteItem::builder().update(self.quota_update(&rec.owner, -1, -(rec.size as i128))?).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(self.quota_update(&rec.owner, -1, -(rec.size as i128))?)
+                    .build(),
+            )
             .send()
             .await;
         match res {

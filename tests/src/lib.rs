@@ -39,8 +39,13 @@ pub mod rand_like {
     use std::sync::atomic::{AtomicU64, Ordering};
     static STATE: AtomicU64 = AtomicU64::new(0);
     pub fn next() -> u64 {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
-        let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ seed ^ 0xD1B5_4A32_D192_ED03;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            ^ seed
+            ^ 0xD1B5_4A32_D192_ED03;
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -85,16 +90,29 @@ impl Harness {
         let mut config = Config::from_env().expect("config from env (source scripts/env.sh)");
         config.queue_url = queue_url.clone();
         tweak(&mut config);
-        let app = Arc::new(App::with_sdk_config(config, &sdk));
+        let app = Arc::new(App::with_sdk_config(config, &sdk).expect("app"));
         let secret = std::env::var("HOIST_DEV_JWT_SECRET").expect("HOIST_DEV_JWT_SECRET");
-        let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template.yaml");
-        let state = hoist_dev::state_from_template(app.clone(), &template, secret.clone()).expect("template parses");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let template =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+                .expect("template.yaml");
+        let state = hoist_dev::state_from_template(app.clone(), &template, secret.clone())
+            .expect("template parses");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
             let _ = hoist_dev::server::serve(listener, state).await;
         });
-        Harness { base, http: reqwest::Client::new(), app, sqs, queue_url, secret, server }
+        Harness {
+            base,
+            http: reqwest::Client::new(),
+            app,
+            sqs,
+            queue_url,
+            secret,
+            server,
+        }
     }
 
     pub fn token(&self, owner: &str) -> String {
@@ -102,8 +120,17 @@ impl Harness {
     }
 
     /// A request to our API as `owner` (None: no Authorization header).
-    pub async fn call(&self, owner: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (u16, Value, reqwest::header::HeaderMap) {
-        let mut rb = self.http.request(method.parse().expect("method"), format!("{}{}", self.base, path));
+    pub async fn call(
+        &self,
+        owner: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut rb = self.http.request(
+            method.parse().expect("method"),
+            format!("{}{}", self.base, path),
+        );
         if let Some(o) = owner {
             rb = rb.bearer_auth(self.token(o));
         }
@@ -119,10 +146,20 @@ impl Harness {
     }
 
     /// Sends a raw body (for malformed JSON tests).
-    pub async fn call_raw(&self, owner: &str, method: &str, path: &str, content_type: &str, body: &'static [u8]) -> (u16, Value, String) {
+    pub async fn call_raw(
+        &self,
+        owner: &str,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &'static [u8],
+    ) -> (u16, Value, String) {
         let resp = self
             .http
-            .request(method.parse().expect("method"), format!("{}{}", self.base, path))
+            .request(
+                method.parse().expect("method"),
+                format!("{}{}", self.base, path),
+            )
             .bearer_auth(self.token(owner))
             .header("content-type", content_type)
             .body(body)
@@ -130,12 +167,28 @@ impl Harness {
             .await
             .expect("request");
         let status = resp.status().as_u16();
-        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), ct)
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            ct,
+        )
     }
 
-    pub async fn create(&self, owner: &str, filename: &str, data: &[u8], part_size: u64, checksums: bool) -> Value {
+    pub async fn create(
+        &self,
+        owner: &str,
+        filename: &str,
+        data: &[u8],
+        part_size: u64,
+        checksums: bool,
+    ) -> Value {
         let mut body = json!({
             "filename": filename, "size": data.len(), "content_type": "application/octet-stream",
             "part_size": part_size, "sha256": sha256_hex(data),
@@ -149,7 +202,15 @@ impl Harness {
     }
 
     /// Signs parts (with their SHA-256 when `checksums`), as the API returns them.
-    pub async fn sign(&self, owner: &str, id: &str, data: &[u8], part_size: usize, numbers: &[u32], checksums: bool) -> Vec<Value> {
+    pub async fn sign(
+        &self,
+        owner: &str,
+        id: &str,
+        data: &[u8],
+        part_size: usize,
+        numbers: &[u32],
+        checksums: bool,
+    ) -> Vec<Value> {
         let parts: Vec<Value> = numbers
             .iter()
             .map(|&n| {
@@ -161,7 +222,14 @@ impl Harness {
                 }
             })
             .collect();
-        let (s, v, _) = self.call(Some(owner), "POST", &format!("/uploads/{id}/parts/sign"), Some(json!({ "parts": parts }))).await;
+        let (s, v, _) = self
+            .call(
+                Some(owner),
+                "POST",
+                &format!("/uploads/{id}/parts/sign"),
+                Some(json!({ "parts": parts })),
+            )
+            .await;
         assert_eq!(s, 200, "sign: {v}");
         v["parts"].as_array().expect("parts").clone()
     }
@@ -169,19 +237,34 @@ impl Harness {
     /// PUTs one body to a signed part URL, sending its headers verbatim. Returns status, ETag, body text.
     pub async fn put_part(&self, signed: &Value, body: Vec<u8>) -> (u16, Option<String>, String) {
         let mut rb = self.http.put(signed["url"].as_str().expect("url"));
-        let headers: BTreeMap<String, String> = serde_json::from_value(signed["headers"].clone()).unwrap_or_default();
+        let headers: BTreeMap<String, String> =
+            serde_json::from_value(signed["headers"].clone()).unwrap_or_default();
         for (k, v) in headers {
             rb = rb.header(k, v);
         }
         let resp = rb.body(body).send().await.expect("PUT to S3");
         let status = resp.status().as_u16();
-        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         (status, etag, resp.text().await.unwrap_or_default())
     }
 
     /// Signs, PUTs (in parallel) and records the given parts. Returns how many PUTs were sent.
-    pub async fn upload_parts(&self, owner: &str, id: &str, data: &[u8], part_size: usize, numbers: &[u32], checksums: bool) -> usize {
-        let signed = self.sign(owner, id, data, part_size, numbers, checksums).await;
+    pub async fn upload_parts(
+        &self,
+        owner: &str,
+        id: &str,
+        data: &[u8],
+        part_size: usize,
+        numbers: &[u32],
+        checksums: bool,
+    ) -> usize {
+        let signed = self
+            .sign(owner, id, data, part_size, numbers, checksums)
+            .await;
         let puts = signed.iter().map(|s| {
             let n = s["number"].as_u64().expect("number") as u32;
             let body = chunk(data, part_size, n).to_vec();
@@ -194,22 +277,51 @@ impl Harness {
         });
         let recorded: Vec<Value> = futures::future::join_all(puts).await;
         let count = recorded.len();
-        let (s, v, _) = self.call(Some(owner), "PUT", &format!("/uploads/{id}/parts"), Some(json!({ "parts": recorded }))).await;
+        let (s, v, _) = self
+            .call(
+                Some(owner),
+                "PUT",
+                &format!("/uploads/{id}/parts"),
+                Some(json!({ "parts": recorded })),
+            )
+            .await;
         assert_eq!(s, 200, "record: {v}");
         count
     }
 
     /// The object's bytes in S3.
     pub async fn object_bytes(&self, id: &str) -> Vec<u8> {
-        let out = self.app.storage.client().get_object().bucket(self.app.storage.bucket()).key(format!("uploads/{id}")).send().await.expect("GetObject");
-        out.body.collect().await.expect("body").into_bytes().to_vec()
+        let out = self
+            .app
+            .storage
+            .client()
+            .get_object()
+            .bucket(self.app.storage.bucket())
+            .key(format!("uploads/{id}"))
+            .send()
+            .await
+            .expect("GetObject");
+        out.body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes()
+            .to_vec()
     }
 
     /// Every message on this test's queue (drains it).
     pub async fn drain_jobs(&self) -> Vec<Value> {
         let mut out = Vec::new();
         for _ in 0..5 {
-            let r = self.sqs.receive_message().queue_url(&self.queue_url).max_number_of_messages(10).wait_time_seconds(1).send().await.expect("receive");
+            let r = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive");
             let msgs = r.messages.unwrap_or_default();
             if msgs.is_empty() {
                 break;
@@ -217,7 +329,13 @@ impl Harness {
             for m in msgs {
                 out.push(serde_json::from_str(m.body().unwrap_or("null")).unwrap_or(Value::Null));
                 if let Some(h) = m.receipt_handle() {
-                    let _ = self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(h).send().await;
+                    let _ = self
+                        .sqs
+                        .delete_message()
+                        .queue_url(&self.queue_url)
+                        .receipt_handle(h)
+                        .send()
+                        .await;
                 }
             }
         }

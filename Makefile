@@ -1,0 +1,24 @@
+# The two commands: `make dev` runs the whole thing locally, `make test` runs every test.
+SHELL := /bin/bash
+.PHONY: dev test stack stop token bench fmt lint
+
+dev: ## Stack + API on http://127.0.0.1:8787 (Ctrl-C stops the API; `make stop` the stack)
+	bash scripts/dev.sh
+
+test: ## Every test: lint, unit, end-to-end (real local stack), template, Lambda smoke
+	bash scripts/test.sh
+
+stack: ## Only the local AWS stack
+	bash scripts/stack.sh start
+
+stop: ## Stop everything the scripts started
+	bash scripts/stack.sh stop
+
+token: ## Print a dev bearer token: make token OWNER=alice
+	@source scripts/env.sh && cargo run -q -p hoist-dev -- token $${OWNER:-alice}
+
+bench: ## Benchmarks (writes bench/ results)
+	bash scripts/bench.sh
+
+fmt:
+	cargo fmt --all

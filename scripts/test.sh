@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every test: format and lint, unit tests, end-to-end tests against the local
+# stack, the template check and the Lambda smoke invocations. `make test` calls this,
+# and so does CI (.ci/run).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$HOIST_ROOT"
+export PATH="$VENV_TOOLS/bin:$PATH"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "install (cached in $HOIST_CACHE)"
+bash scripts/install.sh
+
+step "format and lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "local stack"
+started_stack=0
+if ! bash scripts/stack.sh status | grep -q "localstack: up" || ! bash scripts/stack.sh status | grep -q "moto: up"; then
+  started_stack=1
+fi
+bash scripts/stack.sh start
+if [ $started_stack -eq 1 ] && [ "${HOIST_KEEP_STACK:-0}" != 1 ]; then
+  trap 'bash scripts/stack.sh stop moto localstack' EXIT
+fi
+
+step "unit and end-to-end tests"
+cargo test --workspace --all-targets 2>&1 | grep -v '^{"' 
+
+step "template"
+sam validate --lint
+
+step "lambda smoke (cargo lambda watch + invoke)"
+bash scripts/smoke.sh
+
+echo
+echo "all tests passed"

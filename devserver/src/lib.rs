@@ -82,20 +82,33 @@ mod tests {
     /// docs/openapi.yaml documents exactly the template's routes.
     #[test]
     fn openapi_documents_every_route() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+                .unwrap();
         let t = crate::routes::parse_template(&text).unwrap();
-        let spec: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml")).unwrap()).unwrap();
+        let spec: serde_yaml::Value = serde_yaml::from_str(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml"))
+                .unwrap(),
+        )
+        .unwrap();
         let mut documented = BTreeSet::new();
         for (path, item) in spec["paths"].as_mapping().unwrap() {
             for (method, _) in item.as_mapping().unwrap() {
                 let m = method.as_str().unwrap();
                 if m != "parameters" {
-                    documented.insert(format!("{} {}", m.to_ascii_uppercase(), path.as_str().unwrap()));
+                    documented.insert(format!(
+                        "{} {}",
+                        m.to_ascii_uppercase(),
+                        path.as_str().unwrap()
+                    ));
                 }
             }
         }
-        let routed: BTreeSet<String> = t.routes.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+        let routed: BTreeSet<String> = t
+            .routes
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
         assert_eq!(documented, routed);
     }
 }

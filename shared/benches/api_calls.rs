@@ -15,8 +15,16 @@ fn main() {
     let window = 64u64;
     println!("| file size | part size | parts | fewest API calls (create + sign + record + complete) | API calls signing just in time, windows of {window} | S3 PUTs |");
     println!("|---|---|---|---|---|---|");
-    for (label, size) in [("100 MiB", 100 * MIB), ("1 GiB", GIB), ("10 GiB", 10 * GIB), ("100 GiB", 100 * GIB), ("1 TiB", TIB), ("5 TiB", 5 * TIB)] {
-        let plan = PartPlan::new(ByteSize::new(size).expect("size"), None, default_part).expect("plan");
+    for (label, size) in [
+        ("100 MiB", 100 * MIB),
+        ("1 GiB", GIB),
+        ("10 GiB", 10 * GIB),
+        ("100 GiB", 100 * GIB),
+        ("1 TiB", TIB),
+        ("5 TiB", 5 * TIB),
+    ] {
+        let plan =
+            PartPlan::new(ByteSize::new(size).expect("size"), None, default_part).expect("plan");
         let parts = u64::from(plan.part_count());
         let sign = parts.div_ceil(SIGN_BATCH_MAX as u64);
         let record = parts.div_ceil(RECORD_BATCH_MAX as u64);

@@ -12,6 +12,10 @@ VENV_TOOLS="$HOIST_CACHE/venv-tools"                 # cargo-lambda, ziglang, cf
 LOCALSTACK_PORT="${LOCALSTACK_PORT:-4566}"
 MOTO_PORT="${MOTO_PORT:-4567}"
 HOIST_API_PORT="${HOIST_API_PORT:-8787}"
+CLAMD_PORT="${CLAMD_PORT:-3310}"
+export HOIST_CLAMD_ADDR="127.0.0.1:$CLAMD_PORT"
+# Must match clamd.conf's StreamMaxLength (scripts/stack.sh): larger files are not sent.
+export HOIST_SCAN_LIMIT_BYTES="${HOIST_SCAN_LIMIT_BYTES:-1610612736}"
 
 # Dev-only placeholder credentials: LocalStack checks presigned URLs against secret "test".
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"

@@ -25,5 +25,12 @@ if [ "${HOIST_SKIP_TOOLS:-0}" != 1 ]; then
   make_venv "$VENV_TOOLS" 2 'cargo-lambda==1.9.2' 'aws-sam-cli==1.170.0' &
   p3=$!
 else p3=""; fi
+# ClamAV's daemon from Debian (root on these machines; services are not auto-started).
+if ! command -v clamd >/dev/null 2>&1; then
+  echo "install: clamav-daemon (apt)" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clamav clamav-daemon >/dev/null
+fi
 wait $p1; wait $p2; [ -z "$p3" ] || wait $p3
 echo "install: done" >&2

@@ -18,12 +18,12 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "local stack"
 started_stack=0
-if ! bash scripts/stack.sh status | grep -q "localstack: up" || ! bash scripts/stack.sh status | grep -q "moto: up"; then
+if bash scripts/stack.sh status | grep -q "down"; then
   started_stack=1
 fi
 bash scripts/stack.sh start
 if [ $started_stack -eq 1 ] && [ "${HOIST_KEEP_STACK:-0}" != 1 ]; then
-  trap 'bash scripts/stack.sh stop moto localstack' EXIT
+  trap 'bash scripts/stack.sh stop clamd moto localstack' EXIT
 fi
 
 step "unit and end-to-end tests"

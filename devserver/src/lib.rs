@@ -4,6 +4,7 @@
 pub mod jwt;
 pub mod routes;
 pub mod server;
+pub mod sqs;
 
 use std::{sync::Arc, time::Duration};
 

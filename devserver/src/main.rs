@@ -68,7 +68,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .map(|s| s.every_secs)
                 })
                 .unwrap_or(900);
-            hoist_dev::spawn_janitor(app, Duration::from_secs(every));
+            hoist_dev::spawn_janitor(app.clone(), Duration::from_secs(every));
+            let processor = std::sync::Arc::new(process::Processor {
+                config: shared::pipeline::ProcessConfig::from_env()?,
+                app: app.clone(),
+            });
+            let sqs = aws_sdk_sqs::Client::new(&aws_config::load_from_env().await);
+            hoist_dev::sqs::spawn_poller(processor, sqs, app.config.queue_url.clone());
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
             tracing::info!(
                 port,

@@ -48,6 +48,9 @@ pub fn http_handlers() -> BTreeMap<&'static str, HttpHandler> {
 /// Functions the dev server runs on a schedule rather than per request.
 pub const SCHEDULED: &[&str] = &[janitor::FUNCTION];
 
+/// Functions the dev server feeds from SQS, as Lambda's event source mapping does.
+pub const QUEUE_CONSUMERS: &[&str] = &[process::FUNCTION];
+
 /// API Gateway HTTP API's payload limit.
 const MAX_BODY: usize = 10 * 1024 * 1024;
 

@@ -7,12 +7,16 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod lambda;
+pub mod pipeline;
 pub mod plan;
+pub mod processing;
 pub mod queue;
 pub mod ranges;
+pub mod scanner;
 pub mod storage;
 pub mod store;
 pub mod telemetry;
+pub mod thumbnail;
 pub mod uploads;
 
 pub use app::App;

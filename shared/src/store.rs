@@ -102,6 +102,8 @@ pub enum UploadStatus {
     Failed,
     Aborted,
     Expired,
+    /// Too large for the scanner; not served under the default policy.
+    Unscanned,
 }
 
 impl UploadStatus {
@@ -117,6 +119,7 @@ impl UploadStatus {
             UploadStatus::Failed => "failed",
             UploadStatus::Aborted => "aborted",
             UploadStatus::Expired => "expired",
+            UploadStatus::Unscanned => "unscanned",
         }
     }
 
@@ -130,6 +133,7 @@ impl UploadStatus {
                 | UploadStatus::Rejected
                 | UploadStatus::Corrupt
                 | UploadStatus::Failed
+                | UploadStatus::Unscanned
         )
     }
 }
@@ -180,6 +184,20 @@ pub struct UploadRecord {
     pub etag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What processing read from the bytes (MIME type), if recognised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_type: Option<String>,
+    /// SHA-256 of the stored object as processing computed it (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gsi1pk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +228,18 @@ pub struct PartRecord {
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+}
+
+/// What processing found, written in one conditional update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessingOutcome {
+    pub status: UploadStatus,
+    pub reason: String,
+    pub detected_type: Option<String>,
+    pub content_sha256: Option<String>,
+    pub thumbnail_key: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -591,6 +621,48 @@ impl Store {
                 if matches!(&err, StoreError::Service { code, message, .. }
                     if code == "TransactionCanceledException" && message.contains("ConditionalCheckFailed"))
                 {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// processing → a final status with its findings. False when the status was no
+    /// longer `processing` (a duplicate delivery already finished it).
+    pub async fn finish_processing(&self, id: &UploadId, outcome: &ProcessingOutcome, now: i64) -> Result<bool, StoreError> {
+        let mut set = vec!["#s = :to", "reason = :reason", "updated_at = :now", "processed_at = :now"];
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", sv(upload_pk(id)))
+            .key("sk", sv("META"))
+            .condition_expression("#s = :processing")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":processing", sv("processing"))
+            .expression_attribute_values(":to", sv(outcome.status.as_str()))
+            .expression_attribute_values(":reason", sv(outcome.reason.clone()))
+            .expression_attribute_values(":now", nv(now));
+        let optional: [(&str, &str, Option<AttributeValue>); 5] = [
+            ("detected_type = :dt", ":dt", outcome.detected_type.clone().map(sv)),
+            ("content_sha256 = :cs", ":cs", outcome.content_sha256.clone().map(sv)),
+            ("thumbnail_key = :tk", ":tk", outcome.thumbnail_key.clone().map(sv)),
+            ("width = :w", ":w", outcome.width.map(nv)),
+            ("height = :h", ":h", outcome.height.map(nv)),
+        ];
+        for (clause, name, value) in optional {
+            if let Some(v) = value {
+                set.push(clause);
+                req = req.expression_attribute_values(name, v);
+            }
+        }
+        match req.update_expression(format!("SET {}", set.join(", "))).send().await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let err = map_err("UpdateItem", e);
+                if is_conditional_failure(&err) {
                     Ok(false)
                 } else {
                     Err(err)

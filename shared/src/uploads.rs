@@ -157,6 +157,17 @@ pub struct UploadView {
     pub completed_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The type processing read from the bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    #[serde(default)]
+    pub has_thumbnail: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed_at: Option<String>,
 }
 
 fn view(rec: &UploadRecord, parts: Option<&[PartRecord]>, now: i64) -> UploadView {
@@ -193,6 +204,11 @@ fn view(rec: &UploadRecord, parts: Option<&[PartRecord]>, now: i64) -> UploadVie
         expires_at: rfc3339(rec.expires_at),
         completed_at: rec.completed_at.map(rfc3339),
         reason: rec.reason.clone(),
+        detected_type: rec.detected_type.clone(),
+        width: rec.width,
+        height: rec.height,
+        has_thumbnail: rec.thumbnail_key.is_some(),
+        processed_at: rec.processed_at.map(rfc3339),
     }
 }
 
@@ -367,6 +383,12 @@ pub async fn create(
         lease_until: None,
         etag: None,
         reason: None,
+        detected_type: None,
+        content_sha256: None,
+        thumbnail_key: None,
+        width: None,
+        height: None,
+        processed_at: None,
         gsi1pk,
         gsi1sk,
         // A backstop only: the janitor expires sessions long before DynamoDB deletes them.

@@ -1,0 +1,125 @@
+//! Thumbnails for JPEG, PNG, GIF and WebP. Dimensions and allocation are checked
+//! from the header before any pixel is decoded, so a decompression bomb costs
+//! microseconds, not memory. EXIF orientation is applied.
+
+use std::io::Cursor;
+
+use image::{codecs::jpeg::JpegEncoder, DynamicImage, ImageDecoder, ImageReader, Limits};
+
+/// Largest side accepted for decoding (a 12000 x 12000 image is 144 megapixels).
+pub const MAX_SIDE: u32 = 12_000;
+/// Most memory the decoder may allocate.
+pub const MAX_ALLOC: u64 = 512 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thumbnail {
+    pub jpeg: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    /// The source image's size, after orientation.
+    pub source_width: u32,
+    pub source_height: u32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ThumbnailError {
+    #[error("the image is {width}x{height} pixels; thumbnails are made up to {MAX_SIDE}x{MAX_SIDE}")]
+    TooLarge { width: u32, height: u32 },
+    #[error("the image could not be decoded: {0}")]
+    Decode(String),
+}
+
+fn decode_err(e: impl std::fmt::Display) -> ThumbnailError {
+    ThumbnailError::Decode(e.to_string())
+}
+
+/// Header-only look at the image's dimensions (no pixel decoding).
+pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ThumbnailError> {
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(decode_err)?;
+    let mut reader = reader;
+    reader.no_limits();
+    reader.into_dimensions().map_err(decode_err)
+}
+
+pub fn make(bytes: &[u8], max_side: u32) -> Result<Thumbnail, ThumbnailError> {
+    let (w, h) = dimensions(bytes)?;
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return Err(ThumbnailError::TooLarge { width: w, height: h });
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(decode_err)?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    let orientation = decoder.orientation().map_err(decode_err)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    img.apply_orientation(orientation);
+    let (source_width, source_height) = (img.width(), img.height());
+    let thumb = img.thumbnail(max_side, max_side).into_rgb8();
+    let mut jpeg = Vec::new();
+    JpegEncoder::new_with_quality(&mut jpeg, 82).encode_image(&thumb).map_err(decode_err)?;
+    Ok(Thumbnail { jpeg, width: thumb.width(), height: thumb.height(), source_width, source_height })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageFormat, RgbImage};
+
+    fn encode(img: &RgbImage, fmt: ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, fmt).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn thumbnails_keep_aspect_ratio() {
+        let img = RgbImage::from_fn(800, 400, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+        for fmt in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Gif, ImageFormat::WebP] {
+            let t = make(&encode(&img, fmt), 256).unwrap();
+            assert_eq!((t.width, t.height), (256, 128), "{fmt:?}");
+            assert_eq!((t.source_width, t.source_height), (800, 400));
+            assert!(t.jpeg.starts_with(&[0xFF, 0xD8]));
+        }
+    }
+
+    /// A PNG header claiming 20000 x 20000 with no pixel data: refused from the header.
+    #[test]
+    fn decompression_bomb_is_refused_before_decoding() {
+        let bomb = png_header(20_000, 20_000);
+        let started = std::time::Instant::now();
+        assert_eq!(make(&bomb, 256).unwrap_err(), ThumbnailError::TooLarge { width: 20_000, height: 20_000 });
+        assert!(started.elapsed() < std::time::Duration::from_millis(200));
+    }
+
+    pub(crate) fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let crc = crc32(&ihdr);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend_from_slice(&13u32.to_be_bytes());
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc.to_be_bytes());
+        png
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        assert!(matches!(make(b"definitely not an image", 256), Err(ThumbnailError::Decode(_))));
+    }
+}

@@ -55,5 +55,12 @@ if printf '%s' "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); ass
 else
   echo "smoke: janitor -> unexpected $out"; fail=1
 fi
+# The sample job names an upload that does not exist: processed as "nothing to do", no batch failures.
+out=$(invoke process events/process.json) || { echo "smoke: process invoke failed"; fail=1; out='{}'; }
+if printf '%s' "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["batchItemFailures"] == []' 2>/dev/null; then
+  echo "smoke: process -> $out ok"
+else
+  echo "smoke: process -> unexpected $out"; fail=1
+fi
 if [ $fail -ne 0 ]; then tail -n 40 "$HOIST_RUN/lambda-watch.log"; fi
 exit $fail

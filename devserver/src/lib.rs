@@ -63,11 +63,19 @@ mod tests {
             scheduled, expected,
             "template schedules vs dev-server scheduled functions"
         );
-        // Every function in the template is either routed or scheduled.
+        let consumers: BTreeSet<&str> = t.queue_consumers.iter().map(String::as_str).collect();
+        let expected: BTreeSet<&str> = crate::server::QUEUE_CONSUMERS.iter().copied().collect();
+        assert_eq!(
+            consumers, expected,
+            "template SQS consumers vs dev-server pollers"
+        );
+        // Every function in the template is routed, scheduled or fed by a queue.
         for b in &t.binaries {
             assert!(
-                routed.contains(b.as_str()) || scheduled.contains(b.as_str()),
-                "{b} has neither route nor schedule"
+                routed.contains(b.as_str())
+                    || scheduled.contains(b.as_str())
+                    || consumers.contains(b.as_str()),
+                "{b} has no route, schedule or queue"
             );
         }
         // Every binary is a crate under functions/.

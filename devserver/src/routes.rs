@@ -32,6 +32,8 @@ pub struct Schedule {
 pub struct Template {
     pub routes: Vec<Route>,
     pub schedules: Vec<Schedule>,
+    /// Functions fed by an SQS event source mapping.
+    pub queue_consumers: Vec<String>,
     pub binaries: Vec<String>,
 }
 
@@ -57,6 +59,7 @@ pub fn parse_template(text: &str) -> Result<Template, TemplateError> {
     let mut routes = Vec::new();
     let mut schedules = Vec::new();
     let mut binaries = Vec::new();
+    let mut queue_consumers = Vec::new();
     for (name, res) in resources {
         if res.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
             continue;
@@ -104,6 +107,7 @@ pub fn parse_template(text: &str) -> Result<Template, TemplateError> {
                         authorized,
                     });
                 }
+                Some("SQS") => queue_consumers.push(binary.clone()),
                 Some("Schedule") | Some("ScheduleV2") => {
                     let expr = props
                         .and_then(|p| p.get("Schedule").or_else(|| p.get("ScheduleExpression")))
@@ -126,6 +130,7 @@ pub fn parse_template(text: &str) -> Result<Template, TemplateError> {
     Ok(Template {
         routes,
         schedules,
+        queue_consumers,
         binaries,
     })
 }

@@ -58,15 +58,28 @@ pub async fn poll_once(
         .collect();
     let event: aws_lambda_events::event::sqs::SqsEvent =
         serde_json::from_value(json!({ "Records": records })).map_err(|e| e.to_string())?;
-    let response = process::handle(processor.clone(), lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()))
-        .await
-        .map_err(|e| e.to_string())?;
-    let failed: std::collections::HashSet<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    let response = process::handle(
+        processor.clone(),
+        lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let failed: std::collections::HashSet<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
     let done: Vec<DeleteMessageBatchRequestEntry> = messages
         .iter()
         .filter(|m| !failed.contains(m.message_id().unwrap_or("")))
         .enumerate()
-        .filter_map(|(i, m)| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(m.receipt_handle()?).build().ok())
+        .filter_map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle()?)
+                .build()
+                .ok()
+        })
         .collect();
     if !done.is_empty() {
         sqs.delete_message_batch()
@@ -76,15 +89,26 @@ pub async fn poll_once(
             .await
             .map_err(|e| aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())?;
     }
-    Ok(PollReport { received: messages.len(), failed: failed.len() })
+    Ok(PollReport {
+        received: messages.len(),
+        failed: failed.len(),
+    })
 }
 
 /// The dev server's poller: runs until the process exits.
-pub fn spawn_poller(processor: Arc<process::Processor>, sqs: aws_sdk_sqs::Client, queue_url: String) -> tokio::task::JoinHandle<()> {
+pub fn spawn_poller(
+    processor: Arc<process::Processor>,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             match poll_once(&processor, &sqs, &queue_url, 5).await {
-                Ok(r) if r.received > 0 => tracing::info!(received = r.received, failed = r.failed, "processed a batch"),
+                Ok(r) if r.received > 0 => tracing::info!(
+                    received = r.received,
+                    failed = r.failed,
+                    "processed a batch"
+                ),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "queue poll failed; retrying");

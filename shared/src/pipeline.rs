@@ -41,13 +41,21 @@ impl ProcessConfig {
     pub fn from_env() -> Result<Self, crate::config::ConfigError> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let num = |k: &'static str, d: u64| -> Result<u64, crate::config::ConfigError> {
-            var(k).map_or(Ok(d), |v| v.trim().parse().map_err(|_| crate::config::ConfigError { name: k, detail: format!("'{v}' is not a whole number") }))
+            var(k).map_or(Ok(d), |v| {
+                v.trim().parse().map_err(|_| crate::config::ConfigError {
+                    name: k,
+                    detail: format!("'{v}' is not a whole number"),
+                })
+            })
         };
         let policy = match var("HOIST_UNSCANNED_POLICY").as_deref() {
             None | Some("block") => UnscannedPolicy::Block,
             Some("allow") => UnscannedPolicy::Allow,
             Some(other) => {
-                return Err(crate::config::ConfigError { name: "HOIST_UNSCANNED_POLICY", detail: format!("'{other}' is not block or allow") })
+                return Err(crate::config::ConfigError {
+                    name: "HOIST_UNSCANNED_POLICY",
+                    detail: format!("'{other}' is not block or allow"),
+                })
             }
         };
         Ok(Self {
@@ -87,7 +95,12 @@ pub fn thumbnail_key(job: &ProcessJob) -> String {
 
 /// Processes one job. `receive_count` is SQS's ApproximateReceiveCount: on the last
 /// allowed delivery a failure is recorded as `failed` before the message moves to the DLQ.
-pub async fn process(app: &App, cfg: &ProcessConfig, job: &ProcessJob, receive_count: u32) -> Result<JobOutcome, PipelineError> {
+pub async fn process(
+    app: &App,
+    cfg: &ProcessConfig,
+    job: &ProcessJob,
+    receive_count: u32,
+) -> Result<JobOutcome, PipelineError> {
     let Some(rec) = app.store.get(&job.upload_id).await? else {
         tracing::warn!(upload_id = %job.upload_id, "job for an unknown upload; dropping");
         return Ok(JobOutcome::Skipped);
@@ -109,7 +122,11 @@ pub async fn process(app: &App, cfg: &ProcessConfig, job: &ProcessJob, receive_c
                     width: None,
                     height: None,
                 };
-                if let Err(se) = app.store.finish_processing(&job.upload_id, &outcome, crate::now()).await {
+                if let Err(se) = app
+                    .store
+                    .finish_processing(&job.upload_id, &outcome, crate::now())
+                    .await
+                {
                     tracing::error!(error = %se, "could not record failure");
                 }
                 let _ = tag_object(app, &job.key, "failed").await;
@@ -127,7 +144,12 @@ struct PassResult {
     image: Option<Vec<u8>>,
 }
 
-async fn stream_pass(app: &App, cfg: &ProcessConfig, job: &ProcessJob, rec: &UploadRecord) -> Result<PassResult, PipelineError> {
+async fn stream_pass(
+    app: &App,
+    cfg: &ProcessConfig,
+    job: &ProcessJob,
+    rec: &UploadRecord,
+) -> Result<PassResult, PipelineError> {
     let obj = app
         .storage
         .client()
@@ -137,7 +159,9 @@ async fn stream_pass(app: &App, cfg: &ProcessConfig, job: &ProcessJob, rec: &Upl
         .if_match(format!("\"{}\"", job.etag))
         .send()
         .await
-        .map_err(|e| PipelineError::S3(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()))?;
+        .map_err(|e| {
+            PipelineError::S3(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
+        })?;
     let body: ByteStream = obj.body;
     // Reading from S3 runs ahead in its own task while we feed clamd: a small bounded
     // channel overlaps the two without ever holding more than a few chunks.
@@ -159,8 +183,13 @@ async fn stream_pass(app: &App, cfg: &ProcessConfig, job: &ProcessJob, rec: &Upl
             }
         }
     });
-    let mut scanner = if rec.size <= cfg.scan_limit { Some(Instream::start(&cfg.clamd_addr).await?) } else { None };
-    let mut image = (rec.content_type.top_level() == "image" && rec.size <= cfg.thumbnail_max_bytes)
+    let mut scanner = if rec.size <= cfg.scan_limit {
+        Some(Instream::start(&cfg.clamd_addr).await?)
+    } else {
+        None
+    };
+    let mut image = (rec.content_type.top_level() == "image"
+        && rec.size <= cfg.thumbnail_max_bytes)
         .then(|| Vec::with_capacity(rec.size as usize));
     let mut head = Vec::with_capacity(SNIFF_BYTES);
     let mut hasher = Sha256::new();
@@ -182,25 +211,50 @@ async fn stream_pass(app: &App, cfg: &ProcessConfig, job: &ProcessJob, rec: &Upl
     }
     let _ = reader.await;
     if total != rec.size {
-        return Err(PipelineError::S3(format!("read {total} bytes of {} (stream cut short)", rec.size)));
+        return Err(PipelineError::S3(format!(
+            "read {total} bytes of {} (stream cut short)",
+            rec.size
+        )));
     }
     let scan = match scanner {
         Some(s) => Some(s.finish().await?),
         None => None,
     };
-    Ok(PassResult { head, sha256: hasher.finalize().into(), scan, image })
+    Ok(PassResult {
+        head,
+        sha256: hasher.finalize().into(),
+        scan,
+        image,
+    })
 }
 
-async fn run(app: &App, cfg: &ProcessConfig, job: &ProcessJob, rec: &UploadRecord) -> Result<UploadStatus, PipelineError> {
+async fn run(
+    app: &App,
+    cfg: &ProcessConfig,
+    job: &ProcessJob,
+    rec: &UploadRecord,
+) -> Result<UploadStatus, PipelineError> {
     let started = std::time::Instant::now();
     let pass = stream_pass(app, cfg, job, rec).await?;
     let type_check = check_type(&rec.content_type, &pass.head);
     let declared = rec.sha256.map(|d| *d.as_bytes());
-    let verdict = decide(pass.scan.as_ref(), &type_check, declared, pass.sha256, cfg.unscanned_policy).map_err(PipelineError::Other)?;
+    let verdict = decide(
+        pass.scan.as_ref(),
+        &type_check,
+        declared,
+        pass.sha256,
+        cfg.unscanned_policy,
+    )
+    .map_err(PipelineError::Other)?;
     let mut outcome = ProcessingOutcome {
         status: status_of(&verdict),
         reason: verdict.reason(),
-        detected_type: type_check.as_ref().ok().cloned().flatten().or_else(|| crate::processing::detect(&pass.head)),
+        detected_type: type_check
+            .as_ref()
+            .ok()
+            .cloned()
+            .flatten()
+            .or_else(|| crate::processing::detect(&pass.head)),
         content_sha256: Some(hex::encode(pass.sha256)),
         thumbnail_key: None,
         width: None,
@@ -225,7 +279,12 @@ async fn run(app: &App, cfg: &ProcessConfig, job: &ProcessJob, rec: &UploadRecor
                         .body(ByteStream::from(t.jpeg))
                         .send()
                         .await
-                        .map_err(|e| PipelineError::S3(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()))?;
+                        .map_err(|e| {
+                            PipelineError::S3(
+                                aws_smithy_types::error::display::DisplayErrorContext(&e)
+                                    .to_string(),
+                            )
+                        })?;
                     outcome.thumbnail_key = Some(key);
                     outcome.width = Some(t.source_width);
                     outcome.height = Some(t.source_height);
@@ -245,19 +304,34 @@ async fn run(app: &App, cfg: &ProcessConfig, job: &ProcessJob, rec: &UploadRecor
         }
     }
     tag_object(app, &job.key, outcome.status.as_str()).await?;
-    let written = app.store.finish_processing(&job.upload_id, &outcome, crate::now()).await?;
+    let written = app
+        .store
+        .finish_processing(&job.upload_id, &outcome, crate::now())
+        .await?;
     tracing::info!(
         upload_id = %job.upload_id, owner = %job.owner, status = outcome.status.as_str(), written,
         millis = started.elapsed().as_millis() as u64, size = rec.size, "processed"
     );
-    telemetry::metric("process", &format!("Files{}", capitalized(outcome.status.as_str())), 1.0, "Count");
-    telemetry::metric("process", "ProcessSeconds", started.elapsed().as_secs_f64(), "Seconds");
+    telemetry::metric(
+        "process",
+        &format!("Files{}", capitalized(outcome.status.as_str())),
+        1.0,
+        "Count",
+    );
+    telemetry::metric(
+        "process",
+        "ProcessSeconds",
+        started.elapsed().as_secs_f64(),
+        "Seconds",
+    );
     Ok(outcome.status)
 }
 
 fn capitalized(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
 }
 
 fn status_of(v: &Verdict) -> UploadStatus {
@@ -271,18 +345,38 @@ fn status_of(v: &Verdict) -> UploadStatus {
 }
 
 async fn tag_object(app: &App, key: &str, status: &str) -> Result<(), PipelineError> {
-    let tag = Tag::builder().key(STATUS_TAG).value(status).build().map_err(|e| PipelineError::Other(e.to_string()))?;
-    let tagging = Tagging::builder().tag_set(tag).build().map_err(|e| PipelineError::Other(e.to_string()))?;
+    let tag = Tag::builder()
+        .key(STATUS_TAG)
+        .value(status)
+        .build()
+        .map_err(|e| PipelineError::Other(e.to_string()))?;
+    let tagging = Tagging::builder()
+        .tag_set(tag)
+        .build()
+        .map_err(|e| PipelineError::Other(e.to_string()))?;
     let mut attempt = 0;
     loop {
-        match app.storage.client().put_object_tagging().bucket(app.storage.bucket()).key(key).tagging(tagging.clone()).send().await {
+        match app
+            .storage
+            .client()
+            .put_object_tagging()
+            .bucket(app.storage.bucket())
+            .key(key)
+            .tagging(tagging.clone())
+            .send()
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(e) if attempt < 2 => {
                 attempt += 1;
                 tracing::warn!(error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "tagging failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(e) => return Err(PipelineError::S3(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())),
+            Err(e) => {
+                return Err(PipelineError::S3(
+                    aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+                ))
+            }
         }
     }
 }

@@ -631,8 +631,18 @@ impl Store {
 
     /// processing → a final status with its findings. False when the status was no
     /// longer `processing` (a duplicate delivery already finished it).
-    pub async fn finish_processing(&self, id: &UploadId, outcome: &ProcessingOutcome, now: i64) -> Result<bool, StoreError> {
-        let mut set = vec!["#s = :to", "reason = :reason", "updated_at = :now", "processed_at = :now"];
+    pub async fn finish_processing(
+        &self,
+        id: &UploadId,
+        outcome: &ProcessingOutcome,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut set = vec![
+            "#s = :to",
+            "reason = :reason",
+            "updated_at = :now",
+            "processed_at = :now",
+        ];
         let mut req = self
             .client
             .update_item()
@@ -646,9 +656,21 @@ impl Store {
             .expression_attribute_values(":reason", sv(outcome.reason.clone()))
             .expression_attribute_values(":now", nv(now));
         let optional: [(&str, &str, Option<AttributeValue>); 5] = [
-            ("detected_type = :dt", ":dt", outcome.detected_type.clone().map(sv)),
-            ("content_sha256 = :cs", ":cs", outcome.content_sha256.clone().map(sv)),
-            ("thumbnail_key = :tk", ":tk", outcome.thumbnail_key.clone().map(sv)),
+            (
+                "detected_type = :dt",
+                ":dt",
+                outcome.detected_type.clone().map(sv),
+            ),
+            (
+                "content_sha256 = :cs",
+                ":cs",
+                outcome.content_sha256.clone().map(sv),
+            ),
+            (
+                "thumbnail_key = :tk",
+                ":tk",
+                outcome.thumbnail_key.clone().map(sv),
+            ),
             ("width = :w", ":w", outcome.width.map(nv)),
             ("height = :h", ":h", outcome.height.map(nv)),
         ];
@@ -658,7 +680,11 @@ impl Store {
                 req = req.expression_attribute_values(name, v);
             }
         }
-        match req.update_expression(format!("SET {}", set.join(", "))).send().await {
+        match req
+            .update_expression(format!("SET {}", set.join(", ")))
+            .send()
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) => {
                 let err = map_err("UpdateItem", e);

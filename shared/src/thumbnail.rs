@@ -23,7 +23,9 @@ pub struct Thumbnail {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ThumbnailError {
-    #[error("the image is {width}x{height} pixels; thumbnails are made up to {MAX_SIDE}x{MAX_SIDE}")]
+    #[error(
+        "the image is {width}x{height} pixels; thumbnails are made up to {MAX_SIDE}x{MAX_SIDE}"
+    )]
     TooLarge { width: u32, height: u32 },
     #[error("the image could not be decoded: {0}")]
     Decode(String),
@@ -35,7 +37,9 @@ fn decode_err(e: impl std::fmt::Display) -> ThumbnailError {
 
 /// Header-only look at the image's dimensions (no pixel decoding).
 pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ThumbnailError> {
-    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(decode_err)?;
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(decode_err)?;
     let mut reader = reader;
     reader.no_limits();
     reader.into_dimensions().map_err(decode_err)
@@ -44,9 +48,14 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ThumbnailError> {
 pub fn make(bytes: &[u8], max_side: u32) -> Result<Thumbnail, ThumbnailError> {
     let (w, h) = dimensions(bytes)?;
     if w > MAX_SIDE || h > MAX_SIDE {
-        return Err(ThumbnailError::TooLarge { width: w, height: h });
+        return Err(ThumbnailError::TooLarge {
+            width: w,
+            height: h,
+        });
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(decode_err)?;
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(decode_err)?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -59,8 +68,16 @@ pub fn make(bytes: &[u8], max_side: u32) -> Result<Thumbnail, ThumbnailError> {
     let (source_width, source_height) = (img.width(), img.height());
     let thumb = img.thumbnail(max_side, max_side).into_rgb8();
     let mut jpeg = Vec::new();
-    JpegEncoder::new_with_quality(&mut jpeg, 82).encode_image(&thumb).map_err(decode_err)?;
-    Ok(Thumbnail { jpeg, width: thumb.width(), height: thumb.height(), source_width, source_height })
+    JpegEncoder::new_with_quality(&mut jpeg, 82)
+        .encode_image(&thumb)
+        .map_err(decode_err)?;
+    Ok(Thumbnail {
+        jpeg,
+        width: thumb.width(),
+        height: thumb.height(),
+        source_width,
+        source_height,
+    })
 }
 
 #[cfg(test)]
@@ -76,8 +93,15 @@ mod tests {
 
     #[test]
     fn thumbnails_keep_aspect_ratio() {
-        let img = RgbImage::from_fn(800, 400, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
-        for fmt in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Gif, ImageFormat::WebP] {
+        let img = RgbImage::from_fn(800, 400, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+        });
+        for fmt in [
+            ImageFormat::Jpeg,
+            ImageFormat::Png,
+            ImageFormat::Gif,
+            ImageFormat::WebP,
+        ] {
             let t = make(&encode(&img, fmt), 256).unwrap();
             assert_eq!((t.width, t.height), (256, 128), "{fmt:?}");
             assert_eq!((t.source_width, t.source_height), (800, 400));
@@ -90,20 +114,33 @@ mod tests {
     fn decompression_bomb_is_refused_before_decoding() {
         let bomb = png_header(20_000, 20_000);
         let started = std::time::Instant::now();
-        assert_eq!(make(&bomb, 256).unwrap_err(), ThumbnailError::TooLarge { width: 20_000, height: 20_000 });
+        assert_eq!(
+            make(&bomb, 256).unwrap_err(),
+            ThumbnailError::TooLarge {
+                width: 20_000,
+                height: 20_000
+            }
+        );
         assert!(started.elapsed() < std::time::Duration::from_millis(200));
     }
 
+    /// A structurally valid PNG (IHDR, a token IDAT, IEND) claiming `w` x `h`.
     pub(crate) fn png_header(w: u32, h: u32) -> Vec<u8> {
-        let mut ihdr = b"IHDR".to_vec();
-        ihdr.extend_from_slice(&w.to_be_bytes());
+        let mut ihdr = w.to_be_bytes().to_vec();
         ihdr.extend_from_slice(&h.to_be_bytes());
         ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-        let crc = crc32(&ihdr);
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-        png.extend_from_slice(&13u32.to_be_bytes());
-        png.extend_from_slice(&ihdr);
-        png.extend_from_slice(&crc.to_be_bytes());
+        for (kind, data) in [
+            (&b"IHDR"[..], ihdr),
+            (b"IDAT", vec![0x78, 0x9c, 0x63, 0, 0, 0, 1, 0, 1]),
+            (b"IEND", Vec::new()),
+        ] {
+            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let mut chunk = kind.to_vec();
+            chunk.extend_from_slice(&data);
+            png.extend_from_slice(&chunk);
+            png.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        }
         png
     }
 
@@ -112,14 +149,48 @@ mod tests {
         for &b in data {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
     }
 
+    /// A landscape JPEG whose EXIF says "rotate 90° clockwise" (orientation 6), as
+    /// phones write them: the thumbnail must come out portrait.
+    #[test]
+    fn exif_orientation_is_applied() {
+        let img = RgbImage::from_fn(800, 400, |x, _| image::Rgb([(x % 256) as u8, 0, 0]));
+        let plain = encode(&img, ImageFormat::Jpeg);
+        let mut tiff = b"II*\0\x08\0\0\0".to_vec(); // little-endian TIFF, IFD at 8
+        tiff.extend_from_slice(&1u16.to_le_bytes()); // one entry
+        tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+        tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_le_bytes()); // count
+        tiff.extend_from_slice(&[6, 0, 0, 0]); // value 6
+        tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut rotated = plain[..2].to_vec(); // SOI
+        rotated.extend_from_slice(&[0xFF, 0xE1]);
+        rotated.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        rotated.extend_from_slice(&app1);
+        rotated.extend_from_slice(&plain[2..]);
+        let t = make(&rotated, 256).unwrap();
+        assert_eq!((t.source_width, t.source_height), (400, 800));
+        assert_eq!((t.width, t.height), (128, 256));
+        let unrotated = make(&plain, 256).unwrap();
+        assert_eq!((unrotated.width, unrotated.height), (256, 128));
+    }
+
     #[test]
     fn garbage_is_a_decode_error() {
-        assert!(matches!(make(b"definitely not an image", 256), Err(ThumbnailError::Decode(_))));
+        assert!(matches!(
+            make(b"definitely not an image", 256),
+            Err(ThumbnailError::Decode(_))
+        ));
     }
 }

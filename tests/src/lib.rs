@@ -309,6 +309,83 @@ impl Harness {
             .to_vec()
     }
 
+    /// A processor over this harness's app (the real process handler).
+    pub fn processor(&self, max_receives: u32) -> Arc<process::Processor> {
+        let mut config = shared::pipeline::ProcessConfig::from_env().expect("process config");
+        config.max_receives = max_receives;
+        Arc::new(process::Processor {
+            app: self.app.clone(),
+            config,
+        })
+    }
+
+    /// Feeds every job on this test's queue to the process handler, as Lambda's
+    /// event source mapping would, until the queue is empty.
+    pub async fn process_all(&self) -> usize {
+        let p = self.processor(5);
+        let mut total = 0;
+        loop {
+            let r = hoist_dev::sqs::poll_once(&p, &self.sqs, &self.queue_url, 1)
+                .await
+                .expect("poll");
+            if r.received == 0 {
+                return total;
+            }
+            total += r.received;
+        }
+    }
+
+    /// Uploads `data` through the API (one or more parts) and completes it.
+    /// `declared_sha256` overrides the declared whole-file checksum.
+    pub async fn upload_file(
+        &self,
+        owner: &str,
+        filename: &str,
+        content_type: &str,
+        data: &[u8],
+        declared_sha256: Option<String>,
+    ) -> String {
+        let body = json!({
+            "filename": filename, "size": data.len(), "content_type": content_type,
+            "sha256": declared_sha256.unwrap_or_else(|| sha256_hex(data)), "part_checksums": "SHA256",
+        });
+        let (s, v, _) = self.call(Some(owner), "POST", "/uploads", Some(body)).await;
+        assert_eq!(s, 201, "create: {v}");
+        let id = v["id"].as_str().expect("id").to_owned();
+        let part_size = v["part_size"].as_u64().expect("part_size") as usize;
+        let parts: Vec<u32> = (1..=v["part_count"].as_u64().expect("count") as u32).collect();
+        self.upload_parts(owner, &id, data, part_size, &parts, true)
+            .await;
+        let (s, v, _) = self
+            .call(
+                Some(owner),
+                "POST",
+                &format!("/uploads/{id}/complete"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "complete: {v}");
+        id
+    }
+
+    /// The object's `hoist-status` tag.
+    pub async fn status_tag(&self, key: &str) -> Option<String> {
+        let out = self
+            .app
+            .storage
+            .client()
+            .get_object_tagging()
+            .bucket(self.app.storage.bucket())
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        out.tag_set()
+            .iter()
+            .find(|t| t.key() == "hoist-status")
+            .map(|t| t.value().to_owned())
+    }
+
     /// Every message on this test's queue (drains it).
     pub async fn drain_jobs(&self) -> Vec<Value> {
         let mut out = Vec::new();

@@ -32,6 +32,9 @@ export HOIST_TABLE="${HOIST_TABLE:-hoist-local}"
 export HOIST_QUEUE_NAME="${HOIST_QUEUE_NAME:-hoist-local-process}"
 export HOIST_QUEUE_URL="${HOIST_QUEUE_URL:-http://127.0.0.1:$LOCALSTACK_PORT/queue/$AWS_REGION/000000000000/$HOIST_QUEUE_NAME}"
 # DEV-ONLY secret for local bearer tokens. Never used in AWS (API Gateway's JWT authorizer is).
+# DEV-ONLY download-link signing key ring (kid:base64secret, first signs). In AWS it comes
+# from a Secrets Manager secret (template.yaml). Never use this value anywhere else.
+export HOIST_LINK_KEYS="${HOIST_LINK_KEYS:-dev1:ZGV2LW9ubHktbGluay1rZXktZG8tbm90LWRlcGxveS0wMDAwMDA=}"
 export HOIST_DEV_JWT_SECRET="${HOIST_DEV_JWT_SECRET:-dev-only-insecure-jwt-secret-do-not-deploy}"
 export SAM_CLI_TELEMETRY=0
 mkdir -p "$HOIST_CACHE" "$HOIST_RUN"

@@ -33,4 +33,7 @@ if ! command -v clamd >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clamav clamav-daemon >/dev/null
 fi
 wait $p1; wait $p2; [ -z "$p3" ] || wait $p3
+if [ "${HOIST_SKIP_TOOLS:-0}" != 1 ] && [ ! -x "$VENV_TOOLS/bin/openapi-spec-validator" ]; then
+  "$VENV_TOOLS/bin/pip" install -q 'openapi-spec-validator==0.7.*'
+fi
 echo "install: done" >&2

@@ -37,6 +37,9 @@ created_id=$(printf '%s' "$LAST" | python3 -c 'import json,sys; print(json.loads
 for f in get_upload sign_parts record_parts complete_upload abort_upload; do
   check "$f" "events/$f.json" 404
 done
+check catalog events/catalog.json 200
+# A link with a made-up signature: refused before anything is looked up.
+check download events/download.json 403
 # Abort the upload the sample created (keeps the sample owner under its quota).
 tmp=$(mktemp)
 python3 - "$created_id" >"$tmp" <<'PY'

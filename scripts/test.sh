@@ -29,8 +29,9 @@ fi
 step "unit and end-to-end tests"
 cargo test --workspace --all-targets 2>&1 | grep -v '^{"' 
 
-step "template"
+step "template and API document"
 sam validate --lint
+openapi-spec-validator docs/openapi.yaml
 
 step "lambda smoke (cargo lambda watch + invoke)"
 bash scripts/smoke.sh

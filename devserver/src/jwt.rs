@@ -17,24 +17,10 @@ pub struct Claims {
     pub exp: i64,
 }
 
-pub fn issue(
-    secret: &str,
-    owner: &str,
-    ttl_secs: i64,
-    now: i64,
-) -> Result<String, jsonwebtoken::errors::Error> {
-    let claims = Claims {
-        sub: owner.to_owned(),
-        iss: ISSUER.into(),
-        aud: AUDIENCE.into(),
-        iat: now,
-        exp: now + ttl_secs,
-    };
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
+pub fn issue(secret: &str, owner: &str, ttl_secs: i64, now: i64) -> Result<String, jsonwebtoken::errors::Error> {
+    let claims =
+        Claims { sub: owner.to_owned(), iss: ISSUER.into(), aud: AUDIENCE.into(), iat: now, exp: now + ttl_secs };
+    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
 }
 
 pub fn verify(secret: &str, token: &str) -> Option<Claims> {
@@ -42,9 +28,7 @@ pub fn verify(secret: &str, token: &str) -> Option<Claims> {
     v.set_issuer(&[ISSUER]);
     v.set_audience(&[AUDIENCE]);
     v.leeway = 5;
-    decode::<Claims>(token, &DecodingKey::from_secret(secret.as_bytes()), &v)
-        .ok()
-        .map(|d| d.claims)
+    decode::<Claims>(token, &DecodingKey::from_secret(secret.as_bytes()), &v).ok().map(|d| d.claims)
 }
 
 #[cfg(test)]

@@ -17,12 +17,7 @@ pub fn state_from_template(
     jwt_secret: String,
 ) -> Result<Arc<server::DevState>, routes::TemplateError> {
     let t = routes::parse_template(template_text)?;
-    Ok(Arc::new(server::DevState {
-        app,
-        routes: t.routes,
-        handlers: server::http_handlers(),
-        jwt_secret,
-    }))
+    Ok(Arc::new(server::DevState { app, routes: t.routes, handlers: server::http_handlers(), jwt_secret }))
 }
 
 /// Runs the janitor every `every`, as the template's schedule does in AWS.
@@ -32,10 +27,7 @@ pub fn spawn_janitor(app: Arc<App>, every: Duration) -> tokio::task::JoinHandle<
         tick.tick().await;
         loop {
             tick.tick().await;
-            let event = lambda_runtime::LambdaEvent::new(
-                serde_json::json!({}),
-                lambda_runtime::Context::default(),
-            );
+            let event = lambda_runtime::LambdaEvent::new(serde_json::json!({}), lambda_runtime::Context::default());
             if let Err(e) = janitor::handle(app.clone(), event).await {
                 tracing::error!(error = %e, "janitor run failed");
             }
@@ -50,54 +42,38 @@ mod tests {
     /// template.yaml and the dev server's handler table must name the same functions.
     #[test]
     fn every_template_route_has_a_handler_and_every_handler_a_route() {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
-                .unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
         let t = crate::routes::parse_template(&text).unwrap();
         let handlers: BTreeSet<&str> = crate::server::http_handlers().keys().copied().collect();
         let routed: BTreeSet<&str> = t.routes.iter().map(|r| r.binary.as_str()).collect();
         assert_eq!(routed, handlers, "template routes vs dev-server handlers");
         let scheduled: BTreeSet<&str> = t.schedules.iter().map(|s| s.binary.as_str()).collect();
         let expected: BTreeSet<&str> = crate::server::SCHEDULED.iter().copied().collect();
-        assert_eq!(
-            scheduled, expected,
-            "template schedules vs dev-server scheduled functions"
-        );
+        assert_eq!(scheduled, expected, "template schedules vs dev-server scheduled functions");
         let consumers: BTreeSet<&str> = t.queue_consumers.iter().map(String::as_str).collect();
         let expected: BTreeSet<&str> = crate::server::QUEUE_CONSUMERS.iter().copied().collect();
-        assert_eq!(
-            consumers, expected,
-            "template SQS consumers vs dev-server pollers"
-        );
+        assert_eq!(consumers, expected, "template SQS consumers vs dev-server pollers");
         // Every function in the template is routed, scheduled or fed by a queue.
         for b in &t.binaries {
             assert!(
-                routed.contains(b.as_str())
-                    || scheduled.contains(b.as_str())
-                    || consumers.contains(b.as_str()),
+                routed.contains(b.as_str()) || scheduled.contains(b.as_str()) || consumers.contains(b.as_str()),
                 "{b} has no route, schedule or queue"
             );
         }
         // Every binary is a crate under functions/.
         for b in &t.binaries {
             let dir = format!("{}/../functions/{b}", env!("CARGO_MANIFEST_DIR"));
-            assert!(
-                std::path::Path::new(&dir).is_dir(),
-                "{b}: no functions/{b} crate"
-            );
+            assert!(std::path::Path::new(&dir).is_dir(), "{b}: no functions/{b} crate");
         }
     }
 
     /// docs/openapi.yaml documents exactly the template's routes.
     #[test]
     fn openapi_documents_every_route() {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
-                .unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
         let t = crate::routes::parse_template(&text).unwrap();
         let spec: serde_yaml::Value = serde_yaml::from_str(
-            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml"))
-                .unwrap(),
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml")).unwrap(),
         )
         .unwrap();
         let mut documented = BTreeSet::new();
@@ -105,19 +81,11 @@ mod tests {
             for (method, _) in item.as_mapping().unwrap() {
                 let m = method.as_str().unwrap();
                 if m != "parameters" {
-                    documented.insert(format!(
-                        "{} {}",
-                        m.to_ascii_uppercase(),
-                        path.as_str().unwrap()
-                    ));
+                    documented.insert(format!("{} {}", m.to_ascii_uppercase(), path.as_str().unwrap()));
                 }
             }
         }
-        let routed: BTreeSet<String> = t
-            .routes
-            .iter()
-            .map(|r| format!("{} {}", r.method, r.path))
-            .collect();
+        let routed: BTreeSet<String> = t.routes.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
         assert_eq!(documented, routed);
     }
 }

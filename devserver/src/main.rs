@@ -5,10 +5,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "hoist-dev",
-    about = "Hoist's local dev server (dev-only: never deploy)"
-)]
+#[command(name = "hoist-dev", about = "Hoist's local dev server (dev-only: never deploy)")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -35,8 +32,7 @@ enum Cmd {
 }
 
 fn secret() -> Result<String, Box<dyn std::error::Error>> {
-    std::env::var("HOIST_DEV_JWT_SECRET")
-        .map_err(|_| "HOIST_DEV_JWT_SECRET is not set (source scripts/env.sh)".into())
+    std::env::var("HOIST_DEV_JWT_SECRET").map_err(|_| "HOIST_DEV_JWT_SECRET is not set (source scripts/env.sh)".into())
 }
 
 #[tokio::main]
@@ -44,29 +40,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().cmd {
         Cmd::Token { owner, ttl_seconds } => {
             shared::domain::Owner::parse(&owner)?;
-            println!(
-                "{}",
-                hoist_dev::jwt::issue(&secret()?, &owner, ttl_seconds, shared::now())?
-            );
+            println!("{}", hoist_dev::jwt::issue(&secret()?, &owner, ttl_seconds, shared::now())?);
         }
-        Cmd::Serve {
-            port,
-            template,
-            janitor_seconds,
-        } => {
+        Cmd::Serve { port, template, janitor_seconds } => {
             shared::telemetry::init("hoist-dev");
             let app = shared::App::from_env().await?;
             let text = std::fs::read_to_string(&template)?;
             let parsed = hoist_dev::routes::parse_template(&text)?;
             let state = hoist_dev::state_from_template(app.clone(), &text, secret()?)?;
             let every = janitor_seconds
-                .or_else(|| {
-                    parsed
-                        .schedules
-                        .iter()
-                        .find(|s| s.binary == "janitor")
-                        .map(|s| s.every_secs)
-                })
+                .or_else(|| parsed.schedules.iter().find(|s| s.binary == "janitor").map(|s| s.every_secs))
                 .unwrap_or(900);
             hoist_dev::spawn_janitor(app.clone(), Duration::from_secs(every));
             let processor = std::sync::Arc::new(process::Processor {
@@ -76,15 +59,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let sqs = aws_sdk_sqs::Client::new(&aws_config::load_from_env().await);
             hoist_dev::sqs::spawn_poller(processor, sqs, app.config.queue_url.clone());
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-            tracing::info!(
-                port,
-                routes = state.routes.len(),
-                "hoist-dev listening on 127.0.0.1"
-            );
-            eprintln!(
-                "hoist-dev: http://127.0.0.1:{port}/ ({} routes from {template})",
-                state.routes.len()
-            );
+            tracing::info!(port, routes = state.routes.len(), "hoist-dev listening on 127.0.0.1");
+            eprintln!("hoist-dev: http://127.0.0.1:{port}/ ({} routes from {template})", state.routes.len());
             hoist_dev::server::serve(listener, state).await?;
         }
     }

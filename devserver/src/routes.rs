@@ -52,10 +52,8 @@ fn rate_secs(expr: &str) -> Option<u64> {
 
 pub fn parse_template(text: &str) -> Result<Template, TemplateError> {
     let doc: Value = serde_yaml::from_str(text)?;
-    let resources = doc
-        .get("Resources")
-        .and_then(Value::as_mapping)
-        .ok_or_else(|| TemplateError::Shape("no Resources".into()))?;
+    let resources =
+        doc.get("Resources").and_then(Value::as_mapping).ok_or_else(|| TemplateError::Shape("no Resources".into()))?;
     let mut routes = Vec::new();
     let mut schedules = Vec::new();
     let mut binaries = Vec::new();
@@ -70,36 +68,22 @@ pub fn parse_template(text: &str) -> Result<Template, TemplateError> {
             .and_then(|m| m.get("BuildProperties"))
             .and_then(|b| b.get("Binary"))
             .and_then(Value::as_str)
-            .ok_or_else(|| {
-                TemplateError::Shape(format!("{name} has no Metadata.BuildProperties.Binary"))
-            })?
+            .ok_or_else(|| TemplateError::Shape(format!("{name} has no Metadata.BuildProperties.Binary")))?
             .to_owned();
         binaries.push(binary.clone());
-        let events = res
-            .get("Properties")
-            .and_then(|p| p.get("Events"))
-            .and_then(Value::as_mapping);
+        let events = res.get("Properties").and_then(|p| p.get("Events")).and_then(Value::as_mapping);
         for (_, ev) in events.into_iter().flatten() {
             let props = ev.get("Properties");
             match ev.get("Type").and_then(Value::as_str) {
                 Some("HttpApi") => {
-                    let get = |k: &str| {
-                        props
-                            .and_then(|p| p.get(k))
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                    };
-                    let path = get("Path").ok_or_else(|| {
-                        TemplateError::Shape(format!("{name}: HttpApi event without Path"))
-                    })?;
-                    let method = get("Method").ok_or_else(|| {
-                        TemplateError::Shape(format!("{name}: HttpApi event without Method"))
-                    })?;
-                    let authorized = props
-                        .and_then(|p| p.get("Auth"))
-                        .and_then(|a| a.get("Authorizer"))
-                        .and_then(Value::as_str)
-                        != Some("NONE");
+                    let get = |k: &str| props.and_then(|p| p.get(k)).and_then(Value::as_str).map(str::to_owned);
+                    let path = get("Path")
+                        .ok_or_else(|| TemplateError::Shape(format!("{name}: HttpApi event without Path")))?;
+                    let method = get("Method")
+                        .ok_or_else(|| TemplateError::Shape(format!("{name}: HttpApi event without Method")))?;
+                    let authorized =
+                        props.and_then(|p| p.get("Auth")).and_then(|a| a.get("Authorizer")).and_then(Value::as_str)
+                            != Some("NONE");
                     routes.push(Route {
                         method: method.to_ascii_uppercase(),
                         path,
@@ -114,25 +98,15 @@ pub fn parse_template(text: &str) -> Result<Template, TemplateError> {
                         .and_then(Value::as_str)
                         .unwrap_or("");
                     let every_secs = rate_secs(expr).ok_or_else(|| {
-                        TemplateError::Shape(format!(
-                            "{name}: schedule '{expr}' is not rate(N unit)"
-                        ))
+                        TemplateError::Shape(format!("{name}: schedule '{expr}' is not rate(N unit)"))
                     })?;
-                    schedules.push(Schedule {
-                        binary: binary.clone(),
-                        every_secs,
-                    });
+                    schedules.push(Schedule { binary: binary.clone(), every_secs });
                 }
                 _ => {}
             }
         }
     }
-    Ok(Template {
-        routes,
-        schedules,
-        queue_consumers,
-        binaries,
-    })
+    Ok(Template { routes, schedules, queue_consumers, binaries })
 }
 
 /// Path parameters extracted by a match, in pattern order.
@@ -140,17 +114,10 @@ pub type PathParams = Vec<(String, String)>;
 
 /// Matches a request path against API Gateway patterns; literal segments beat
 /// `{param}` ones, as in API Gateway. Returns the route and its path parameters.
-pub fn match_route<'a>(
-    routes: &'a [Route],
-    method: &str,
-    path: &str,
-) -> Option<(&'a Route, Vec<(String, String)>)> {
+pub fn match_route<'a>(routes: &'a [Route], method: &str, path: &str) -> Option<(&'a Route, Vec<(String, String)>)> {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let mut best: Option<(&Route, PathParams, usize)> = None;
-    for r in routes
-        .iter()
-        .filter(|r| r.method == method || r.method == "ANY")
-    {
+    for r in routes.iter().filter(|r| r.method == method || r.method == "ANY") {
         let pat: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
         let mut params = Vec::new();
         let mut literals = 0;
@@ -215,20 +182,13 @@ mod tests {
     use super::*;
 
     fn r(method: &str, path: &str) -> Route {
-        Route {
-            method: method.into(),
-            path: path.into(),
-            binary: path.into(),
-            authorized: true,
-        }
+        Route { method: method.into(), path: path.into(), binary: path.into(), authorized: true }
     }
 
     #[test]
     fn literal_segments_win() {
-        let routes = vec![
-            r("GET", "/s3/multipart/{uploadId}/{partNumber}"),
-            r("GET", "/s3/multipart/{uploadId}/batch"),
-        ];
+        let routes =
+            vec![r("GET", "/s3/multipart/{uploadId}/{partNumber}"), r("GET", "/s3/multipart/{uploadId}/batch")];
         let (m, p) = match_route(&routes, "GET", "/s3/multipart/abc/batch").unwrap();
         assert_eq!(m.path, "/s3/multipart/{uploadId}/batch");
         assert_eq!(p, vec![("uploadId".to_owned(), "abc".to_owned())]);
@@ -242,10 +202,7 @@ mod tests {
         assert!(match_route(&routes, "GET", "/uploads").is_none());
         assert!(match_route(&routes, "GET", "/uploads/").is_none());
         assert!(match_route(&routes, "GET", "/uploads/a/b").is_none());
-        assert_eq!(
-            match_route(&routes, "GET", "/uploads/a%20b").unwrap().1[0].1,
-            "a b"
-        );
+        assert_eq!(match_route(&routes, "GET", "/uploads/a%20b").unwrap().1[0].1, "a b");
     }
 
     #[test]

@@ -18,30 +18,19 @@ use shared::{api::ApiError, App};
 
 use crate::routes::{match_route, Route};
 
-pub type HttpHandler =
-    fn(Arc<App>, Request) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+pub type HttpHandler = fn(Arc<App>, Request) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
 /// Every HTTP function the dev server can run, by binary name.
 pub fn http_handlers() -> BTreeMap<&'static str, HttpHandler> {
     let mut m: BTreeMap<&'static str, HttpHandler> = BTreeMap::new();
-    m.insert(create_upload::FUNCTION, |a, r| {
-        Box::pin(create_upload::handle(a, r))
-    });
-    m.insert(sign_parts::FUNCTION, |a, r| {
-        Box::pin(sign_parts::handle(a, r))
-    });
-    m.insert(record_parts::FUNCTION, |a, r| {
-        Box::pin(record_parts::handle(a, r))
-    });
-    m.insert(get_upload::FUNCTION, |a, r| {
-        Box::pin(get_upload::handle(a, r))
-    });
-    m.insert(complete_upload::FUNCTION, |a, r| {
-        Box::pin(complete_upload::handle(a, r))
-    });
-    m.insert(abort_upload::FUNCTION, |a, r| {
-        Box::pin(abort_upload::handle(a, r))
-    });
+    m.insert(create_upload::FUNCTION, |a, r| Box::pin(create_upload::handle(a, r)));
+    m.insert(sign_parts::FUNCTION, |a, r| Box::pin(sign_parts::handle(a, r)));
+    m.insert(record_parts::FUNCTION, |a, r| Box::pin(record_parts::handle(a, r)));
+    m.insert(get_upload::FUNCTION, |a, r| Box::pin(get_upload::handle(a, r)));
+    m.insert(complete_upload::FUNCTION, |a, r| Box::pin(complete_upload::handle(a, r)));
+    m.insert(abort_upload::FUNCTION, |a, r| Box::pin(abort_upload::handle(a, r)));
+    m.insert(catalog::FUNCTION, |a, r| Box::pin(catalog::handle(a, r)));
+    m.insert(download::FUNCTION, |a, r| Box::pin(download::handle(a, r)));
     m
 }
 
@@ -66,15 +55,12 @@ pub fn router(state: Arc<DevState>) -> Router {
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<DevState>) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>()).await
 }
 
 fn plain(status: StatusCode, msg: &str) -> AxResponse {
-    let body = json!({"type": "about:blank", "title": status.canonical_reason(), "status": status.as_u16(), "detail": msg});
+    let body =
+        json!({"type": "about:blank", "title": status.canonical_reason(), "status": status.as_u16(), "detail": msg});
     AxResponse::builder()
         .status(status)
         .header("content-type", "application/problem+json")
@@ -85,9 +71,7 @@ fn plain(status: StatusCode, msg: &str) -> AxResponse {
 fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
 async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse {
@@ -95,16 +79,10 @@ async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
     let Some((route, params)) = match_route(&st.routes, &method, &path) else {
-        return plain(
-            StatusCode::NOT_FOUND,
-            "No route matches this method and path.",
-        );
+        return plain(StatusCode::NOT_FOUND, "No route matches this method and path.");
     };
     let Some(handler) = st.handlers.get(route.binary.as_str()).copied() else {
-        return plain(
-            StatusCode::NOT_IMPLEMENTED,
-            "This route's function is not served by the dev server.",
-        );
+        return plain(StatusCode::NOT_IMPLEMENTED, "This route's function is not served by the dev server.");
     };
     let claims = if route.authorized {
         match bearer(&parts.headers).and_then(|t| crate::jwt::verify(&st.jwt_secret, t)) {
@@ -117,10 +95,7 @@ async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
-            return plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request bodies are limited to 10 MB (API Gateway's limit).",
-            )
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request bodies are limited to 10 MB (API Gateway's limit).")
         }
     };
     let event = api_gateway_event(route, &params, &parts, &bytes, claims.as_ref());
@@ -149,25 +124,15 @@ fn api_gateway_event(
     for (k, v) in &parts.headers {
         let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
         if k == http::header::COOKIE {
-            cookies.extend(
-                v.split(';')
-                    .map(|c| c.trim().to_owned())
-                    .filter(|c| !c.is_empty()),
-            );
+            cookies.extend(v.split(';').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()));
             continue;
         }
-        headers
-            .entry(k.as_str().to_owned())
-            .and_modify(|e| *e = format!("{e},{v}"))
-            .or_insert(v);
+        headers.entry(k.as_str().to_owned()).and_modify(|e| *e = format!("{e},{v}")).or_insert(v);
     }
     let raw_query = parts.uri.query().unwrap_or("").to_owned();
     let mut query: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
-        query
-            .entry(k.into_owned())
-            .and_modify(|e| *e = format!("{e},{v}"))
-            .or_insert_with(|| v.into_owned());
+        query.entry(k.into_owned()).and_modify(|e| *e = format!("{e},{v}")).or_insert_with(|| v.into_owned());
     }
     let now = time::OffsetDateTime::now_utc();
     let authorizer = claims.map(|c| {
@@ -196,10 +161,7 @@ fn api_gateway_event(
     if let Some(a) = authorizer {
         ctx["authorizer"] = a;
     }
-    let path_params: BTreeMap<&str, &str> = params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let path_params: BTreeMap<&str, &str> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut ev = json!({
         "version": "2.0",
         "routeKey": format!("{} {}", route.method, route.path),
@@ -225,11 +187,7 @@ fn api_gateway_event(
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "local-{:x}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("local-{:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 fn to_axum(resp: Response<Body>) -> AxResponse {

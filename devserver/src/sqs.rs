@@ -37,12 +37,8 @@ pub async fn poll_once(
     let records: Vec<serde_json::Value> = messages
         .iter()
         .map(|m| {
-            let attributes: serde_json::Map<String, serde_json::Value> = m
-                .attributes()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k.as_str().to_owned(), json!(v)))
-                .collect();
+            let attributes: serde_json::Map<String, serde_json::Value> =
+                m.attributes().into_iter().flatten().map(|(k, v)| (k.as_str().to_owned(), json!(v))).collect();
             json!({
                 "messageId": m.message_id(),
                 "receiptHandle": m.receipt_handle(),
@@ -58,27 +54,18 @@ pub async fn poll_once(
         .collect();
     let event: aws_lambda_events::event::sqs::SqsEvent =
         serde_json::from_value(json!({ "Records": records })).map_err(|e| e.to_string())?;
-    let response = process::handle(
-        processor.clone(),
-        lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let failed: std::collections::HashSet<&str> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.as_str())
-        .collect();
+    let response =
+        process::handle(processor.clone(), lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()))
+            .await
+            .map_err(|e| e.to_string())?;
+    let failed: std::collections::HashSet<&str> =
+        response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     let done: Vec<DeleteMessageBatchRequestEntry> = messages
         .iter()
         .filter(|m| !failed.contains(m.message_id().unwrap_or("")))
         .enumerate()
         .filter_map(|(i, m)| {
-            DeleteMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .receipt_handle(m.receipt_handle()?)
-                .build()
-                .ok()
+            DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(m.receipt_handle()?).build().ok()
         })
         .collect();
     if !done.is_empty() {
@@ -89,10 +76,7 @@ pub async fn poll_once(
             .await
             .map_err(|e| aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())?;
     }
-    Ok(PollReport {
-        received: messages.len(),
-        failed: failed.len(),
-    })
+    Ok(PollReport { received: messages.len(), failed: failed.len() })
 }
 
 /// The dev server's poller: runs until the process exits.
@@ -104,11 +88,9 @@ pub fn spawn_poller(
     tokio::spawn(async move {
         loop {
             match poll_once(&processor, &sqs, &queue_url, 5).await {
-                Ok(r) if r.received > 0 => tracing::info!(
-                    received = r.received,
-                    failed = r.failed,
-                    "processed a batch"
-                ),
+                Ok(r) if r.received > 0 => {
+                    tracing::info!(received = r.received, failed = r.failed, "processed a batch")
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "queue poll failed; retrying");

@@ -23,13 +23,15 @@ fn main() {
         ("1 TiB", TIB),
         ("5 TiB", 5 * TIB),
     ] {
-        let plan =
-            PartPlan::new(ByteSize::new(size).expect("size"), None, default_part).expect("plan");
+        let plan = PartPlan::new(ByteSize::new(size).expect("size"), None, default_part).expect("plan");
         let parts = u64::from(plan.part_count());
         let sign = parts.div_ceil(SIGN_BATCH_MAX as u64);
         let record = parts.div_ceil(RECORD_BATCH_MAX as u64);
         let fewest = 1 + sign + record + 1;
         let jit = 1 + 2 * parts.div_ceil(window) + 1;
-        println!("| {label} | {} MiB | {parts} | {fewest} (1 + {sign} + {record} + 1) | {jit} | {parts} |", plan.part_size() / MIB);
+        println!(
+            "| {label} | {} MiB | {parts} | {fewest} (1 + {sign} + {record} + 1) | {jit} | {parts} |",
+            plan.part_size() / MIB
+        );
     }
 }

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::config::{
-    Credentials, Region, RequestChecksumCalculation, SharedCredentialsProvider,
-};
+use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation, SharedCredentialsProvider};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shared::{domain::PartNumber, domain::Sha256Digest, storage::Storage};
 
@@ -20,23 +18,15 @@ fn storage() -> Storage {
         .force_path_style(true)
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .build();
-    Storage::new(
-        aws_sdk_s3::Client::from_conf(conf),
-        "bench-bucket".into(),
-        SharedCredentialsProvider::new(creds),
-    )
+    Storage::new(aws_sdk_s3::Client::from_conf(conf), "bench-bucket".into(), SharedCredentialsProvider::new(creds))
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let s = storage();
     let sha = Sha256Digest::from_bytes([7u8; 32]);
     let key = "uploads/0123456789abcdef0123456789abcdef";
-    let upload_id =
-        "c-sdUVhv5VqEjIww8qg9J2G8iofEwMUZVGkgRe5z8uf9YPBBdoT4kZUGiwG0X3v_9QltBzuVOJDJ4THzrqWWNl3E";
+    let upload_id = "c-sdUVhv5VqEjIww8qg9J2G8iofEwMUZVGkgRe5z8uf9YPBBdoT4kZUGiwG0X3v_9QltBzuVOJDJ4THzrqWWNl3E";
     let mut g = c.benchmark_group("sign_parts");
     g.throughput(Throughput::Elements(1000));
     g.bench_function("1000_urls_with_sha256", |b| {

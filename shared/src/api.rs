@@ -21,29 +21,24 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{detail}")]
-    Invalid {
-        field: Option<String>,
-        detail: String,
-    },
+    Invalid { field: Option<String>, detail: String },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{detail}")]
-    Conflict {
-        detail: String,
-        extra: Map<String, Value>,
-    },
+    Conflict { detail: String, extra: Map<String, Value> },
+    /// 409 that will resolve by itself (e.g. still processing).
     #[error("{detail}")]
-    TooManyRequests {
-        detail: String,
-        retry_after_secs: u64,
-    },
+    ConflictRetry { detail: String, retry_after_secs: u64 },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Gone(String),
     #[error("{detail}")]
-    Unavailable {
-        detail: String,
-        retry_after_secs: u64,
-    },
+    TooManyRequests { detail: String, retry_after_secs: u64 },
+    #[error("{detail}")]
+    Unavailable { detail: String, retry_after_secs: u64 },
     /// Anything unexpected: logged with its cause, shown as a generic sentence.
     #[error("internal error: {0}")]
     Internal(String),
@@ -51,10 +46,7 @@ pub enum ApiError {
 
 impl From<Invalid> for ApiError {
     fn from(e: Invalid) -> Self {
-        ApiError::Invalid {
-            field: Some(e.field.to_owned()),
-            detail: e.detail,
-        }
+        ApiError::Invalid { field: Some(e.field.to_owned()), detail: e.detail }
     }
 }
 
@@ -64,17 +56,11 @@ impl ApiError {
     }
 
     pub fn invalid(field: &str, detail: impl Into<String>) -> Self {
-        ApiError::Invalid {
-            field: Some(field.to_owned()),
-            detail: detail.into(),
-        }
+        ApiError::Invalid { field: Some(field.to_owned()), detail: detail.into() }
     }
 
     pub fn conflict(detail: impl Into<String>) -> Self {
-        ApiError::Conflict {
-            detail: detail.into(),
-            extra: Map::new(),
-        }
+        ApiError::Conflict { detail: detail.into(), extra: Map::new() }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -85,7 +71,9 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::ConflictRetry { .. } => StatusCode::CONFLICT,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,7 +88,9 @@ impl ApiError {
             ApiError::Invalid { .. } => "invalid-input",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
-            ApiError::Conflict { .. } => "conflict",
+            ApiError::Conflict { .. } | ApiError::ConflictRetry { .. } => "conflict",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Gone(_) => "gone",
             ApiError::TooManyRequests { .. } => "quota-exceeded",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -110,12 +100,9 @@ impl ApiError {
     /// The sentence a client sees.
     fn detail(&self) -> String {
         match self {
-            ApiError::Unauthorized => {
-                "This request needs a valid bearer token (Authorization: Bearer ...).".into()
-            }
+            ApiError::Unauthorized => "This request needs a valid bearer token (Authorization: Bearer ...).".into(),
             ApiError::Internal(_) => {
-                "Something went wrong on our side. Nothing was lost; please retry in a moment."
-                    .into()
+                "Something went wrong on our side. Nothing was lost; please retry in a moment.".into()
             }
             other => other.to_string(),
         }
@@ -145,12 +132,9 @@ impl ApiError {
                     body[k] = v.clone();
                 }
             }
-            ApiError::TooManyRequests {
-                retry_after_secs, ..
-            }
-            | ApiError::Unavailable {
-                retry_after_secs, ..
-            } => {
+            ApiError::TooManyRequests { retry_after_secs, .. }
+            | ApiError::Unavailable { retry_after_secs, .. }
+            | ApiError::ConflictRetry { retry_after_secs, .. } => {
                 retry_after = Some(*retry_after_secs);
             }
             _ => {}
@@ -165,8 +149,7 @@ impl ApiError {
         if matches!(self, ApiError::Unauthorized) {
             resp = resp.header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        resp.body(Body::Text(body.to_string()))
-            .unwrap_or_else(|_| Response::new(Body::Empty))
+        resp.body(Body::Text(body.to_string())).unwrap_or_else(|_| Response::new(Body::Empty))
     }
 }
 
@@ -206,9 +189,7 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
         )));
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest(
-            "The request body is empty; a JSON object was expected.".into(),
-        ));
+        return Err(ApiError::BadRequest("The request body is empty; a JSON object was expected.".into()));
     }
     parse_json(bytes)
 }
@@ -216,12 +197,24 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
 /// Parses JSON bytes: syntax errors are 400, well-formed JSON of the wrong shape 422.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::Invalid {
-            field: None,
-            detail: format!("The request body does not fit this route: {e}."),
-        },
+        serde_json::error::Category::Data => {
+            ApiError::Invalid { field: None, detail: format!("The request body does not fit this route: {e}.") }
+        }
         _ => ApiError::BadRequest(format!("The request body is not valid JSON: {e}.")),
     })
+}
+
+/// The public base URL of this API (for links it hands out): configured, or the
+/// request's own scheme and host as API Gateway forwards them.
+pub fn base_url(req: &Request, configured: Option<&str>) -> String {
+    if let Some(c) = configured {
+        return c.trim_end_matches('/').to_owned();
+    }
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+    let host = header("x-forwarded-host").or_else(|| header("host")).unwrap_or("localhost");
+    let proto = header("x-forwarded-proto")
+        .unwrap_or(if host.starts_with("127.0.0.1") || host.starts_with("localhost") { "http" } else { "https" });
+    format!("{proto}://{host}")
 }
 
 /// A path parameter as API Gateway extracted it.
@@ -231,8 +224,7 @@ pub fn path_param<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
 
 /// A query-string parameter.
 pub fn query_param<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
-    req.query_string_parameters_ref()
-        .and_then(|q| q.first(name))
+    req.query_string_parameters_ref().and_then(|q| q.first(name))
 }
 
 #[cfg(test)]
@@ -257,11 +249,7 @@ mod tests {
 
     #[test]
     fn problem_shape() {
-        let r = ApiError::TooManyRequests {
-            detail: "slow down".into(),
-            retry_after_secs: 30,
-        }
-        .into_response();
+        let r = ApiError::TooManyRequests { detail: "slow down".into(), retry_after_secs: 30 }.into_response();
         assert_eq!(r.status(), 429);
         assert_eq!(r.headers()["retry-after"], "30");
         let b = body_of(&r);
@@ -279,10 +267,7 @@ mod tests {
             a: u32,
         }
         assert_eq!(parse_json::<T>(b"{").unwrap_err().status(), 400);
-        assert_eq!(
-            parse_json::<T>(b"{\"a\":1,\"b\":2}").unwrap_err().status(),
-            422
-        );
+        assert_eq!(parse_json::<T>(b"{\"a\":1,\"b\":2}").unwrap_err().status(), 422);
         assert_eq!(parse_json::<T>(b"{\"a\":-1}").unwrap_err().status(), 422);
         assert!(parse_json::<T>(b"{\"a\":1}").is_ok());
     }

@@ -30,31 +30,17 @@ impl App {
         Ok(Arc::new(Self::with_sdk_config(config, &sdk)?))
     }
 
-    pub fn with_sdk_config(
-        config: Config,
-        sdk: &aws_config::SdkConfig,
-    ) -> Result<Self, StartupError> {
+    pub fn with_sdk_config(config: Config, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
         let s3 = aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(config.s3_force_path_style)
             // Otherwise the presigner bakes a CRC32 of an empty body into part URLs.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .build();
-        let credentials = sdk
-            .credentials_provider()
-            .ok_or(StartupError::NoCredentials)?;
-        let storage = Storage::new(
-            aws_sdk_s3::Client::from_conf(s3),
-            config.bucket.clone(),
-            credentials,
-        );
+        let credentials = sdk.credentials_provider().ok_or(StartupError::NoCredentials)?;
+        let storage = Storage::new(aws_sdk_s3::Client::from_conf(s3), config.bucket.clone(), credentials);
         let store = Store::new(aws_sdk_dynamodb::Client::new(sdk), config.table.clone());
         let queue = Queue::new(aws_sdk_sqs::Client::new(sdk), config.queue_url.clone());
-        Ok(Self {
-            config,
-            storage,
-            store,
-            queue,
-        })
+        Ok(Self { config, storage, store, queue })
     }
 }

@@ -13,11 +13,7 @@ pub fn owner(req: &Request) -> Result<Owner, ApiError> {
     let Some(authorizer) = ctx.authorizer.as_ref() else {
         return Err(ApiError::Unauthorized);
     };
-    let from_jwt = authorizer
-        .jwt
-        .as_ref()
-        .and_then(|j| j.claims.get("sub"))
-        .map(String::as_str);
+    let from_jwt = authorizer.jwt.as_ref().and_then(|j| j.claims.get("sub")).map(String::as_str);
     let from_lambda = authorizer.fields.get("owner").and_then(|v| v.as_str());
     let raw = from_jwt.or(from_lambda).ok_or(ApiError::Unauthorized)?;
     Owner::parse(raw).map_err(|_| ApiError::Unauthorized)
@@ -47,8 +43,7 @@ mod tests {
     #[test]
     fn jwt_sub_is_the_owner() {
         let mut ctx = base_ctx();
-        ctx["authorizer"] =
-            serde_json::json!({"jwt": {"claims": {"sub": "alice"}, "scopes": null}});
+        ctx["authorizer"] = serde_json::json!({"jwt": {"claims": {"sub": "alice"}, "scopes": null}});
         assert_eq!(owner(&req_with(ctx)).unwrap().as_str(), "alice");
     }
 
@@ -61,10 +56,7 @@ mod tests {
 
     #[test]
     fn no_authorizer_is_401() {
-        assert!(matches!(
-            owner(&req_with(base_ctx())),
-            Err(ApiError::Unauthorized)
-        ));
+        assert!(matches!(owner(&req_with(base_ctx())), Err(ApiError::Unauthorized)));
         let mut ctx = base_ctx();
         ctx["authorizer"] = serde_json::json!({"jwt": {"claims": {"sub": ""}}});
         assert!(matches!(owner(&req_with(ctx)), Err(ApiError::Unauthorized)));

@@ -61,11 +61,8 @@ pub struct ContentTypePolicy {
 
 impl ContentTypePolicy {
     pub fn parse(list: &str) -> Result<Self, ConfigError> {
-        let allowed: Vec<String> = list
-            .split(',')
-            .map(|s| s.trim().to_ascii_lowercase())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let allowed: Vec<String> =
+            list.split(',').map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()).collect();
         for a in &allowed {
             let ok = match a.strip_suffix("/*") {
                 Some(top) => !top.contains('/') && !top.is_empty(),
@@ -116,6 +113,14 @@ pub struct Config {
     pub complete_wait: Duration,
     /// How long a completion may hold its lease before another may take over.
     pub complete_lease: Duration,
+    /// Download-link signing keys (catalog and download functions).
+    pub link_keys: Option<crate::links::LinkKeys>,
+    pub link_default_ttl: Duration,
+    pub link_max_ttl: Duration,
+    /// How long a deleted file can be restored before the janitor purges it.
+    pub delete_retention: Duration,
+    /// Base URL for links; when unset, taken from the request (Host, X-Forwarded-Proto).
+    pub public_base_url: Option<String>,
 }
 
 pub const SIGN_BATCH_MAX: usize = 1000;
@@ -126,19 +131,13 @@ fn var(name: &'static str) -> Option<String> {
 }
 
 fn required(name: &'static str) -> Result<String, ConfigError> {
-    var(name).ok_or(ConfigError {
-        name,
-        detail: "is required".into(),
-    })
+    var(name).ok_or(ConfigError { name, detail: "is required".into() })
 }
 
 fn number(name: &'static str, default: u64) -> Result<u64, ConfigError> {
     match var(name) {
         None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| ConfigError {
-            name,
-            detail: format!("'{v}' is not a whole number"),
-        }),
+        Some(v) => v.trim().parse().map_err(|_| ConfigError { name, detail: format!("'{v}' is not a whole number") }),
     }
 }
 
@@ -153,10 +152,7 @@ impl Config {
         }
         let default_part_size = number("HOIST_DEFAULT_PART_SIZE", 16 * MIB)?;
         if !(5 * MIB..=5 * GIB).contains(&default_part_size) {
-            return Err(ConfigError {
-                name: "HOIST_DEFAULT_PART_SIZE",
-                detail: "must be within 5 MiB..=5 GiB".into(),
-            });
+            return Err(ConfigError { name: "HOIST_DEFAULT_PART_SIZE", detail: "must be within 5 MiB..=5 GiB".into() });
         }
         let part_url_ttl = number("HOIST_PART_URL_TTL_SECONDS", 900)?;
         if !(1..=7 * 24 * 3600).contains(&part_url_ttl) {
@@ -169,8 +165,7 @@ impl Config {
             bucket: required("HOIST_BUCKET")?,
             table: required("HOIST_TABLE")?,
             queue_url: required("HOIST_QUEUE_URL")?,
-            s3_force_path_style: var("HOIST_S3_FORCE_PATH_STYLE")
-                .is_some_and(|v| v == "true" || v == "1"),
+            s3_force_path_style: var("HOIST_S3_FORCE_PATH_STYLE").is_some_and(|v| v == "true" || v == "1"),
             max_upload_size,
             default_part_size,
             content_types: ContentTypePolicy::parse(
@@ -182,6 +177,14 @@ impl Config {
             max_bytes_in_flight: number("HOIST_MAX_BYTES_IN_FLIGHT", 10 * TIB)?,
             complete_wait: Duration::from_secs(number("HOIST_COMPLETE_WAIT_SECONDS", 20)?),
             complete_lease: Duration::from_secs(number("HOIST_COMPLETE_LEASE_SECONDS", 120)?),
+            link_keys: var("HOIST_LINK_KEYS")
+                .map(|k| crate::links::LinkKeys::parse(&k))
+                .transpose()
+                .map_err(|e| ConfigError { name: "HOIST_LINK_KEYS", detail: e.to_string() })?,
+            link_default_ttl: Duration::from_secs(number("HOIST_LINK_DEFAULT_TTL_SECONDS", 3600)?),
+            link_max_ttl: Duration::from_secs(number("HOIST_LINK_MAX_TTL_SECONDS", 7 * 24 * 3600)?),
+            delete_retention: Duration::from_secs(number("HOIST_DELETE_RETENTION_SECONDS", 30 * 24 * 3600)?),
+            public_base_url: var("HOIST_PUBLIC_BASE_URL"),
         })
     }
 }

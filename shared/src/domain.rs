@@ -30,10 +30,7 @@ pub struct Invalid {
 
 impl Invalid {
     pub fn new(field: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            field,
-            detail: detail.into(),
-        }
+        Self { field, detail: detail.into() }
     }
 }
 
@@ -47,7 +44,9 @@ impl ByteSize {
         if bytes > S3_MAX_OBJECT_SIZE {
             return Err(Invalid::new(
                 "size",
-                format!("size {bytes} is larger than S3's largest object ({S3_MAX_OBJECT_SIZE} bytes, about 48.8 TiB)."),
+                format!(
+                    "size {bytes} is larger than S3's largest object ({S3_MAX_OBJECT_SIZE} bytes, about 48.8 TiB)."
+                ),
             ));
         }
         Ok(Self(bytes))
@@ -87,10 +86,7 @@ pub struct PartNumber(u16);
 impl PartNumber {
     pub fn new(n: u32) -> Result<Self, Invalid> {
         if n == 0 || n > S3_MAX_PARTS {
-            return Err(Invalid::new(
-                "number",
-                format!("part number {n} is outside S3's range 1..=10000."),
-            ));
+            return Err(Invalid::new("number", format!("part number {n} is outside S3's range 1..=10000.")));
         }
         Ok(Self(n as u16))
     }
@@ -103,10 +99,7 @@ impl TryFrom<i64> for PartNumber {
     type Error = Invalid;
     fn try_from(v: i64) -> Result<Self, Invalid> {
         if v <= 0 || v > i64::from(S3_MAX_PARTS) {
-            return Err(Invalid::new(
-                "number",
-                format!("part number {v} is outside S3's range 1..=10000."),
-            ));
+            return Err(Invalid::new("number", format!("part number {v} is outside S3's range 1..=10000.")));
         }
         PartNumber::new(v as u32)
     }
@@ -134,10 +127,7 @@ impl UploadId {
         Self(uuid::Uuid::new_v4().simple().to_string())
     }
     pub fn parse(s: &str) -> Result<Self, Invalid> {
-        if s.len() == 32
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             Ok(Self(s.to_owned()))
         } else {
             Err(Invalid::new("id", "that is not an upload id."))
@@ -173,10 +163,7 @@ pub struct Owner(String);
 impl Owner {
     pub fn parse(s: &str) -> Result<Self, Invalid> {
         if s.is_empty() || s.len() > 256 || s.chars().any(|c| c.is_control()) {
-            return Err(Invalid::new(
-                "sub",
-                "the token's subject is not a usable owner id.",
-            ));
+            return Err(Invalid::new("sub", "the token's subject is not a usable owner id."));
         }
         Ok(Self(s.to_owned()))
     }
@@ -229,10 +216,7 @@ impl FileName {
             return Err(Invalid::new(f, "filename must not contain NUL characters."));
         }
         if raw.chars().any(|c| c.is_control()) {
-            return Err(Invalid::new(
-                f,
-                "filename must not contain control characters such as newlines or tabs.",
-            ));
+            return Err(Invalid::new(f, "filename must not contain control characters such as newlines or tabs."));
         }
         if raw.chars().any(is_bidi_control) {
             return Err(Invalid::new(
@@ -241,20 +225,14 @@ impl FileName {
             ));
         }
         if raw.chars().any(is_invisible_format) {
-            return Err(Invalid::new(
-                f,
-                "filename must not contain invisible zero-width characters.",
-            ));
+            return Err(Invalid::new(f, "filename must not contain invisible zero-width characters."));
         }
         let name = raw.trim();
         if name.is_empty() {
             return Err(Invalid::new(f, "filename must not be empty."));
         }
         if name.contains('/') || name.contains('\\') {
-            return Err(Invalid::new(
-                f,
-                "filename must be a bare file name, without '/' or '\\' path parts.",
-            ));
+            return Err(Invalid::new(f, "filename must be a bare file name, without '/' or '\\' path parts."));
         }
         if name == "." || name == ".." {
             return Err(Invalid::new(f, "filename must not be '.' or '..'."));
@@ -262,10 +240,7 @@ impl FileName {
         if name.len() > MAX_FILE_NAME_BYTES {
             return Err(Invalid::new(
                 f,
-                format!(
-                    "filename is {} bytes long; at most {MAX_FILE_NAME_BYTES} are allowed.",
-                    name.len()
-                ),
+                format!("filename is {} bytes long; at most {MAX_FILE_NAME_BYTES} are allowed.", name.len()),
             ));
         }
         Ok(Self(name.to_owned()))
@@ -281,13 +256,7 @@ impl FileName {
         let mapped: String = self
             .0
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                    c
-                } else {
-                    '_'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
             .collect();
         let trimmed = mapped.trim_start_matches('.');
         if trimmed.is_empty() {
@@ -316,28 +285,17 @@ impl From<FileName> for String {
 pub struct ContentType(String);
 
 fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 127
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    !s.is_empty() && s.len() <= 127 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
 }
 
 impl ContentType {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let essence = raw
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match essence.split_once('/') {
             Some((t, s)) if is_token(t) && is_token(s) => Ok(Self(essence)),
             _ => Err(Invalid::new(
                 "content_type",
-                format!(
-                    "'{}' is not a media type like 'image/jpeg'.",
-                    raw.escape_debug()
-                ),
+                format!("'{}' is not a media type like 'image/jpeg'.", raw.escape_debug()),
             )),
         }
     }
@@ -380,9 +338,7 @@ impl Sha256Digest {
             Some(d) => Ok(Self(d)),
             None => Err(Invalid::new(
                 field,
-                format!(
-                    "{field} must be a SHA-256 digest: 64 hex characters or 44 base64 characters."
-                ),
+                format!("{field} must be a SHA-256 digest: 64 hex characters or 44 base64 characters."),
             )),
         }
     }
@@ -427,10 +383,7 @@ impl ETag {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let t = raw.trim().trim_matches('"');
         if t.is_empty() || t.len() > 128 || !t.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
-            return Err(Invalid::new(
-                "etag",
-                "etag must be the ETag header S3 returned for the part.",
-            ));
+            return Err(Invalid::new("etag", "etag must be the ETag header S3 returned for the part."));
         }
         Ok(Self(t.to_owned()))
     }
@@ -522,22 +475,14 @@ mod tests {
         let n = FileName::parse("  Résumé \"final\" (2).pdf ").unwrap();
         assert_eq!(n.display(), "Résumé \"final\" (2).pdf");
         assert_eq!(n.ascii_fallback(), "R_sum___final___2_.pdf");
-        assert_eq!(
-            FileName::parse(".hidden").unwrap().ascii_fallback(),
-            "hidden"
-        );
+        assert_eq!(FileName::parse(".hidden").unwrap().ascii_fallback(), "hidden");
         assert_eq!(FileName::parse("...").unwrap().ascii_fallback(), "file");
         assert_eq!(FileName::parse("..foo").unwrap().display(), "..foo");
     }
 
     #[test]
     fn content_types() {
-        assert_eq!(
-            ContentType::parse("Image/JPEG; charset=x")
-                .unwrap()
-                .as_str(),
-            "image/jpeg"
-        );
+        assert_eq!(ContentType::parse("Image/JPEG; charset=x").unwrap().as_str(), "image/jpeg");
         assert!(ContentType::parse("jpeg").is_err());
         assert!(ContentType::parse("image/").is_err());
         assert!(ContentType::parse("image/jp eg").is_err());
@@ -548,10 +493,7 @@ mod tests {
     fn sha256_both_encodings() {
         let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         let d = Sha256Digest::parse("sha256", hex).unwrap();
-        assert_eq!(
-            d.to_base64(),
-            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
-        );
+        assert_eq!(d.to_base64(), "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
         assert_eq!(Sha256Digest::parse("sha256", &d.to_base64()).unwrap(), d);
         assert!(Sha256Digest::parse("sha256", "xyz").is_err());
         assert!(Sha256Digest::parse("sha256", &hex[..62]).is_err());

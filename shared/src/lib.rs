@@ -6,7 +6,9 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod files;
 pub mod lambda;
+pub mod links;
 pub mod pipeline;
 pub mod plan;
 pub mod processing;
@@ -23,8 +25,10 @@ pub use app::App;
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -42,10 +42,9 @@ impl ProcessConfig {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let num = |k: &'static str, d: u64| -> Result<u64, crate::config::ConfigError> {
             var(k).map_or(Ok(d), |v| {
-                v.trim().parse().map_err(|_| crate::config::ConfigError {
-                    name: k,
-                    detail: format!("'{v}' is not a whole number"),
-                })
+                v.trim()
+                    .parse()
+                    .map_err(|_| crate::config::ConfigError { name: k, detail: format!("'{v}' is not a whole number") })
             })
         };
         let policy = match var("HOIST_UNSCANNED_POLICY").as_deref() {
@@ -122,11 +121,7 @@ pub async fn process(
                     width: None,
                     height: None,
                 };
-                if let Err(se) = app
-                    .store
-                    .finish_processing(&job.upload_id, &outcome, crate::now())
-                    .await
-                {
+                if let Err(se) = app.store.finish_processing(&job.upload_id, &outcome, crate::now()).await {
                     tracing::error!(error = %se, "could not record failure");
                 }
                 let _ = tag_object(app, &job.key, "failed").await;
@@ -159,9 +154,7 @@ async fn stream_pass(
         .if_match(format!("\"{}\"", job.etag))
         .send()
         .await
-        .map_err(|e| {
-            PipelineError::S3(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
-        })?;
+        .map_err(|e| PipelineError::S3(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()))?;
     let body: ByteStream = obj.body;
     // Reading from S3 runs ahead in its own task while we feed clamd: a small bounded
     // channel overlaps the two without ever holding more than a few chunks.
@@ -183,13 +176,8 @@ async fn stream_pass(
             }
         }
     });
-    let mut scanner = if rec.size <= cfg.scan_limit {
-        Some(Instream::start(&cfg.clamd_addr).await?)
-    } else {
-        None
-    };
-    let mut image = (rec.content_type.top_level() == "image"
-        && rec.size <= cfg.thumbnail_max_bytes)
+    let mut scanner = if rec.size <= cfg.scan_limit { Some(Instream::start(&cfg.clamd_addr).await?) } else { None };
+    let mut image = (rec.content_type.top_level() == "image" && rec.size <= cfg.thumbnail_max_bytes)
         .then(|| Vec::with_capacity(rec.size as usize));
     let mut head = Vec::with_capacity(SNIFF_BYTES);
     let mut hasher = Sha256::new();
@@ -211,21 +199,13 @@ async fn stream_pass(
     }
     let _ = reader.await;
     if total != rec.size {
-        return Err(PipelineError::S3(format!(
-            "read {total} bytes of {} (stream cut short)",
-            rec.size
-        )));
+        return Err(PipelineError::S3(format!("read {total} bytes of {} (stream cut short)", rec.size)));
     }
     let scan = match scanner {
         Some(s) => Some(s.finish().await?),
         None => None,
     };
-    Ok(PassResult {
-        head,
-        sha256: hasher.finalize().into(),
-        scan,
-        image,
-    })
+    Ok(PassResult { head, sha256: hasher.finalize().into(), scan, image })
 }
 
 async fn run(
@@ -238,30 +218,21 @@ async fn run(
     let pass = stream_pass(app, cfg, job, rec).await?;
     let type_check = check_type(&rec.content_type, &pass.head);
     let declared = rec.sha256.map(|d| *d.as_bytes());
-    let verdict = decide(
-        pass.scan.as_ref(),
-        &type_check,
-        declared,
-        pass.sha256,
-        cfg.unscanned_policy,
-    )
-    .map_err(PipelineError::Other)?;
+    let verdict = decide(pass.scan.as_ref(), &type_check, declared, pass.sha256, cfg.unscanned_policy)
+        .map_err(PipelineError::Other)?;
     let mut outcome = ProcessingOutcome {
         status: status_of(&verdict),
         reason: verdict.reason(),
-        detected_type: type_check
-            .as_ref()
-            .ok()
-            .cloned()
-            .flatten()
-            .or_else(|| crate::processing::detect(&pass.head)),
+        detected_type: type_check.as_ref().ok().cloned().flatten().or_else(|| crate::processing::detect(&pass.head)),
         content_sha256: Some(hex::encode(pass.sha256)),
         thumbnail_key: None,
         width: None,
         height: None,
     };
     if verdict == Verdict::Ready && pass.scan.is_none() {
-        outcome.reason = "Type and checksum verified; not scanned for malware (larger than the scanner accepts), served by policy.".into();
+        outcome.reason =
+            "Type and checksum verified; not scanned for malware (larger than the scanner accepts), served by policy."
+                .into();
     }
     if verdict == Verdict::Ready {
         if let Some(bytes) = pass.image {
@@ -280,10 +251,7 @@ async fn run(
                         .send()
                         .await
                         .map_err(|e| {
-                            PipelineError::S3(
-                                aws_smithy_types::error::display::DisplayErrorContext(&e)
-                                    .to_string(),
-                            )
+                            PipelineError::S3(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
                         })?;
                     outcome.thumbnail_key = Some(key);
                     outcome.width = Some(t.source_width);
@@ -304,34 +272,19 @@ async fn run(
         }
     }
     tag_object(app, &job.key, outcome.status.as_str()).await?;
-    let written = app
-        .store
-        .finish_processing(&job.upload_id, &outcome, crate::now())
-        .await?;
+    let written = app.store.finish_processing(&job.upload_id, &outcome, crate::now()).await?;
     tracing::info!(
         upload_id = %job.upload_id, owner = %job.owner, status = outcome.status.as_str(), written,
         millis = started.elapsed().as_millis() as u64, size = rec.size, "processed"
     );
-    telemetry::metric(
-        "process",
-        &format!("Files{}", capitalized(outcome.status.as_str())),
-        1.0,
-        "Count",
-    );
-    telemetry::metric(
-        "process",
-        "ProcessSeconds",
-        started.elapsed().as_secs_f64(),
-        "Seconds",
-    );
+    telemetry::metric("process", &format!("Files{}", capitalized(outcome.status.as_str())), 1.0, "Count");
+    telemetry::metric("process", "ProcessSeconds", started.elapsed().as_secs_f64(), "Seconds");
     Ok(outcome.status)
 }
 
 fn capitalized(s: &str) -> String {
     let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-        .unwrap_or_default()
+    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
 }
 
 fn status_of(v: &Verdict) -> UploadStatus {
@@ -345,15 +298,8 @@ fn status_of(v: &Verdict) -> UploadStatus {
 }
 
 async fn tag_object(app: &App, key: &str, status: &str) -> Result<(), PipelineError> {
-    let tag = Tag::builder()
-        .key(STATUS_TAG)
-        .value(status)
-        .build()
-        .map_err(|e| PipelineError::Other(e.to_string()))?;
-    let tagging = Tagging::builder()
-        .tag_set(tag)
-        .build()
-        .map_err(|e| PipelineError::Other(e.to_string()))?;
+    let tag = Tag::builder().key(STATUS_TAG).value(status).build().map_err(|e| PipelineError::Other(e.to_string()))?;
+    let tagging = Tagging::builder().tag_set(tag).build().map_err(|e| PipelineError::Other(e.to_string()))?;
     let mut attempt = 0;
     loop {
         match app
@@ -373,9 +319,7 @@ async fn tag_object(app: &App, key: &str, status: &str) -> Result<(), PipelineEr
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => {
-                return Err(PipelineError::S3(
-                    aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
-                ))
+                return Err(PipelineError::S3(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()))
             }
         }
     }

@@ -7,9 +7,7 @@
 
 use serde::Serialize;
 
-use crate::domain::{
-    ByteSize, Invalid, PartNumber, MIB, S3_MAX_PARTS, S3_MAX_PART_SIZE, S3_MIN_PART_SIZE,
-};
+use crate::domain::{ByteSize, Invalid, PartNumber, MIB, S3_MAX_PARTS, S3_MAX_PART_SIZE, S3_MIN_PART_SIZE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PartPlan {
@@ -26,11 +24,7 @@ impl PartPlan {
     /// Plans `size` bytes. `requested` is the client's wish (validated, never
     /// adjusted silently); otherwise `default_part_size`, grown in whole MiB
     /// until the file fits in 10,000 parts.
-    pub fn new(
-        size: ByteSize,
-        requested: Option<u64>,
-        default_part_size: u64,
-    ) -> Result<Self, Invalid> {
+    pub fn new(size: ByteSize, requested: Option<u64>, default_part_size: u64) -> Result<Self, Invalid> {
         let size = size.get();
         let part_size = match requested {
             Some(p) => {
@@ -54,26 +48,16 @@ impl PartPlan {
             }
             None => {
                 let needed = div_ceil(div_ceil(size, u64::from(S3_MAX_PARTS)), MIB) * MIB;
-                default_part_size
-                    .clamp(S3_MIN_PART_SIZE, S3_MAX_PART_SIZE)
-                    .max(needed)
-                    .min(S3_MAX_PART_SIZE)
+                default_part_size.clamp(S3_MIN_PART_SIZE, S3_MAX_PART_SIZE).max(needed).min(S3_MAX_PART_SIZE)
             }
         };
         let part_count = div_ceil(size, part_size).max(1);
         // ByteSize caps size at 10,000 x 5 GiB, so this cannot fail; keep the check anyway
         // so the invariant lives next to the arithmetic.
         if part_count > u64::from(S3_MAX_PARTS) {
-            return Err(Invalid::new(
-                "size",
-                "this file cannot fit in S3's 10,000 parts.",
-            ));
+            return Err(Invalid::new("size", "this file cannot fit in S3's 10,000 parts."));
         }
-        Ok(Self {
-            size,
-            part_size,
-            part_count: part_count as u32,
-        })
+        Ok(Self { size, part_size, part_count: part_count as u32 })
     }
 
     pub fn size(&self) -> u64 {
@@ -125,9 +109,7 @@ mod tests {
     fn check_invariants(p: &PartPlan) {
         assert!(p.part_count >= 1 && p.part_count <= S3_MAX_PARTS);
         assert!((S3_MIN_PART_SIZE..=S3_MAX_PART_SIZE).contains(&p.part_size));
-        let total: u64 = (1..=p.part_count)
-            .map(|n| p.part_len(PartNumber::new(n).unwrap()).unwrap())
-            .sum();
+        let total: u64 = (1..=p.part_count).map(|n| p.part_len(PartNumber::new(n).unwrap()).unwrap()).sum();
         assert_eq!(total, p.size);
         let last = p.part_len(PartNumber::new(p.part_count).unwrap()).unwrap();
         assert!(last <= p.part_size);
@@ -190,12 +172,7 @@ mod tests {
         let s = ByteSize::new(GIB).unwrap();
         assert!(PartPlan::new(s, Some(5 * MIB - 1), DEFAULT).is_err());
         assert!(PartPlan::new(s, Some(5 * GIB + 1), DEFAULT).is_err());
-        assert_eq!(
-            PartPlan::new(s, Some(8 * MIB), DEFAULT)
-                .unwrap()
-                .part_count(),
-            128
-        );
+        assert_eq!(PartPlan::new(s, Some(8 * MIB), DEFAULT).unwrap().part_count(), 128);
         let big = ByteSize::new(10_000 * 5 * MIB + 1).unwrap();
         let e = PartPlan::new(big, Some(5 * MIB), DEFAULT).unwrap_err();
         assert_eq!(e.field, "part_size");
@@ -215,13 +192,7 @@ mod tests {
     #[test]
     fn from_stored_round_trips() {
         let p = plan(3 * GIB + 7);
-        assert_eq!(
-            PartPlan::from_stored(p.size(), p.part_size(), p.part_count()),
-            Some(p)
-        );
-        assert_eq!(
-            PartPlan::from_stored(p.size(), p.part_size(), p.part_count() + 1),
-            None
-        );
+        assert_eq!(PartPlan::from_stored(p.size(), p.part_size(), p.part_count()), Some(p));
+        assert_eq!(PartPlan::from_stored(p.size(), p.part_size(), p.part_count() + 1), None);
     }
 }

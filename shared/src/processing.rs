@@ -104,17 +104,7 @@ fn is_dangerous(detected: &str) -> bool {
 fn looks_like_html(head: &[u8]) -> bool {
     let text = String::from_utf8_lossy(&head[..head.len().min(1024)]).to_ascii_lowercase();
     let t = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
-    [
-        "<!doctype html",
-        "<html",
-        "<script",
-        "<head",
-        "<body",
-        "<iframe",
-        "<svg",
-    ]
-    .iter()
-    .any(|p| t.starts_with(p))
+    ["<!doctype html", "<html", "<script", "<head", "<body", "<iframe", "<svg"].iter().any(|p| t.starts_with(p))
 }
 
 /// What the first bytes are (a MIME type), if known.
@@ -137,7 +127,9 @@ pub fn check_type(declared: &ContentType, head: &[u8]) -> Result<Option<String>,
     let detected = detect(head);
     let declared_s = declared.as_str();
     match detected.as_deref() {
-        Some(d) if is_dangerous(d) => Err(format!("The file is really {d} (declared {declared_s}); executables and web pages are not accepted.")),
+        Some(d) if is_dangerous(d) => {
+            Err(format!("The file is really {d} (declared {declared_s}); executables and web pages are not accepted."))
+        }
         Some(d) if has_magic(declared_s) && !same_type(declared_s, d) => {
             Err(format!("The file's bytes are {d}, not the declared {declared_s}."))
         }
@@ -171,12 +163,12 @@ impl Verdict {
 
     pub fn reason(&self) -> String {
         match self {
-            Verdict::Quarantined { signature } => format!(
-                "Malware found ({signature}); the file is quarantined and will never be served."
-            ),
-            Verdict::Rejected { reason }
-            | Verdict::Corrupt { reason }
-            | Verdict::Unscanned { reason } => reason.clone(),
+            Verdict::Quarantined { signature } => {
+                format!("Malware found ({signature}); the file is quarantined and will never be served.")
+            }
+            Verdict::Rejected { reason } | Verdict::Corrupt { reason } | Verdict::Unscanned { reason } => {
+                reason.clone()
+            }
             Verdict::Ready => "Checked: type verified, checksum verified, no malware found.".into(),
         }
     }
@@ -200,14 +192,10 @@ pub fn decide(
     policy: UnscannedPolicy,
 ) -> Result<Verdict, String> {
     if let Some(ScanReply::Found(sig)) = scan {
-        return Ok(Verdict::Quarantined {
-            signature: sig.clone(),
-        });
+        return Ok(Verdict::Quarantined { signature: sig.clone() });
     }
     if let Err(reason) = type_check {
-        return Ok(Verdict::Rejected {
-            reason: reason.clone(),
-        });
+        return Ok(Verdict::Rejected { reason: reason.clone() });
     }
     if let Some(expected) = declared_sha256 {
         if expected != actual_sha256 {
@@ -224,9 +212,7 @@ pub fn decide(
         Some(ScanReply::Clean) => Ok(Verdict::Ready),
         Some(r @ ScanReply::Error(_)) if r.is_size_limit() => Ok(unscanned(policy)),
         Some(ScanReply::Error(e)) => Err(format!("scanner error: {e}")),
-        Some(ScanReply::Found(sig)) => Ok(Verdict::Quarantined {
-            signature: sig.clone(),
-        }),
+        Some(ScanReply::Found(sig)) => Ok(Verdict::Quarantined { signature: sig.clone() }),
         None => Ok(unscanned(policy)),
     }
 }
@@ -234,7 +220,8 @@ pub fn decide(
 fn unscanned(policy: UnscannedPolicy) -> Verdict {
     match policy {
         UnscannedPolicy::Block => Verdict::Unscanned {
-            reason: "The file is larger than the virus scanner accepts, so it was not scanned and will not be served.".into(),
+            reason: "The file is larger than the virus scanner accepts, so it was not scanned and will not be served."
+                .into(),
         },
         UnscannedPolicy::Allow => Verdict::Ready,
     }
@@ -261,29 +248,18 @@ mod tests {
         let e = ScanReply::parse("INSTREAM size limit exceeded. ERROR\0");
         assert!(e.is_size_limit());
         assert!(matches!(ScanReply::parse(""), ScanReply::Error(_)));
-        assert!(
-            matches!(ScanReply::parse("stream: OKAY"), ScanReply::Error(_)),
-            "only exactly OK is clean"
-        );
+        assert!(matches!(ScanReply::parse("stream: OKAY"), ScanReply::Error(_)), "only exactly OK is clean");
     }
 
     #[test]
     fn types() {
-        assert_eq!(
-            check_type(&ct("image/jpeg"), JPEG).unwrap().as_deref(),
-            Some("image/jpeg")
-        );
-        assert_eq!(
-            check_type(&ct("image/png"), PNG).unwrap().as_deref(),
-            Some("image/png")
-        );
+        assert_eq!(check_type(&ct("image/jpeg"), JPEG).unwrap().as_deref(), Some("image/jpeg"));
+        assert_eq!(check_type(&ct("image/png"), PNG).unwrap().as_deref(), Some("image/png"));
         // An ELF or PE named photo.jpg.
         let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\x3e\0\x01\0\0\0".to_vec();
         elf.resize(64, 0);
         let elf = &elf[..];
-        assert!(check_type(&ct("image/jpeg"), elf)
-            .unwrap_err()
-            .contains("not accepted"));
+        assert!(check_type(&ct("image/jpeg"), elf).unwrap_err().contains("not accepted"));
         let pe = b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0";
         assert!(check_type(&ct("image/jpeg"), pe).is_err());
         assert!(
@@ -294,16 +270,11 @@ mod tests {
         assert!(check_type(&ct("image/png"), b"<!DOCTYPE html><html><script>x</script>").is_err());
         assert!(check_type(&ct("text/plain"), b"  <html><body>hi").is_err());
         // A PNG declared as JPEG; random bytes declared as JPEG.
-        assert!(check_type(&ct("image/jpeg"), PNG)
-            .unwrap_err()
-            .contains("image/png"));
+        assert!(check_type(&ct("image/jpeg"), PNG).unwrap_err().contains("image/png"));
         assert!(check_type(&ct("image/jpeg"), b"hello world").is_err());
         // Plain text and unknown binary are fine where no magic is expected.
         assert_eq!(check_type(&ct("text/plain"), b"hello").unwrap(), None);
-        assert_eq!(
-            check_type(&ct("application/octet-stream"), &[1, 2, 3, 4]).unwrap(),
-            None
-        );
+        assert_eq!(check_type(&ct("application/octet-stream"), &[1, 2, 3, 4]).unwrap(), None);
         // Empty files have no head to judge.
         assert!(check_type(&ct("image/jpeg"), b"").is_ok());
         assert!(check_type(&ct("image/jpg"), JPEG).is_ok());
@@ -317,41 +288,14 @@ mod tests {
         let found = ScanReply::Found("Eicar".into());
         let clean = ScanReply::Clean;
         let b = UnscannedPolicy::Block;
-        assert_eq!(
-            decide(Some(&found), &bad, Some([0; 32]), sha, b)
-                .unwrap()
-                .status(),
-            "quarantined"
-        );
-        assert_eq!(
-            decide(Some(&clean), &bad, Some([0; 32]), sha, b)
-                .unwrap()
-                .status(),
-            "rejected"
-        );
-        assert_eq!(
-            decide(Some(&clean), &ok, Some([0; 32]), sha, b)
-                .unwrap()
-                .status(),
-            "corrupt"
-        );
-        assert_eq!(
-            decide(Some(&clean), &ok, Some(sha), sha, b).unwrap(),
-            Verdict::Ready
-        );
-        assert_eq!(
-            decide(Some(&clean), &ok, None, sha, b).unwrap(),
-            Verdict::Ready
-        );
+        assert_eq!(decide(Some(&found), &bad, Some([0; 32]), sha, b).unwrap().status(), "quarantined");
+        assert_eq!(decide(Some(&clean), &bad, Some([0; 32]), sha, b).unwrap().status(), "rejected");
+        assert_eq!(decide(Some(&clean), &ok, Some([0; 32]), sha, b).unwrap().status(), "corrupt");
+        assert_eq!(decide(Some(&clean), &ok, Some(sha), sha, b).unwrap(), Verdict::Ready);
+        assert_eq!(decide(Some(&clean), &ok, None, sha, b).unwrap(), Verdict::Ready);
         let limit = ScanReply::Error("INSTREAM size limit exceeded".into());
-        assert_eq!(
-            decide(Some(&limit), &ok, None, sha, b).unwrap().status(),
-            "unscanned"
-        );
-        assert_eq!(
-            decide(None, &ok, None, sha, UnscannedPolicy::Allow).unwrap(),
-            Verdict::Ready
-        );
+        assert_eq!(decide(Some(&limit), &ok, None, sha, b).unwrap().status(), "unscanned");
+        assert_eq!(decide(None, &ok, None, sha, UnscannedPolicy::Allow).unwrap(), Verdict::Ready);
         // Any other scanner error is a retryable failure, never clean.
         assert!(decide(Some(&ScanReply::Error("boom".into())), &ok, None, sha, b).is_err());
     }

@@ -42,19 +42,13 @@ impl Queue {
 
     pub async fn send(&self, job: &ProcessJob) -> Result<(), QueueError> {
         let body = serde_json::to_string(job).map_err(|e| QueueError(e.to_string()))?;
-        self.client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                QueueError(format!(
-                    "{}: {}",
-                    e.code().unwrap_or("error"),
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
-                ))
-            })?;
+        self.client.send_message().queue_url(&self.url).message_body(body).send().await.map_err(|e| {
+            QueueError(format!(
+                "{}: {}",
+                e.code().unwrap_or("error"),
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            ))
+        })?;
         Ok(())
     }
 }

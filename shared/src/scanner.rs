@@ -33,24 +33,14 @@ pub struct Instream {
 
 impl Instream {
     pub async fn start(addr: &str) -> Result<Self, ScannerError> {
-        let err = |d: String| ScannerError {
-            addr: addr.to_owned(),
-            detail: d,
-        };
+        let err = |d: String| ScannerError { addr: addr.to_owned(), detail: d };
         let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
             .await
             .map_err(|_| err("connect timed out".into()))?
             .map_err(|e| err(e.to_string()))?;
         stream.set_nodelay(true).ok();
-        stream
-            .write_all(b"zINSTREAM\0")
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        Ok(Self {
-            stream,
-            addr: addr.to_owned(),
-            refused: false,
-        })
+        stream.write_all(b"zINSTREAM\0").await.map_err(|e| err(e.to_string()))?;
+        Ok(Self { stream, addr: addr.to_owned(), refused: false })
     }
 
     /// Sends bytes; after clamd refuses (size limit), further data is dropped and
@@ -67,17 +57,11 @@ impl Instream {
             }
             .await;
             if let Err(e) = res {
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-                ) {
+                if matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) {
                     self.refused = true;
                     return Ok(());
                 }
-                return Err(ScannerError {
-                    addr: self.addr.clone(),
-                    detail: e.to_string(),
-                });
+                return Err(ScannerError { addr: self.addr.clone(), detail: e.to_string() });
             }
         }
         Ok(())
@@ -90,20 +74,10 @@ impl Instream {
             let _ = self.stream.write_all(&0u32.to_be_bytes()).await;
         }
         let mut reply = Vec::new();
-        let read = tokio::time::timeout(
-            Duration::from_secs(600),
-            self.stream.read_to_end(&mut reply),
-        )
-        .await;
+        let read = tokio::time::timeout(Duration::from_secs(600), self.stream.read_to_end(&mut reply)).await;
         match read {
-            Err(_) => Err(ScannerError {
-                addr: self.addr,
-                detail: "no verdict within 600 s".into(),
-            }),
-            Ok(Err(e)) if reply.is_empty() => Err(ScannerError {
-                addr: self.addr,
-                detail: e.to_string(),
-            }),
+            Err(_) => Err(ScannerError { addr: self.addr, detail: "no verdict within 600 s".into() }),
+            Ok(Err(e)) if reply.is_empty() => Err(ScannerError { addr: self.addr, detail: e.to_string() }),
             Ok(_) => Ok(ScanReply::parse(&String::from_utf8_lossy(&reply))),
         }
     }
@@ -111,9 +85,7 @@ impl Instream {
 
 /// `PING` → `PONG`: is clamd up?
 pub async fn ping(addr: &str) -> bool {
-    let Ok(Ok(mut s)) =
-        tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
-    else {
+    let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await else {
         return false;
     };
     if s.write_all(b"zPING\0").await.is_err() {

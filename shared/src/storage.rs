@@ -10,43 +10,28 @@ use aws_sdk_s3::{
     Client,
 };
 use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation,
-    SigningSettings, UriPathNormalizationMode,
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+    UriPathNormalizationMode,
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 
 /// RFC 3986 query-value encoding, as SigV4 canonicalizes it (unreserved characters stay).
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 use crate::domain::{ETag, PartNumber, Sha256Digest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("s3 {op}: {code}: {message}")]
-    Service {
-        op: &'static str,
-        code: String,
-        message: String,
-        throttled: bool,
-    },
+    Service { op: &'static str, code: String, message: String, throttled: bool },
     #[error("s3 {op}: {0}", op = .1)]
     Other(String, &'static str),
 }
 
 impl StorageError {
     pub fn is_throttling(&self) -> bool {
-        matches!(
-            self,
-            StorageError::Service {
-                throttled: true,
-                ..
-            }
-        )
+        matches!(self, StorageError::Service { throttled: true, .. })
     }
     fn code(&self) -> Option<&str> {
         match self {
@@ -64,23 +49,13 @@ where
     match e.as_service_error() {
         Some(se) => {
             let code = se.code().unwrap_or("Unknown").to_owned();
-            let throttled = matches!(
-                code.as_str(),
-                "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded"
-            );
-            StorageError::Service {
-                op,
-                code,
-                message: se.message().unwrap_or("").to_owned(),
-                throttled,
-            }
+            let throttled =
+                matches!(code.as_str(), "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded");
+            StorageError::Service { op, code, message: se.message().unwrap_or("").to_owned(), throttled }
         }
         None => {
             // Raw responses (e.g. 412 without a parsed body) keep their status in the debug form.
-            let text = format!(
-                "{}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            );
+            let text = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e));
             StorageError::Other(text, op)
         }
     }
@@ -130,11 +105,7 @@ pub struct Storage {
 
 impl Storage {
     pub fn new(client: Client, bucket: String, credentials: SharedCredentialsProvider) -> Self {
-        Self {
-            client,
-            bucket,
-            credentials,
-        }
+        Self { client, bucket, credentials }
     }
 
     pub fn bucket(&self) -> &str {
@@ -152,25 +123,17 @@ impl Storage {
         sha256_parts: bool,
         metadata: &[(&str, String)],
     ) -> Result<String, StorageError> {
-        let mut req = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type);
+        let mut req = self.client.create_multipart_upload().bucket(&self.bucket).key(key).content_type(content_type);
         if sha256_parts {
             req = req.checksum_algorithm(ChecksumAlgorithm::Sha256);
         }
         for (k, v) in metadata {
             req = req.metadata(*k, v);
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| map_err("CreateMultipartUpload", e))?;
-        out.upload_id().map(str::to_owned).ok_or_else(|| {
-            StorageError::Other("no UploadId in answer".into(), "CreateMultipartUpload")
-        })
+        let out = req.send().await.map_err(|e| map_err("CreateMultipartUpload", e))?;
+        out.upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| StorageError::Other("no UploadId in answer".into(), "CreateMultipartUpload"))
     }
 
     /// Presigns one UploadPart. Content-Length (and the SHA-256 when given) become
@@ -201,33 +164,19 @@ impl Storage {
             req = req.checksum_sha256(d.to_base64());
         }
         // Sign at the client's clock (its time source), like every other request it makes.
-        let now = self
-            .client
-            .config()
-            .time_source()
-            .map(|t| t.now())
-            .unwrap_or_else(std::time::SystemTime::now);
+        let now = self.client.config().time_source().map(|t| t.now()).unwrap_or_else(std::time::SystemTime::now);
         let cfg = PresigningConfig::builder()
             .start_time(now)
             .expires_in(expires_in)
             .build()
             .map_err(|e| StorageError::Other(e.to_string(), "presign"))?;
-        let presigned = req
-            .presigned(cfg)
-            .await
-            .map_err(|e| map_err("presign UploadPart", e))?;
+        let presigned = req.presigned(cfg).await.map_err(|e| map_err("presign UploadPart", e))?;
         let headers = presigned
             .headers()
-            .filter(|(k, _)| {
-                !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("host")
-            })
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("host"))
             .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
             .collect();
-        Ok(PresignedPart {
-            url: presigned.uri().to_owned(),
-            method: presigned.method().to_owned(),
-            headers,
-        })
+        Ok(PresignedPart { url: presigned.uri().to_owned(), method: presigned.method().to_owned(), headers })
     }
 
     /// Presigns a batch of parts (number, exact length, optional SHA-256).
@@ -255,41 +204,21 @@ impl Storage {
             .provide_credentials()
             .await
             .map_err(|e| StorageError::Other(e.to_string(), "credentials"))?;
-        let now = conf
-            .time_source()
-            .map(|t| t.now())
-            .unwrap_or_else(std::time::SystemTime::now);
+        let now = conf.time_source().map(|t| t.now()).unwrap_or_else(std::time::SystemTime::now);
         let expires_in = match creds.expiry().and_then(|exp| exp.duration_since(now).ok()) {
             Some(left) => expires_in.min(left.max(Duration::from_secs(1))),
             None => expires_in,
         };
         // One SDK presign fixes the endpoint, addressing style and path encoding.
-        let template = self
-            .presign_part(
-                key,
-                upload_id,
-                first_n,
-                first_len,
-                first_sha.as_ref(),
-                expires_in,
-            )
-            .await?;
-        let base = template
-            .url
-            .split('?')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let template = self.presign_part(key, upload_id, first_n, first_len, first_sha.as_ref(), expires_in).await?;
+        let base = template.url.split('?').next().unwrap_or_default().to_owned();
         let host = base
             .split("://")
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .ok_or_else(|| sdk_err("presigned URL without host"))?
             .to_owned();
-        let region = conf
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| sdk_err("no region"))?;
+        let region = conf.region().map(|r| r.to_string()).ok_or_else(|| sdk_err("no region"))?;
         let identity: aws_smithy_runtime_api::client::identity::Identity = creds.into();
         let mut settings = SigningSettings::default();
         settings.signature_location = SignatureLocation::QueryParams;
@@ -297,23 +226,19 @@ impl Storage {
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
         settings.payload_checksum_kind = PayloadChecksumKind::NoHeader;
-        let params: aws_sigv4::http_request::SigningParams =
-            aws_sigv4::sign::v4::SigningParams::builder()
-                .identity(&identity)
-                .region(&region)
-                .name("s3")
-                .time(now)
-                .settings(settings)
-                .build()
-                .map_err(|e| StorageError::Other(e.to_string(), "presign"))?
-                .into();
+        let params: aws_sigv4::http_request::SigningParams = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&region)
+            .name("s3")
+            .time(now)
+            .settings(settings)
+            .build()
+            .map_err(|e| StorageError::Other(e.to_string(), "presign"))?
+            .into();
         let upload_id_q = utf8_percent_encode(upload_id, QUERY_VALUE).to_string();
         let mut out = Vec::with_capacity(parts.len());
         for (n, len, sha) in parts {
-            let query = format!(
-                "x-id=UploadPart&partNumber={}&uploadId={upload_id_q}",
-                n.get()
-            );
+            let query = format!("x-id=UploadPart&partNumber={}&uploadId={upload_id_q}", n.get());
             let uri = format!("{base}?{query}");
             let len_s = len.to_string();
             let sha_b64 = sha.map(|d| d.to_base64());
@@ -324,13 +249,8 @@ impl Storage {
             if let Some(b) = &sha_b64 {
                 headers.push(("x-amz-checksum-sha256", b.as_str()));
             }
-            let signable = SignableRequest::new(
-                "PUT",
-                &uri,
-                headers.iter().copied(),
-                SignableBody::UnsignedPayload,
-            )
-            .map_err(|e| StorageError::Other(e.to_string(), "presign"))?;
+            let signable = SignableRequest::new("PUT", &uri, headers.iter().copied(), SignableBody::UnsignedPayload)
+                .map_err(|e| StorageError::Other(e.to_string(), "presign"))?;
             let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)
                 .map_err(|e| StorageError::Other(e.to_string(), "presign"))?
                 .into_parts();
@@ -345,34 +265,57 @@ impl Storage {
             if let Some(b) = sha_b64 {
                 hdrs.insert("x-amz-checksum-sha256".to_owned(), b);
             }
-            out.push((
-                n,
-                PresignedPart {
-                    url,
-                    method: "PUT".into(),
-                    headers: hdrs,
-                },
-            ));
+            out.push((n, PresignedPart { url, method: "PUT".into(), headers: hdrs }));
         }
         Ok(out)
     }
 
-    /// Every part S3 holds for the upload, all pages.
-    pub async fn list_parts(
+    /// A short-lived presigned GET that makes S3 answer with our Content-Type and
+    /// Content-Disposition (Range requests work as with any GET).
+    pub async fn presign_get(
         &self,
         key: &str,
-        upload_id: &str,
-    ) -> Result<Option<Vec<StoredPart>>, StorageError> {
+        content_type: &str,
+        disposition: &str,
+        expires_in: Duration,
+    ) -> Result<String, StorageError> {
+        let now = self.client.config().time_source().map(|t| t.now()).unwrap_or_else(std::time::SystemTime::now);
+        let cfg = PresigningConfig::builder()
+            .start_time(now)
+            .expires_in(expires_in)
+            .build()
+            .map_err(|e| StorageError::Other(e.to_string(), "presign"))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .response_content_type(content_type)
+            .response_content_disposition(disposition)
+            .presigned(cfg)
+            .await
+            .map_err(|e| map_err("presign GetObject", e))?;
+        Ok(req.uri().to_owned())
+    }
+
+    /// Deletes an object; an absent one counts as deleted.
+    pub async fn delete_object(&self, key: &str) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| map_err("DeleteObject", e))?;
+        Ok(())
+    }
+
+    /// Every part S3 holds for the upload, all pages.
+    pub async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Option<Vec<StoredPart>>, StorageError> {
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let mut req = self
-                .client
-                .list_parts()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .max_parts(1000);
+            let mut req = self.client.list_parts().bucket(&self.bucket).key(key).upload_id(upload_id).max_parts(1000);
             if let Some(m) = &marker {
                 req = req.part_number_marker(m);
             }
@@ -395,9 +338,7 @@ impl Storage {
                 });
             }
             match (out.is_truncated(), out.next_part_number_marker()) {
-                (Some(true), Some(m)) if Some(m) != marker.as_deref() => {
-                    marker = Some(m.to_owned())
-                }
+                (Some(true), Some(m)) if Some(m) != marker.as_deref() => marker = Some(m.to_owned()),
                 _ => break,
             }
         }
@@ -439,22 +380,18 @@ impl Storage {
             .send()
             .await;
         match res {
-            Ok(out) => Ok(CompleteOutcome::Completed {
-                etag: out.e_tag().unwrap_or("").trim_matches('"').to_owned(),
-            }),
+            Ok(out) => Ok(CompleteOutcome::Completed { etag: out.e_tag().unwrap_or("").trim_matches('"').to_owned() }),
             Err(e) => {
                 let status = e.raw_response().map(|r| r.status().as_u16());
                 let err = map_err("CompleteMultipartUpload", e);
                 match (status, err.code()) {
-                    (Some(412), _) | (_, Some("PreconditionFailed")) => {
-                        Ok(CompleteOutcome::AlreadyExists)
-                    }
+                    (Some(412), _) | (_, Some("PreconditionFailed")) => Ok(CompleteOutcome::AlreadyExists),
                     (_, Some("NoSuchUpload")) => Ok(CompleteOutcome::NoSuchUpload),
                     (
                         _,
                         Some(
-                            code @ ("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall"
-                            | "InvalidRequest" | "BadDigest"),
+                            code @ ("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "InvalidRequest"
+                            | "BadDigest"),
                         ),
                     ) => {
                         let code = code.to_owned();
@@ -472,14 +409,7 @@ impl Storage {
 
     /// Size and ETag of an object, or None when absent.
     pub async fn head(&self, key: &str) -> Result<Option<(u64, String)>, StorageError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(o) => Ok(Some((
                 o.content_length().unwrap_or(0).max(0) as u64,
                 o.e_tag().unwrap_or("").trim_matches('"').to_owned(),
@@ -495,15 +425,7 @@ impl Storage {
 
     /// Aborts a multipart upload; one S3 no longer knows counts as done.
     pub async fn abort(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
-        match self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
+        match self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await {
             Ok(_) => Ok(()),
             Err(e) => {
                 let err = map_err("AbortMultipartUpload", e);
@@ -526,13 +448,7 @@ mod tests {
 
     fn storage(path_style: bool) -> Storage {
         let fixed = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_262_400);
-        let creds = Credentials::new(
-            "AKIDEXAMPLE",
-            "test-only-secret",
-            Some("session/token+x".into()),
-            None,
-            "t",
-        );
+        let creds = Credentials::new("AKIDEXAMPLE", "test-only-secret", Some("session/token+x".into()), None, "t");
         let conf = aws_sdk_s3::Config::builder()
             .behavior_version_latest()
             .region(Region::new("eu-west-3"))
@@ -541,11 +457,7 @@ mod tests {
             .force_path_style(path_style)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .build();
-        Storage::new(
-            aws_sdk_s3::Client::from_conf(conf),
-            "my-bucket".into(),
-            SharedCredentialsProvider::new(creds),
-        )
+        Storage::new(aws_sdk_s3::Client::from_conf(conf), "my-bucket".into(), SharedCredentialsProvider::new(creds))
     }
 
     fn query_set(url: &str) -> (String, BTreeSet<String>) {
@@ -566,33 +478,15 @@ mod tests {
                 (PartNumber::new(42).unwrap(), 1234, None),
                 (PartNumber::new(10_000).unwrap(), 0, Some(sha)),
             ];
-            let batch = s
-                .presign_batch(
-                    "uploads/k1",
-                    upload_id,
-                    parts.clone(),
-                    Duration::from_secs(900),
-                )
-                .await
-                .unwrap();
+            let batch =
+                s.presign_batch("uploads/k1", upload_id, parts.clone(), Duration::from_secs(900)).await.unwrap();
             for ((n, len, sha), (bn, fast)) in parts.iter().zip(batch) {
                 assert_eq!(*n, bn);
                 let sdk = s
-                    .presign_part(
-                        "uploads/k1",
-                        upload_id,
-                        *n,
-                        *len,
-                        sha.as_ref(),
-                        Duration::from_secs(900),
-                    )
+                    .presign_part("uploads/k1", upload_id, *n, *len, sha.as_ref(), Duration::from_secs(900))
                     .await
                     .unwrap();
-                assert_eq!(
-                    query_set(&fast.url),
-                    query_set(&sdk.url),
-                    "part {n} path_style={path_style}"
-                );
+                assert_eq!(query_set(&fast.url), query_set(&sdk.url), "part {n} path_style={path_style}");
                 assert_eq!(fast.headers, sdk.headers);
                 assert_eq!(fast.method, sdk.method);
             }

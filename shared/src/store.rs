@@ -25,17 +25,19 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{ContentType, FileName, Owner, Sha256Digest, UploadId};
 
 pub const GSI_OPEN: &str = "gsi1";
+pub const GSI_FILES: &str = "gsi2";
 const OPEN: &str = "OPEN";
+const PURGE: &str = "PURGE";
+
+/// Sort key of a file in its owner's catalog: completion time in milliseconds, then id.
+pub fn catalog_sort_key(completed_at_ms: i64, id: &UploadId) -> String {
+    format!("{completed_at_ms:015}#{id}")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("dynamodb {op}: {code}: {message}")]
-    Service {
-        op: &'static str,
-        code: String,
-        message: String,
-        throttled: bool,
-    },
+    Service { op: &'static str, code: String, message: String, throttled: bool },
     #[error("dynamodb {op}: {detail}")]
     Other { op: &'static str, detail: String },
     #[error("stored item is unreadable: {0}")]
@@ -44,13 +46,7 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_throttling(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Service {
-                throttled: true,
-                ..
-            }
-        )
+        matches!(self, StoreError::Service { throttled: true, .. })
     }
 }
 
@@ -64,21 +60,11 @@ where
             let code = se.code().unwrap_or("Unknown").to_owned();
             let throttled = matches!(
                 code.as_str(),
-                "ProvisionedThroughputExceededException"
-                    | "ThrottlingException"
-                    | "RequestLimitExceeded"
+                "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded"
             );
-            StoreError::Service {
-                op,
-                code,
-                message: se.message().unwrap_or("").to_owned(),
-                throttled,
-            }
+            StoreError::Service { op, code, message: se.message().unwrap_or("").to_owned(), throttled }
         }
-        None => StoreError::Other {
-            op,
-            detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
-        },
+        None => StoreError::Other { op, detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string() },
     }
 }
 
@@ -198,6 +184,16 @@ pub struct UploadRecord {
     pub height: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processed_at: Option<i64>,
+    /// Soft delete: when, and when the janitor purges it for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_at: Option<i64>,
+    /// Catalog index (set when the object exists): the owner's files, newest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsi2pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsi2sk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gsi1pk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,16 +204,8 @@ pub struct UploadRecord {
 
 impl UploadRecord {
     /// Keys for a new session that the janitor will look at when it expires.
-    pub fn open_keys(
-        id: &UploadId,
-        expires_at: i64,
-    ) -> (String, String, Option<String>, Option<i64>) {
-        (
-            upload_pk(id),
-            "META".into(),
-            Some(OPEN.into()),
-            Some(expires_at),
-        )
+    pub fn open_keys(id: &UploadId, expires_at: i64) -> (String, String, Option<String>, Option<i64>) {
+        (upload_pk(id), "META".into(), Some(OPEN.into()), Some(expires_at))
     }
 }
 
@@ -240,6 +228,13 @@ pub struct ProcessingOutcome {
     pub thumbnail_key: Option<String>,
     pub width: Option<u32>,
     pub height: Option<u32>,
+}
+
+/// A page of the catalog and where the next one starts.
+#[derive(Debug, Clone)]
+pub struct FilePage {
+    pub items: Vec<UploadRecord>,
+    pub last_key: Option<(String, UploadId)>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -268,12 +263,7 @@ impl Store {
         Self { client, table }
     }
 
-    fn quota_update(
-        &self,
-        owner: &Owner,
-        open_delta: i64,
-        bytes_delta: i128,
-    ) -> Result<Update, StoreError> {
+    fn quota_update(&self, owner: &Owner, open_delta: i64, bytes_delta: i128) -> Result<Update, StoreError> {
         Update::builder()
             .table_name(&self.table)
             .key("pk", sv(quota_pk(owner)))
@@ -304,19 +294,11 @@ impl Store {
                 .unwrap_or(0)
                 .max(0) as u64
         };
-        Ok(Quota {
-            open_uploads: num("open_uploads"),
-            bytes_in_flight: num("bytes_in_flight"),
-        })
+        Ok(Quota { open_uploads: num("open_uploads"), bytes_in_flight: num("bytes_in_flight") })
     }
 
     /// Stores a new session and reserves its quota in one transaction.
-    pub async fn create_session(
-        &self,
-        rec: &UploadRecord,
-        max_open: u64,
-        max_bytes: u64,
-    ) -> Result<(), CreateError> {
+    pub async fn create_session(&self, rec: &UploadRecord, max_open: u64, max_bytes: u64) -> Result<(), CreateError> {
         let item = serde_dynamo::to_item(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let put = Put::builder()
             .table_name(&self.table)
@@ -330,7 +312,9 @@ impl Store {
             .key("pk", sv(quota_pk(&rec.owner)))
             .key("sk", sv("QUOTA"))
             .update_expression("ADD open_uploads :one, bytes_in_flight :size")
-            .condition_expression("attribute_not_exists(open_uploads) OR (open_uploads < :max_open AND bytes_in_flight <= :room)")
+            .condition_expression(
+                "attribute_not_exists(open_uploads) OR (open_uploads < :max_open AND bytes_in_flight <= :room)",
+            )
             .expression_attribute_values(":one", nv(1))
             .expression_attribute_values(":size", nv(rec.size))
             .expression_attribute_values(":max_open", nv(max_open))
@@ -372,20 +356,12 @@ impl Store {
             .map_err(|e| map_err("GetItem", e))?;
         match out.item {
             None => Ok(None),
-            Some(item) => serde_dynamo::from_item(item)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(e.to_string())),
+            Some(item) => serde_dynamo::from_item(item).map(Some).map_err(|e| StoreError::Corrupt(e.to_string())),
         }
     }
 
     /// Records parts (idempotent puts; a re-sent part replaces the earlier record).
-    pub async fn put_parts(
-        &self,
-        id: &UploadId,
-        parts: &[PartRecord],
-        ttl: i64,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn put_parts(&self, id: &UploadId, parts: &[PartRecord], ttl: i64, now: i64) -> Result<(), StoreError> {
         let pk = upload_pk(id);
         let requests: Vec<WriteRequest> = parts
             .iter()
@@ -408,8 +384,7 @@ impl Store {
                     .map_err(|e| StoreError::Corrupt(e.to_string()))
             })
             .collect::<Result<_, _>>()?;
-        let chunks: Vec<Vec<WriteRequest>> =
-            requests.chunks(25).map(<[WriteRequest]>::to_vec).collect();
+        let chunks: Vec<Vec<WriteRequest>> = requests.chunks(25).map(<[WriteRequest]>::to_vec).collect();
         stream::iter(chunks)
             .map(|chunk| self.batch_write_all(chunk))
             .buffer_unordered(4)
@@ -428,10 +403,7 @@ impl Store {
                 .send()
                 .await
                 .map_err(|e| map_err("BatchWriteItem", e))?;
-            pending = out
-                .unprocessed_items
-                .and_then(|mut m| m.remove(&self.table))
-                .unwrap_or_default();
+            pending = out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
             if !pending.is_empty() {
                 attempt += 1;
                 if attempt > 8 {
@@ -467,20 +439,12 @@ impl Store {
             .try_collect()
             .await
             .map_err(|e| map_err("Query", e))?;
-        items
-            .into_iter()
-            .map(|i| serde_dynamo::from_item(i).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .collect()
+        items.into_iter().map(|i| serde_dynamo::from_item(i).map_err(|e| StoreError::Corrupt(e.to_string()))).collect()
     }
 
     /// Takes the completion lease: uploading → completing, or a stale completing lease.
     /// Returns false when someone else holds a live lease or the status moved on.
-    pub async fn begin_completion(
-        &self,
-        id: &UploadId,
-        now: i64,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
+    pub async fn begin_completion(&self, id: &UploadId, now: i64, lease: Duration) -> Result<bool, StoreError> {
         let until = now + lease.as_secs() as i64;
         let res = self
             .client
@@ -488,9 +452,7 @@ impl Store {
             .table_name(&self.table)
             .key("pk", sv(upload_pk(id)))
             .key("sk", sv("META"))
-            .update_expression(
-                "SET #s = :completing, lease_until = :until, gsi1sk = :until, updated_at = :now",
-            )
+            .update_expression("SET #s = :completing, lease_until = :until, gsi1sk = :until, updated_at = :now")
             .condition_expression("#s = :uploading OR (#s = :completing AND lease_until < :now)")
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":completing", sv("completing"))
@@ -520,9 +482,7 @@ impl Store {
             .table_name(&self.table)
             .key("pk", sv(rec.pk.clone()))
             .key("sk", sv("META"))
-            .update_expression(
-                "SET #s = :uploading, gsi1sk = :exp, updated_at = :now REMOVE lease_until",
-            )
+            .update_expression("SET #s = :uploading, gsi1sk = :exp, updated_at = :now REMOVE lease_until")
             .condition_expression("#s = :completing")
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":uploading", sv("uploading"))
@@ -546,19 +506,17 @@ impl Store {
 
     /// completing → processing, releasing the owner's quota in the same transaction.
     /// Returns false when the status had already moved on (another caller finished).
-    pub async fn finish_completion(
-        &self,
-        rec: &UploadRecord,
-        etag: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
+    pub async fn finish_completion(&self, rec: &UploadRecord, etag: &str, now: i64) -> Result<bool, StoreError> {
         let session = Update::builder()
             .table_name(&self.table)
             .key("pk", sv(rec.pk.clone()))
             .key("sk", sv("META"))
             .update_expression(
-                "SET #s = :processing, etag = :etag, completed_at = :now, updated_at = :now REMOVE gsi1pk, gsi1sk, lease_until, #ttl",
+                "SET #s = :processing, etag = :etag, completed_at = :now, updated_at = :now, gsi2pk = :g2pk, gsi2sk = :g2sk \
+                 REMOVE gsi1pk, gsi1sk, lease_until, #ttl",
             )
+            .expression_attribute_values(":g2pk", sv(quota_pk(&rec.owner)))
+            .expression_attribute_values(":g2sk", sv(catalog_sort_key(crate::now_millis().max(now * 1000), &rec.id)))
             .condition_expression("#s = :completing")
             .expression_attribute_names("#s", "status")
             .expression_attribute_names("#ttl", "ttl")
@@ -584,7 +542,9 @@ impl Store {
             .table_name(&self.table)
             .key("pk", sv(rec.pk.clone()))
             .key("sk", sv("META"))
-            .update_expression("SET #s = :to, reason = :reason, updated_at = :now, #ttl = :ttl REMOVE gsi1pk, gsi1sk, lease_until")
+            .update_expression(
+                "SET #s = :to, reason = :reason, updated_at = :now, #ttl = :ttl REMOVE gsi1pk, gsi1sk, lease_until",
+            )
             .condition_expression("#s = :uploading")
             .expression_attribute_names("#s", "status")
             .expression_attribute_names("#ttl", "ttl")
@@ -598,19 +558,13 @@ impl Store {
         self.transition_with_quota(session, rec).await
     }
 
-    async fn transition_with_quota(
-        &self,
-        session: Update,
-        rec: &UploadRecord,
-    ) -> Result<bool, StoreError> {
+    async fn transition_with_quota(&self, session: Update, rec: &UploadRecord) -> Result<bool, StoreError> {
         let res = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(session).build())
             .transact_items(
-                TransactWriteItem::builder()
-                    .update(self.quota_update(&rec.owner, -1, -(rec.size as i128))?)
-                    .build(),
+                TransactWriteItem::builder().update(self.quota_update(&rec.owner, -1, -(rec.size as i128))?).build(),
             )
             .send()
             .await;
@@ -637,12 +591,7 @@ impl Store {
         outcome: &ProcessingOutcome,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut set = vec![
-            "#s = :to",
-            "reason = :reason",
-            "updated_at = :now",
-            "processed_at = :now",
-        ];
+        let mut set = vec!["#s = :to", "reason = :reason", "updated_at = :now", "processed_at = :now"];
         let mut req = self
             .client
             .update_item()
@@ -656,21 +605,9 @@ impl Store {
             .expression_attribute_values(":reason", sv(outcome.reason.clone()))
             .expression_attribute_values(":now", nv(now));
         let optional: [(&str, &str, Option<AttributeValue>); 5] = [
-            (
-                "detected_type = :dt",
-                ":dt",
-                outcome.detected_type.clone().map(sv),
-            ),
-            (
-                "content_sha256 = :cs",
-                ":cs",
-                outcome.content_sha256.clone().map(sv),
-            ),
-            (
-                "thumbnail_key = :tk",
-                ":tk",
-                outcome.thumbnail_key.clone().map(sv),
-            ),
+            ("detected_type = :dt", ":dt", outcome.detected_type.clone().map(sv)),
+            ("content_sha256 = :cs", ":cs", outcome.content_sha256.clone().map(sv)),
+            ("thumbnail_key = :tk", ":tk", outcome.thumbnail_key.clone().map(sv)),
             ("width = :w", ":w", outcome.width.map(nv)),
             ("height = :h", ":h", outcome.height.map(nv)),
         ];
@@ -680,11 +617,7 @@ impl Store {
                 req = req.expression_attribute_values(name, v);
             }
         }
-        match req
-            .update_expression(format!("SET {}", set.join(", ")))
-            .send()
-            .await
-        {
+        match req.update_expression(format!("SET {}", set.join(", "))).send().await {
             Ok(_) => Ok(true),
             Err(e) => {
                 let err = map_err("UpdateItem", e);
@@ -697,15 +630,150 @@ impl Store {
         }
     }
 
+    /// One page of an owner's files, newest first.
+    pub async fn list_files(
+        &self,
+        owner: &Owner,
+        limit: u32,
+        start: Option<(String, UploadId)>,
+        status: Option<UploadStatus>,
+        include_deleted: bool,
+    ) -> Result<FilePage, StoreError> {
+        let owner_pk = quota_pk(owner);
+        let mut filters = Vec::new();
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI_FILES)
+            .key_condition_expression("gsi2pk = :o")
+            .expression_attribute_values(":o", sv(owner_pk.clone()))
+            .scan_index_forward(false)
+            .limit(limit as i32);
+        if let Some(s) = status {
+            filters.push("#s = :status");
+            req = req.expression_attribute_names("#s", "status").expression_attribute_values(":status", sv(s.as_str()));
+        }
+        if !include_deleted {
+            filters.push("attribute_not_exists(deleted_at)");
+        }
+        if !filters.is_empty() {
+            req = req.filter_expression(filters.join(" AND "));
+        }
+        if let Some((sort_key, id)) = start {
+            // Rebuilt from the caller's owner: a cursor only ever names a position.
+            req = req
+                .exclusive_start_key("pk", sv(upload_pk(&id)))
+                .exclusive_start_key("sk", sv("META"))
+                .exclusive_start_key("gsi2pk", sv(owner_pk))
+                .exclusive_start_key("gsi2sk", sv(sort_key));
+        }
+        let out = req.send().await.map_err(|e| map_err("Query", e))?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| serde_dynamo::from_item(i).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect::<Result<Vec<UploadRecord>, _>>()?;
+        let last_key = out.last_evaluated_key.and_then(|k| {
+            let sort_key = k.get("gsi2sk")?.as_s().ok()?.clone();
+            let id = UploadId::parse(k.get("pk")?.as_s().ok()?.strip_prefix("UPLOAD#")?).ok()?;
+            Some((sort_key, id))
+        });
+        Ok(FilePage { items, last_key })
+    }
+
+    /// Marks a file deleted (idempotent) and due for purging at `purge_at`.
+    pub async fn soft_delete(&self, id: &UploadId, now: i64, purge_at: i64) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", sv(upload_pk(id)))
+            .key("sk", sv("META"))
+            .update_expression("SET deleted_at = :now, purge_at = :p, updated_at = :now, gsi1pk = :purge, gsi1sk = :p")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(deleted_at)")
+            .expression_attribute_values(":now", nv(now))
+            .expression_attribute_values(":p", nv(purge_at))
+            .expression_attribute_values(":purge", sv(PURGE))
+            .send()
+            .await;
+        self.conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    /// Undoes a soft delete while its retention lasts. False when it is over.
+    pub async fn restore(&self, id: &UploadId, now: i64) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", sv(upload_pk(id)))
+            .key("sk", sv("META"))
+            .update_expression("SET updated_at = :now REMOVE deleted_at, purge_at, gsi1pk, gsi1sk")
+            .condition_expression("attribute_exists(deleted_at) AND purge_at > :now")
+            .expression_attribute_values(":now", nv(now))
+            .send()
+            .await;
+        self.conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    fn conditional(&self, res: Result<(), StoreError>) -> Result<bool, StoreError> {
+        match res {
+            Ok(()) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deleted files whose retention is over.
+    pub async fn due_purges(&self, now: i64, limit: i32) -> Result<Vec<UploadRecord>, StoreError> {
+        self.due_in(PURGE, now, limit).await
+    }
+
+    /// Removes every item of an upload (session and parts).
+    pub async fn delete_upload_items(&self, id: &UploadId) -> Result<(), StoreError> {
+        let keys: Vec<HashMap<String, AttributeValue>> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", sv(upload_pk(id)))
+            .projection_expression("pk, sk")
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| map_err("Query", e))?;
+        for chunk in keys.chunks(25) {
+            let requests = chunk
+                .iter()
+                .map(|k| {
+                    aws_sdk_dynamodb::types::DeleteRequest::builder()
+                        .set_key(Some(k.clone()))
+                        .build()
+                        .map(|d| WriteRequest::builder().delete_request(d).build())
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.batch_write_all(requests).await?;
+        }
+        Ok(())
+    }
+
     /// Sessions the janitor should look at now (expired uploads, stale completions).
     pub async fn due(&self, now: i64, limit: i32) -> Result<Vec<UploadRecord>, StoreError> {
+        self.due_in(OPEN, now, limit).await
+    }
+
+    async fn due_in(&self, partition: &str, now: i64, limit: i32) -> Result<Vec<UploadRecord>, StoreError> {
         let out = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(GSI_OPEN)
             .key_condition_expression("gsi1pk = :open AND gsi1sk <= :now")
-            .expression_attribute_values(":open", sv(OPEN))
+            .expression_attribute_values(":open", sv(partition))
             .expression_attribute_values(":now", nv(now))
             .limit(limit)
             .send()

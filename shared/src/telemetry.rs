@@ -19,10 +19,7 @@ pub fn init(function: &'static str) {
 /// One CloudWatch Embedded Metric Format line on stdout; CloudWatch turns it into
 /// a metric with no API call. Namespace `Hoist`, dimension `function`.
 pub fn metric(function: &str, name: &str, value: f64, unit: &str) {
-    let ts = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let line = serde_json::json!({
         "_aws": {
             "Timestamp": ts,

@@ -23,9 +23,7 @@ pub struct Thumbnail {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ThumbnailError {
-    #[error(
-        "the image is {width}x{height} pixels; thumbnails are made up to {MAX_SIDE}x{MAX_SIDE}"
-    )]
+    #[error("the image is {width}x{height} pixels; thumbnails are made up to {MAX_SIDE}x{MAX_SIDE}")]
     TooLarge { width: u32, height: u32 },
     #[error("the image could not be decoded: {0}")]
     Decode(String),
@@ -37,9 +35,7 @@ fn decode_err(e: impl std::fmt::Display) -> ThumbnailError {
 
 /// Header-only look at the image's dimensions (no pixel decoding).
 pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ThumbnailError> {
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(decode_err)?;
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(decode_err)?;
     let mut reader = reader;
     reader.no_limits();
     reader.into_dimensions().map_err(decode_err)
@@ -48,14 +44,9 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ThumbnailError> {
 pub fn make(bytes: &[u8], max_side: u32) -> Result<Thumbnail, ThumbnailError> {
     let (w, h) = dimensions(bytes)?;
     if w > MAX_SIDE || h > MAX_SIDE {
-        return Err(ThumbnailError::TooLarge {
-            width: w,
-            height: h,
-        });
+        return Err(ThumbnailError::TooLarge { width: w, height: h });
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(decode_err)?;
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(decode_err)?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -68,16 +59,8 @@ pub fn make(bytes: &[u8], max_side: u32) -> Result<Thumbnail, ThumbnailError> {
     let (source_width, source_height) = (img.width(), img.height());
     let thumb = img.thumbnail(max_side, max_side).into_rgb8();
     let mut jpeg = Vec::new();
-    JpegEncoder::new_with_quality(&mut jpeg, 82)
-        .encode_image(&thumb)
-        .map_err(decode_err)?;
-    Ok(Thumbnail {
-        jpeg,
-        width: thumb.width(),
-        height: thumb.height(),
-        source_width,
-        source_height,
-    })
+    JpegEncoder::new_with_quality(&mut jpeg, 82).encode_image(&thumb).map_err(decode_err)?;
+    Ok(Thumbnail { jpeg, width: thumb.width(), height: thumb.height(), source_width, source_height })
 }
 
 #[cfg(test)]
@@ -93,15 +76,8 @@ mod tests {
 
     #[test]
     fn thumbnails_keep_aspect_ratio() {
-        let img = RgbImage::from_fn(800, 400, |x, y| {
-            image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
-        });
-        for fmt in [
-            ImageFormat::Jpeg,
-            ImageFormat::Png,
-            ImageFormat::Gif,
-            ImageFormat::WebP,
-        ] {
+        let img = RgbImage::from_fn(800, 400, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+        for fmt in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Gif, ImageFormat::WebP] {
             let t = make(&encode(&img, fmt), 256).unwrap();
             assert_eq!((t.width, t.height), (256, 128), "{fmt:?}");
             assert_eq!((t.source_width, t.source_height), (800, 400));
@@ -114,13 +90,7 @@ mod tests {
     fn decompression_bomb_is_refused_before_decoding() {
         let bomb = png_header(20_000, 20_000);
         let started = std::time::Instant::now();
-        assert_eq!(
-            make(&bomb, 256).unwrap_err(),
-            ThumbnailError::TooLarge {
-                width: 20_000,
-                height: 20_000
-            }
-        );
+        assert_eq!(make(&bomb, 256).unwrap_err(), ThumbnailError::TooLarge { width: 20_000, height: 20_000 });
         assert!(started.elapsed() < std::time::Duration::from_millis(200));
     }
 
@@ -130,11 +100,9 @@ mod tests {
         ihdr.extend_from_slice(&h.to_be_bytes());
         ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-        for (kind, data) in [
-            (&b"IHDR"[..], ihdr),
-            (b"IDAT", vec![0x78, 0x9c, 0x63, 0, 0, 0, 1, 0, 1]),
-            (b"IEND", Vec::new()),
-        ] {
+        for (kind, data) in
+            [(&b"IHDR"[..], ihdr), (b"IDAT", vec![0x78, 0x9c, 0x63, 0, 0, 0, 1, 0, 1]), (b"IEND", Vec::new())]
+        {
             png.extend_from_slice(&(data.len() as u32).to_be_bytes());
             let mut chunk = kind.to_vec();
             chunk.extend_from_slice(&data);
@@ -149,11 +117,7 @@ mod tests {
         for &b in data {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
             }
         }
         !crc
@@ -188,9 +152,6 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error() {
-        assert!(matches!(
-            make(b"definitely not an image", 256),
-            Err(ThumbnailError::Decode(_))
-        ));
+        assert!(matches!(make(b"definitely not an image", 256), Err(ThumbnailError::Decode(_))));
     }
 }

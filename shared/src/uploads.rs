@@ -21,9 +21,7 @@ use serde_json::{json, Map, Value};
 use crate::{
     api::ApiError,
     config::{ContentTypePolicy, RECORD_BATCH_MAX, SIGN_BATCH_MAX},
-    domain::{
-        ByteSize, ContentType, ETag, FileName, Invalid, Owner, PartNumber, Sha256Digest, UploadId,
-    },
+    domain::{ByteSize, ContentType, ETag, FileName, Invalid, Owner, PartNumber, Sha256Digest, UploadId},
     plan::PartPlan,
     queue::{ProcessJob, QueueError},
     ranges::missing_ranges,
@@ -53,10 +51,7 @@ impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         if e.is_throttling() {
             tracing::warn!(error = %e, "s3 throttled");
-            ApiError::Unavailable {
-                detail: "Storage is busy; please retry in a moment.".into(),
-                retry_after_secs: 1,
-            }
+            ApiError::Unavailable { detail: "Storage is busy; please retry in a moment.".into(), retry_after_secs: 1 }
         } else {
             ApiError::internal(e)
         }
@@ -72,10 +67,7 @@ impl From<QueueError> for ApiError {
 fn rfc3339(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_default()
 }
 
@@ -92,8 +84,7 @@ async fn load_owned(app: &App, owner: &Owner, id: &UploadId) -> Result<UploadRec
 
 /// Parses an upload id from a path; a malformed one is just "not found".
 pub fn parse_upload_id(raw: Option<&str>) -> Result<UploadId, ApiError> {
-    raw.and_then(|s| UploadId::parse(s).ok())
-        .ok_or(ApiError::NotFound(NOT_FOUND))
+    raw.and_then(|s| UploadId::parse(s).ok()).ok_or(ApiError::NotFound(NOT_FOUND))
 }
 
 fn plan_of(rec: &UploadRecord) -> Result<PartPlan, ApiError> {
@@ -114,20 +105,15 @@ fn effective_status(rec: &UploadRecord, now: i64) -> UploadStatus {
 fn refuse_unless_open(rec: &UploadRecord, now: i64, action: &str) -> Result<(), ApiError> {
     match effective_status(rec, now) {
         UploadStatus::Uploading => Ok(()),
-        UploadStatus::Completing => Err(ApiError::conflict(format!(
-            "Cannot {action}: the upload is being completed."
-        ))),
+        UploadStatus::Completing => Err(ApiError::conflict(format!("Cannot {action}: the upload is being completed."))),
         UploadStatus::Expired => Err(ApiError::conflict(format!(
             "Cannot {action}: the upload expired at {}. Start a new upload.",
             rfc3339(rec.expires_at)
         ))),
-        UploadStatus::Aborted => Err(ApiError::conflict(format!(
-            "Cannot {action}: the upload was aborted."
-        ))),
-        s => Err(ApiError::conflict(format!(
-            "Cannot {action}: the upload is already complete (status {}).",
-            s.as_str()
-        ))),
+        UploadStatus::Aborted => Err(ApiError::conflict(format!("Cannot {action}: the upload was aborted."))),
+        s => {
+            Err(ApiError::conflict(format!("Cannot {action}: the upload is already complete (status {}).", s.as_str())))
+        }
     }
 }
 
@@ -176,15 +162,9 @@ fn view(rec: &UploadRecord, parts: Option<&[PartRecord]>, now: i64) -> UploadVie
         (rec.part_count, rec.size, Vec::new())
     } else {
         let parts = parts.unwrap_or(&[]);
-        let in_plan = parts
-            .iter()
-            .filter(|p| p.number >= 1 && p.number <= rec.part_count);
+        let in_plan = parts.iter().filter(|p| p.number >= 1 && p.number <= rec.part_count);
         let (count, bytes) = in_plan.fold((0u32, 0u64), |(c, b), p| (c + 1, b + p.size));
-        (
-            count,
-            bytes,
-            missing_ranges(rec.part_count, parts.iter().map(|p| p.number)),
-        )
+        (count, bytes, missing_ranges(rec.part_count, parts.iter().map(|p| p.number)))
     };
     UploadView {
         id: rec.id.to_string(),
@@ -234,15 +214,9 @@ fn whole_number(field: &'static str, n: &serde_json::Number) -> Result<u64, Inva
         return Ok(v);
     }
     if n.as_i64().is_some_and(|v| v < 0) || n.as_f64().is_some_and(|v| v < 0.0) {
-        return Err(Invalid::new(
-            field,
-            format!("{field} must not be negative."),
-        ));
+        return Err(Invalid::new(field, format!("{field} must not be negative.")));
     }
-    Err(Invalid::new(
-        field,
-        format!("{field} must be a whole number of bytes, not {n}."),
-    ))
+    Err(Invalid::new(field, format!("{field} must be a whole number of bytes, not {n}.")))
 }
 
 /// A create request whose every field is valid.
@@ -257,21 +231,14 @@ pub struct NewUpload {
 }
 
 impl NewUpload {
-    pub fn parse(
-        req: CreateUploadRequest,
-        max_size: u64,
-        types: &ContentTypePolicy,
-    ) -> Result<Self, ApiError> {
+    pub fn parse(req: CreateUploadRequest, max_size: u64, types: &ContentTypePolicy) -> Result<Self, ApiError> {
         let filename = FileName::parse(&req.filename)?;
         let raw_size = whole_number("size", &req.size)?;
         let size = ByteSize::new(raw_size)?;
         if size.get() > max_size {
             return Err(ApiError::invalid(
                 "size",
-                format!(
-                    "size {} is above this service's limit of {max_size} bytes.",
-                    size.get()
-                ),
+                format!("size {} is above this service's limit of {max_size} bytes.", size.get()),
             ));
         }
         let content_type = ContentType::parse(&req.content_type)?;
@@ -287,77 +254,41 @@ impl NewUpload {
                 format!("'{content_type}' is not on this service's list of accepted types."),
             ));
         }
-        let sha256 = req
-            .sha256
-            .as_deref()
-            .map(|s| Sha256Digest::parse("sha256", s))
-            .transpose()?;
+        let sha256 = req.sha256.as_deref().map(|s| Sha256Digest::parse("sha256", s)).transpose()?;
         let part_checksums = match req.part_checksums.as_deref() {
             None => false,
             Some(a) if a.eq_ignore_ascii_case("SHA256") => true,
             Some(other) => {
                 return Err(ApiError::invalid(
                     "part_checksums",
-                    format!(
-                        "part_checksums must be \"SHA256\" (or left out), not \"{}\".",
-                        other.escape_debug()
-                    ),
+                    format!("part_checksums must be \"SHA256\" (or left out), not \"{}\".", other.escape_debug()),
                 ))
             }
         };
-        let part_size = req
-            .part_size
-            .as_ref()
-            .map(|n| whole_number("part_size", n))
-            .transpose()?;
-        Ok(Self {
-            filename,
-            size,
-            content_type,
-            sha256,
-            part_checksums,
-            part_size,
-        })
+        let part_size = req.part_size.as_ref().map(|n| whole_number("part_size", n)).transpose()?;
+        Ok(Self { filename, size, content_type, sha256, part_checksums, part_size })
     }
 }
 
-pub async fn create(
-    app: &App,
-    owner: &Owner,
-    new: NewUpload,
-    now: i64,
-) -> Result<UploadView, ApiError> {
+pub async fn create(app: &App, owner: &Owner, new: NewUpload, now: i64) -> Result<UploadView, ApiError> {
     let cfg = &app.config;
     let plan = PartPlan::new(new.size, new.part_size, cfg.default_part_size)?;
     if new.size.get() > cfg.max_bytes_in_flight {
         return Err(ApiError::invalid(
             "size",
-            format!(
-                "size {} is above your allowance of {} bytes in flight.",
-                new.size, cfg.max_bytes_in_flight
-            ),
+            format!("size {} is above your allowance of {} bytes in flight.", new.size, cfg.max_bytes_in_flight),
         ));
     }
     // Cheap pre-check so a full quota costs no S3 call; the transaction below is the real guard.
     let quota = app.store.quota(owner).await?;
-    if quota.open_uploads >= cfg.max_open_uploads
-        || quota.bytes_in_flight + new.size.get() > cfg.max_bytes_in_flight
-    {
-        return Err(quota_exceeded(
-            cfg.max_open_uploads,
-            cfg.max_bytes_in_flight,
-        ));
+    if quota.open_uploads >= cfg.max_open_uploads || quota.bytes_in_flight + new.size.get() > cfg.max_bytes_in_flight {
+        return Err(quota_exceeded(cfg.max_open_uploads, cfg.max_bytes_in_flight));
     }
     let id = UploadId::generate();
     let key = format!("uploads/{id}");
     let s3_upload_id = app
         .storage
-        .create_multipart(
-            &key,
-            new.content_type.as_str(),
-            new.part_checksums,
-            &[("hoist-upload-id", id.to_string())],
-        )
+        .create_multipart(&key, new.content_type.as_str(), new.part_checksums, &[("hoist-upload-id", id.to_string())])
         .await?;
     let expires_at = now + cfg.upload_ttl.as_secs() as i64;
     let (pk, sk, gsi1pk, gsi1sk) = UploadRecord::open_keys(&id, expires_at);
@@ -389,25 +320,22 @@ pub async fn create(
         width: None,
         height: None,
         processed_at: None,
+        deleted_at: None,
+        purge_at: None,
+        gsi2pk: None,
+        gsi2sk: None,
         gsi1pk,
         gsi1sk,
         // A backstop only: the janitor expires sessions long before DynamoDB deletes them.
         ttl: Some(expires_at + CLOSED_RETENTION_SECS),
     };
-    match app
-        .store
-        .create_session(&rec, cfg.max_open_uploads, cfg.max_bytes_in_flight)
-        .await
-    {
+    match app.store.create_session(&rec, cfg.max_open_uploads, cfg.max_bytes_in_flight).await {
         Ok(()) => {}
         Err(CreateError::QuotaExceeded) => {
             if let Err(e) = app.storage.abort(&key, &s3_upload_id).await {
                 tracing::warn!(error = %e, upload_id = %id, "abort after quota refusal failed; lifecycle rule will clean up");
             }
-            return Err(quota_exceeded(
-                cfg.max_open_uploads,
-                cfg.max_bytes_in_flight,
-            ));
+            return Err(quota_exceeded(cfg.max_open_uploads, cfg.max_bytes_in_flight));
         }
         Err(CreateError::Store(e)) => {
             let _ = app.storage.abort(&key, &s3_upload_id).await;
@@ -466,10 +394,7 @@ fn part_in_plan(plan: &PartPlan, raw: i64) -> Result<PartNumber, ApiError> {
     if !plan.contains(n) {
         return Err(ApiError::invalid(
             "number",
-            format!(
-                "part {n} is not in this upload's plan of {} parts.",
-                plan.part_count()
-            ),
+            format!("part {n} is not in this upload's plan of {} parts.", plan.part_count()),
         ));
     }
     Ok(n)
@@ -483,34 +408,20 @@ pub async fn sign_parts(
     now: i64,
 ) -> Result<SignPartsResponse, ApiError> {
     if req.parts.is_empty() {
-        return Err(ApiError::invalid(
-            "parts",
-            "parts must name at least one part to sign.",
-        ));
+        return Err(ApiError::invalid("parts", "parts must name at least one part to sign."));
     }
     if req.parts.len() > SIGN_BATCH_MAX {
-        return Err(ApiError::invalid(
-            "parts",
-            format!("at most {SIGN_BATCH_MAX} parts can be signed per request."),
-        ));
+        return Err(ApiError::invalid("parts", format!("at most {SIGN_BATCH_MAX} parts can be signed per request.")));
     }
     let rec = load_owned(app, owner, id).await?;
     refuse_unless_open(&rec, now, "sign parts")?;
     let plan = plan_of(&rec)?;
-    let ttl = app
-        .config
-        .part_url_ttl
-        .as_secs()
-        .min((rec.expires_at - now).max(1) as u64);
+    let ttl = app.config.part_url_ttl.as_secs().min((rec.expires_at - now).max(1) as u64);
     let expires_at = rfc3339(now + ttl as i64);
     let mut wanted: Vec<(PartNumber, Option<Sha256Digest>)> = Vec::with_capacity(req.parts.len());
     for item in &req.parts {
         let n = part_in_plan(&plan, item.number)?;
-        let sha = item
-            .sha256
-            .as_deref()
-            .map(|s| Sha256Digest::parse("sha256", s))
-            .transpose()?;
+        let sha = item.sha256.as_deref().map(|s| Sha256Digest::parse("sha256", s)).transpose()?;
         match (rec.part_checksums, &sha) {
             (true, None) => {
                 return Err(ApiError::invalid("sha256", format!("part {n} needs its sha256: this upload pins a SHA-256 checksum on every part.")))
@@ -525,18 +436,8 @@ pub async fn sign_parts(
         }
         wanted.push((n, sha));
     }
-    let batch = wanted
-        .into_iter()
-        .map(|(n, sha)| (n, plan.part_len(n).unwrap_or(0), sha));
-    let signed = app
-        .storage
-        .presign_batch(
-            &rec.s3_key,
-            &rec.s3_upload_id,
-            batch,
-            Duration::from_secs(ttl),
-        )
-        .await?;
+    let batch = wanted.into_iter().map(|(n, sha)| (n, plan.part_len(n).unwrap_or(0), sha));
+    let signed = app.storage.presign_batch(&rec.s3_key, &rec.s3_upload_id, batch, Duration::from_secs(ttl)).await?;
     let parts: Vec<SignedPart> = signed
         .into_iter()
         .map(|(n, p)| SignedPart {
@@ -583,10 +484,7 @@ pub async fn record_parts(
     now: i64,
 ) -> Result<RecordPartsResponse, ApiError> {
     if req.parts.is_empty() {
-        return Err(ApiError::invalid(
-            "parts",
-            "parts must list at least one uploaded part.",
-        ));
+        return Err(ApiError::invalid("parts", "parts must list at least one uploaded part."));
     }
     if req.parts.len() > RECORD_BATCH_MAX {
         return Err(ApiError::invalid(
@@ -605,44 +503,20 @@ pub async fn record_parts(
         let size = whole_number("size", &item.size)?;
         let planned = plan.part_len(n).unwrap_or(0);
         if size != planned {
-            return Err(ApiError::invalid(
-                "size",
-                format!("part {n} must be {planned} bytes, not {size}."),
-            ));
+            return Err(ApiError::invalid("size", format!("part {n} must be {planned} bytes, not {size}.")));
         }
-        let sha256 = item
-            .sha256
-            .as_deref()
-            .map(|s| Sha256Digest::parse("sha256", s))
-            .transpose()?
-            .map(|d| d.to_base64());
-        by_number.insert(
-            n.get(),
-            PartRecord {
-                number: n.get(),
-                etag: etag.as_str().to_owned(),
-                size,
-                sha256,
-            },
-        );
+        let sha256 =
+            item.sha256.as_deref().map(|s| Sha256Digest::parse("sha256", s)).transpose()?.map(|d| d.to_base64());
+        by_number.insert(n.get(), PartRecord { number: n.get(), etag: etag.as_str().to_owned(), size, sha256 });
     }
     let parts: Vec<PartRecord> = by_number.into_values().collect();
-    app.store
-        .put_parts(id, &parts, rec.expires_at + CLOSED_RETENTION_SECS, now)
-        .await?;
-    Ok(RecordPartsResponse {
-        recorded: parts.len() as u32,
-    })
+    app.store.put_parts(id, &parts, rec.expires_at + CLOSED_RETENTION_SECS, now).await?;
+    Ok(RecordPartsResponse { recorded: parts.len() as u32 })
 }
 
 // ---------------------------------------------------------------- status
 
-pub async fn status(
-    app: &App,
-    owner: &Owner,
-    id: &UploadId,
-    now: i64,
-) -> Result<UploadView, ApiError> {
+pub async fn status(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Result<UploadView, ApiError> {
     let rec = load_owned(app, owner, id).await?;
     if rec.status.is_completed() {
         return Ok(view(&rec, None, now));
@@ -655,12 +529,7 @@ pub async fn status(
 
 /// Finalizes the upload. Safe to call any number of times, concurrently: one caller
 /// takes a lease and does the work; the others wait for its result and return it.
-pub async fn complete(
-    app: &App,
-    owner: &Owner,
-    id: &UploadId,
-    now: i64,
-) -> Result<UploadView, ApiError> {
+pub async fn complete(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Result<UploadView, ApiError> {
     let started = tokio::time::Instant::now();
     loop {
         // `now` advances while we wait for another caller's completion.
@@ -669,11 +538,7 @@ pub async fn complete(
         match effective_status(&rec, t) {
             s if s.is_completed() => return Ok(view(&rec, None, t)),
             UploadStatus::Uploading => {
-                if app
-                    .store
-                    .begin_completion(id, t, app.config.complete_lease)
-                    .await?
-                {
+                if app.store.begin_completion(id, t, app.config.complete_lease).await? {
                     return drive_completion(app, rec, t).await;
                 }
             }
@@ -681,10 +546,7 @@ pub async fn complete(
                 // A completion that died holding its lease is taken over (the condition
                 // in begin_completion only lets a stale lease go).
                 if rec.lease_until.is_some_and(|l| l < t)
-                    && app
-                        .store
-                        .begin_completion(id, t, app.config.complete_lease)
-                        .await?
+                    && app.store.begin_completion(id, t, app.config.complete_lease).await?
                 {
                     return drive_completion(app, rec, t).await;
                 }
@@ -724,12 +586,7 @@ async fn drive_completion(app: &App, rec: UploadRecord, now: i64) -> Result<Uplo
             app.store.finish_completion(&rec, &etag, now).await?;
             tracing::info!(upload_id = %rec.id, owner = %rec.owner, size = rec.size, "upload completed");
             telemetry::metric("complete_upload", "UploadsCompleted", 1.0, "Count");
-            telemetry::metric(
-                "complete_upload",
-                "BytesCompleted",
-                rec.size as f64,
-                "Bytes",
-            );
+            telemetry::metric("complete_upload", "BytesCompleted", rec.size as f64, "Bytes");
             let done = app.store.get(&rec.id).await?.unwrap_or(rec);
             Ok(view(&done, None, now))
         }
@@ -744,29 +601,17 @@ async fn drive_completion(app: &App, rec: UploadRecord, now: i64) -> Result<Uplo
 
 /// Makes sure the object exists, assembled from exactly the planned parts; returns its ETag.
 async fn finish_object(app: &App, rec: &UploadRecord) -> Result<String, ApiError> {
-    let Some(stored) = app
-        .storage
-        .list_parts(&rec.s3_key, &rec.s3_upload_id)
-        .await?
-    else {
+    let Some(stored) = app.storage.list_parts(&rec.s3_key, &rec.s3_upload_id).await? else {
         // S3 no longer knows the multipart upload: our own earlier completion (that
         // crashed before recording it), or an abort by the lifecycle rule.
         return existing_object(app, rec).await?.ok_or_else(|| {
-            ApiError::conflict(
-                "S3 no longer holds this upload's parts (aborted or expired). Start a new upload.",
-            )
+            ApiError::conflict("S3 no longer holds this upload's parts (aborted or expired). Start a new upload.")
         });
     };
     let plan = plan_of(rec)?;
-    let recorded: HashMap<u32, PartRecord> = app
-        .store
-        .parts(&rec.id)
-        .await?
-        .into_iter()
-        .map(|p| (p.number, p))
-        .collect();
-    let in_s3: HashMap<u32, &crate::storage::StoredPart> =
-        stored.iter().map(|p| (p.number, p)).collect();
+    let recorded: HashMap<u32, PartRecord> =
+        app.store.parts(&rec.id).await?.into_iter().map(|p| (p.number, p)).collect();
+    let in_s3: HashMap<u32, &crate::storage::StoredPart> = stored.iter().map(|p| (p.number, p)).collect();
     let mut missing = Vec::new();
     let mut mismatched = Vec::new();
     let mut parts = Vec::with_capacity(rec.part_count as usize);
@@ -783,22 +628,12 @@ async fn finish_object(app: &App, rec: &UploadRecord) -> Result<String, ApiError
             mismatched.push(n);
             continue;
         }
-        let etag = ETag::parse(&s3.etag).map_err(|_| {
-            ApiError::internal(format!("S3 returned an unusable ETag for part {n}"))
-        })?;
-        parts.push((
-            number,
-            etag,
-            rec.part_checksums
-                .then(|| s3.checksum_sha256.clone())
-                .flatten(),
-        ));
+        let etag = ETag::parse(&s3.etag)
+            .map_err(|_| ApiError::internal(format!("S3 returned an unusable ETag for part {n}")))?;
+        parts.push((number, etag, rec.part_checksums.then(|| s3.checksum_sha256.clone()).flatten()));
     }
     if !missing.is_empty() || !mismatched.is_empty() {
-        let missing_ranges = missing_ranges(
-            rec.part_count,
-            (1..=rec.part_count).filter(|n| !missing.contains(n)),
-        );
+        let missing_ranges = missing_ranges(rec.part_count, (1..=rec.part_count).filter(|n| !missing.contains(n)));
         let mut extra = Map::new();
         extra.insert("missing_parts".into(), json!(missing_ranges));
         extra.insert("mismatched_parts".into(), json!(mismatched));
@@ -816,11 +651,7 @@ async fn finish_object(app: &App, rec: &UploadRecord) -> Result<String, ApiError
             }
             detail.push_str(&format!(
                 " part(s) {} in S3 differ from what was recorded (re-send or re-record them)",
-                mismatched
-                    .iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                mismatched.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
             ));
         }
         detail.push('.');
@@ -828,9 +659,11 @@ async fn finish_object(app: &App, rec: &UploadRecord) -> Result<String, ApiError
     }
     match app.storage.complete(&rec.s3_key, &rec.s3_upload_id, &parts, rec.size).await? {
         CompleteOutcome::Completed { etag } => Ok(etag),
-        CompleteOutcome::AlreadyExists | CompleteOutcome::NoSuchUpload => existing_object(app, rec)
-            .await?
-            .ok_or_else(|| ApiError::conflict("S3 refused to complete this upload and holds no object for it. Start a new upload.")),
+        CompleteOutcome::AlreadyExists | CompleteOutcome::NoSuchUpload => {
+            existing_object(app, rec).await?.ok_or_else(|| {
+                ApiError::conflict("S3 refused to complete this upload and holds no object for it. Start a new upload.")
+            })
+        }
         CompleteOutcome::Refused { code, message } => Err(ApiError::Conflict {
             detail: format!("S3 refused to assemble the parts ({code}): {message}"),
             extra: Map::from_iter([("s3_code".to_owned(), Value::String(code))]),
@@ -851,41 +684,21 @@ async fn existing_object(app: &App, rec: &UploadRecord) -> Result<Option<String>
 }
 
 fn describe_ranges(r: &[[u32; 2]]) -> String {
-    let shown: Vec<String> = r
-        .iter()
-        .take(20)
-        .map(|[a, b]| {
-            if a == b {
-                a.to_string()
-            } else {
-                format!("{a}-{b}")
-            }
-        })
-        .collect();
+    let shown: Vec<String> =
+        r.iter().take(20).map(|[a, b]| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
     let more = if r.len() > 20 { ", ..." } else { "" };
     format!("{}{more}", shown.join(", "))
 }
 
 // ---------------------------------------------------------------- abort
 
-pub async fn abort(
-    app: &App,
-    owner: &Owner,
-    id: &UploadId,
-    now: i64,
-) -> Result<UploadView, ApiError> {
+pub async fn abort(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Result<UploadView, ApiError> {
     let mut rec = load_owned(app, owner, id).await?;
     match rec.status {
         UploadStatus::Uploading => {
             let closed = app
                 .store
-                .close_open(
-                    &rec,
-                    UploadStatus::Aborted,
-                    "Aborted by its owner.",
-                    now + CLOSED_RETENTION_SECS,
-                    now,
-                )
+                .close_open(&rec, UploadStatus::Aborted, "Aborted by its owner.", now + CLOSED_RETENTION_SECS, now)
                 .await?;
             if !closed {
                 // Raced with a completion or another abort: answer from what won.
@@ -896,11 +709,7 @@ pub async fn abort(
             }
         }
         UploadStatus::Aborted | UploadStatus::Expired => {}
-        UploadStatus::Completing => {
-            return Err(ApiError::conflict(
-                "Cannot abort: the upload is being completed.",
-            ))
-        }
+        UploadStatus::Completing => return Err(ApiError::conflict("Cannot abort: the upload is being completed.")),
         s => {
             return Err(ApiError::conflict(format!(
                 "Cannot abort: the upload is already complete (status {}).",
@@ -922,6 +731,7 @@ pub struct SweepReport {
     pub expired: u32,
     pub completed: u32,
     pub released: u32,
+    pub purged: u32,
     pub errors: u32,
 }
 
@@ -944,13 +754,7 @@ pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, ApiError> {
                     let reason = "Expired before it was completed; its parts were discarded.";
                     if app
                         .store
-                        .close_open(
-                            &rec,
-                            UploadStatus::Expired,
-                            reason,
-                            now + CLOSED_RETENTION_SECS,
-                            now,
-                        )
+                        .close_open(&rec, UploadStatus::Expired, reason, now + CLOSED_RETENTION_SECS, now)
                         .await?
                     {
                         progressed = true;
@@ -965,11 +769,7 @@ pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, ApiError> {
                     }
                 }
                 UploadStatus::Completing if rec.lease_until.is_some_and(|l| l < now) => {
-                    if app
-                        .store
-                        .begin_completion(&rec.id, now, app.config.complete_lease)
-                        .await?
-                    {
+                    if app.store.begin_completion(&rec.id, now, app.config.complete_lease).await? {
                         progressed = true;
                         match drive_completion(app, rec.clone(), now).await {
                             Ok(_) => report.completed += 1,
@@ -988,12 +788,9 @@ pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, ApiError> {
             break;
         }
     }
-    telemetry::metric(
-        "janitor",
-        "UploadsExpired",
-        f64::from(report.expired),
-        "Count",
-    );
+    report.purged = crate::files::purge_due(app, now).await?;
+    telemetry::metric("janitor", "FilesPurged", f64::from(report.purged), "Count");
+    telemetry::metric("janitor", "UploadsExpired", f64::from(report.expired), "Count");
     Ok(report)
 }
 
@@ -1004,11 +801,7 @@ mod tests {
 
     fn req(json: &str) -> Result<NewUpload, ApiError> {
         let r: CreateUploadRequest = crate::api::parse_json(json.as_bytes())?;
-        NewUpload::parse(
-            r,
-            5 * crate::domain::TIB,
-            &ContentTypePolicy::parse(DEFAULT_ALLOWED_TYPES).unwrap(),
-        )
+        NewUpload::parse(r, 5 * crate::domain::TIB, &ContentTypePolicy::parse(DEFAULT_ALLOWED_TYPES).unwrap())
     }
 
     fn field_of(e: ApiError) -> Option<String> {
@@ -1024,90 +817,61 @@ mod tests {
         assert_eq!(ok.size.get(), 10);
         assert!(!ok.part_checksums);
         assert_eq!(
+            field_of(req(r#"{"filename":"a.jpg","size":-1,"content_type":"image/jpeg"}"#).unwrap_err()).as_deref(),
+            Some("size")
+        );
+        assert_eq!(
+            field_of(req(r#"{"filename":"a.jpg","size":1.5,"content_type":"image/jpeg"}"#).unwrap_err()).as_deref(),
+            Some("size")
+        );
+        assert_eq!(
             field_of(
-                req(r#"{"filename":"a.jpg","size":-1,"content_type":"image/jpeg"}"#).unwrap_err()
+                req(r#"{"filename":"a.jpg","size":99999999999999999999,"content_type":"image/jpeg"}"#).unwrap_err()
             )
             .as_deref(),
             Some("size")
         );
         assert_eq!(
-            field_of(
-                req(r#"{"filename":"a.jpg","size":1.5,"content_type":"image/jpeg"}"#).unwrap_err()
-            )
-            .as_deref(),
+            field_of(req(r#"{"filename":"a.jpg","size":6000000000000,"content_type":"image/jpeg"}"#).unwrap_err())
+                .as_deref(),
             Some("size")
         );
         assert_eq!(
-            field_of(req(r#"{"filename":"a.jpg","size":99999999999999999999,"content_type":"image/jpeg"}"#).unwrap_err()).as_deref(),
-            Some("size")
-        );
-        assert_eq!(
-            field_of(
-                req(r#"{"filename":"a.jpg","size":6000000000000,"content_type":"image/jpeg"}"#)
-                    .unwrap_err()
-            )
-            .as_deref(),
-            Some("size")
-        );
-        assert_eq!(
-            field_of(
-                req(r#"{"filename":"../x","size":1,"content_type":"image/jpeg"}"#).unwrap_err()
-            )
-            .as_deref(),
+            field_of(req(r#"{"filename":"../x","size":1,"content_type":"image/jpeg"}"#).unwrap_err()).as_deref(),
             Some("filename")
         );
         assert_eq!(
-            field_of(
-                req(r#"{"filename":"a.exe","size":1,"content_type":"application/x-msdownload"}"#)
-                    .unwrap_err()
-            )
-            .as_deref(),
+            field_of(req(r#"{"filename":"a.exe","size":1,"content_type":"application/x-msdownload"}"#).unwrap_err())
+                .as_deref(),
             Some("content_type")
         );
         assert_eq!(
-            field_of(
-                req(r#"{"filename":"a","size":1,"content_type":"application/x-foo"}"#).unwrap_err()
-            )
-            .as_deref(),
+            field_of(req(r#"{"filename":"a","size":1,"content_type":"application/x-foo"}"#).unwrap_err()).as_deref(),
             Some("content_type")
         );
         assert_eq!(
-            field_of(
-                req(r#"{"filename":"a","size":1,"content_type":"image/png","sha256":"nope"}"#)
-                    .unwrap_err()
-            )
-            .as_deref(),
+            field_of(req(r#"{"filename":"a","size":1,"content_type":"image/png","sha256":"nope"}"#).unwrap_err())
+                .as_deref(),
             Some("sha256")
         );
         assert_eq!(
             field_of(
-                req(
-                    r#"{"filename":"a","size":1,"content_type":"image/png","part_checksums":"MD5"}"#
-                )
-                .unwrap_err()
+                req(r#"{"filename":"a","size":1,"content_type":"image/png","part_checksums":"MD5"}"#).unwrap_err()
             )
             .as_deref(),
             Some("part_checksums")
         );
         assert_eq!(
-            field_of(
-                req(r#"{"filename":"a","size":1,"content_type":"image/png","part_size":-5}"#)
-                    .unwrap_err()
-            )
-            .as_deref(),
+            field_of(req(r#"{"filename":"a","size":1,"content_type":"image/png","part_size":-5}"#).unwrap_err())
+                .as_deref(),
             Some("part_size")
         );
         // Unknown fields and missing fields are refused, not ignored.
         assert_eq!(
-            req(r#"{"filename":"a","size":1,"content_type":"image/png","owner":"x"}"#)
-                .unwrap_err()
-                .status(),
+            req(r#"{"filename":"a","size":1,"content_type":"image/png","owner":"x"}"#).unwrap_err().status(),
             422
         );
-        assert_eq!(
-            req(r#"{"filename":"a","size":1}"#).unwrap_err().status(),
-            422
-        );
+        assert_eq!(req(r#"{"filename":"a","size":1}"#).unwrap_err().status(), 422);
         assert_eq!(req(r#"{"filename":"#).unwrap_err().status(), 400);
         let with = req(r#"{"filename":"a","size":1,"content_type":"image/png","part_checksums":"SHA256","sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}"#).unwrap();
         assert!(with.part_checksums && with.sha256.is_some());

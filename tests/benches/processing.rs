@@ -19,7 +19,11 @@ const MIB: usize = 1024 * 1024;
 fn vm_hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0)))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
+        })
         .unwrap_or(0)
 }
 
@@ -55,7 +59,11 @@ fn run_child(job: &ProcessJob) -> serde_json::Value {
         .output()
         .expect("spawn child");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().rev().find(|l| l.starts_with("{\"outcome\"")).unwrap_or_else(|| panic!("child said: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("{\"outcome\""))
+        .unwrap_or_else(|| panic!("child said: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
     serde_json::from_str(line).expect("child json")
 }
 
@@ -75,7 +83,10 @@ async fn main() {
     let owner = unique("bench");
     let cfg = pipeline::ProcessConfig::from_env().expect("config");
 
-    println!("## Processing benchmark ({big} MiB and {small} MiB inputs, {} cores)\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "## Processing benchmark ({big} MiB and {small} MiB inputs, {} cores)\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
 
     // 1. clamd's own INSTREAM throughput: fresh random bytes straight from memory.
     let baseline_data = rand_like::bytes(big * MIB);
@@ -99,18 +110,27 @@ async fn main() {
     let ours_small = run_child(&job_small);
 
     println!("| measurement | result |\n|---|---|");
-    println!("| clamd INSTREAM alone, {big} MiB from memory ({reply:?}) | {clamd_secs:.2} s, **{clamd_mibs:.1} MiB/s** |");
-    println!("| our pass, {big} MiB from S3 (sniff + SHA-256 + INSTREAM) | {ours_secs:.2} s, **{ours_mibs:.1} MiB/s** |");
+    println!(
+        "| clamd INSTREAM alone, {big} MiB from memory ({reply:?}) | {clamd_secs:.2} s, **{clamd_mibs:.1} MiB/s** |"
+    );
+    println!(
+        "| our pass, {big} MiB from S3 (sniff + SHA-256 + INSTREAM) | {ours_secs:.2} s, **{ours_mibs:.1} MiB/s** |"
+    );
     println!("| ratio ours / clamd alone | **{:.2}** (target ≥ 0.90) |", ours_mibs / clamd_mibs);
     println!("| outcome | {} |", ours["outcome"]);
     println!(
         "| peak RSS (VmHWM) of the pass process, {small} MiB | {:.1} MiB |",
         ours_small["vm_hwm_kib"].as_f64().unwrap_or(0.0) / 1024.0
     );
-    println!("| peak RSS (VmHWM) of the pass process, {big} MiB | {:.1} MiB |", ours["vm_hwm_kib"].as_f64().unwrap_or(0.0) / 1024.0);
+    println!(
+        "| peak RSS (VmHWM) of the pass process, {big} MiB | {:.1} MiB |",
+        ours["vm_hwm_kib"].as_f64().unwrap_or(0.0) / 1024.0
+    );
 
     // 3. Thumbnail of a 24-megapixel JPEG (6000 x 4000).
-    let img = image::RgbImage::from_fn(6000, 4000, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x ^ y) % 256) as u8]));
+    let img = image::RgbImage::from_fn(6000, 4000, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x ^ y) % 256) as u8])
+    });
     let mut jpeg = std::io::Cursor::new(Vec::new());
     img.write_to(&mut jpeg, image::ImageFormat::Jpeg).expect("encode");
     let jpeg = jpeg.into_inner();

@@ -43,9 +43,7 @@ pub mod rand_like {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
-        let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            ^ seed
-            ^ 0xD1B5_4A32_D192_ED03;
+        let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ seed ^ 0xD1B5_4A32_D192_ED03;
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -93,26 +91,14 @@ impl Harness {
         let app = Arc::new(App::with_sdk_config(config, &sdk).expect("app"));
         let secret = std::env::var("HOIST_DEV_JWT_SECRET").expect("HOIST_DEV_JWT_SECRET");
         let template =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
-                .expect("template.yaml");
-        let state = hoist_dev::state_from_template(app.clone(), &template, secret.clone())
-            .expect("template parses");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template.yaml");
+        let state = hoist_dev::state_from_template(app.clone(), &template, secret.clone()).expect("template parses");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
             let _ = hoist_dev::server::serve(listener, state).await;
         });
-        Harness {
-            base,
-            http: reqwest::Client::new(),
-            app,
-            sqs,
-            queue_url,
-            secret,
-            server,
-        }
+        Harness { base, http: reqwest::Client::new(), app, sqs, queue_url, secret, server }
     }
 
     pub fn token(&self, owner: &str) -> String {
@@ -127,10 +113,7 @@ impl Harness {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value, reqwest::header::HeaderMap) {
-        let mut rb = self.http.request(
-            method.parse().expect("method"),
-            format!("{}{}", self.base, path),
-        );
+        let mut rb = self.http.request(method.parse().expect("method"), format!("{}{}", self.base, path));
         if let Some(o) = owner {
             rb = rb.bearer_auth(self.token(o));
         }
@@ -156,10 +139,7 @@ impl Harness {
     ) -> (u16, Value, String) {
         let resp = self
             .http
-            .request(
-                method.parse().expect("method"),
-                format!("{}{}", self.base, path),
-            )
+            .request(method.parse().expect("method"), format!("{}{}", self.base, path))
             .bearer_auth(self.token(owner))
             .header("content-type", content_type)
             .body(body)
@@ -167,28 +147,12 @@ impl Harness {
             .await
             .expect("request");
         let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let text = resp.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            ct,
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), ct)
     }
 
-    pub async fn create(
-        &self,
-        owner: &str,
-        filename: &str,
-        data: &[u8],
-        part_size: u64,
-        checksums: bool,
-    ) -> Value {
+    pub async fn create(&self, owner: &str, filename: &str, data: &[u8], part_size: u64, checksums: bool) -> Value {
         let mut body = json!({
             "filename": filename, "size": data.len(), "content_type": "application/octet-stream",
             "part_size": part_size, "sha256": sha256_hex(data),
@@ -222,14 +186,8 @@ impl Harness {
                 }
             })
             .collect();
-        let (s, v, _) = self
-            .call(
-                Some(owner),
-                "POST",
-                &format!("/uploads/{id}/parts/sign"),
-                Some(json!({ "parts": parts })),
-            )
-            .await;
+        let (s, v, _) =
+            self.call(Some(owner), "POST", &format!("/uploads/{id}/parts/sign"), Some(json!({ "parts": parts }))).await;
         assert_eq!(s, 200, "sign: {v}");
         v["parts"].as_array().expect("parts").clone()
     }
@@ -237,18 +195,13 @@ impl Harness {
     /// PUTs one body to a signed part URL, sending its headers verbatim. Returns status, ETag, body text.
     pub async fn put_part(&self, signed: &Value, body: Vec<u8>) -> (u16, Option<String>, String) {
         let mut rb = self.http.put(signed["url"].as_str().expect("url"));
-        let headers: BTreeMap<String, String> =
-            serde_json::from_value(signed["headers"].clone()).unwrap_or_default();
+        let headers: BTreeMap<String, String> = serde_json::from_value(signed["headers"].clone()).unwrap_or_default();
         for (k, v) in headers {
             rb = rb.header(k, v);
         }
         let resp = rb.body(body).send().await.expect("PUT to S3");
         let status = resp.status().as_u16();
-        let etag = resp
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
         (status, etag, resp.text().await.unwrap_or_default())
     }
 
@@ -262,9 +215,7 @@ impl Harness {
         numbers: &[u32],
         checksums: bool,
     ) -> usize {
-        let signed = self
-            .sign(owner, id, data, part_size, numbers, checksums)
-            .await;
+        let signed = self.sign(owner, id, data, part_size, numbers, checksums).await;
         let puts = signed.iter().map(|s| {
             let n = s["number"].as_u64().expect("number") as u32;
             let body = chunk(data, part_size, n).to_vec();
@@ -277,14 +228,8 @@ impl Harness {
         });
         let recorded: Vec<Value> = futures::future::join_all(puts).await;
         let count = recorded.len();
-        let (s, v, _) = self
-            .call(
-                Some(owner),
-                "PUT",
-                &format!("/uploads/{id}/parts"),
-                Some(json!({ "parts": recorded })),
-            )
-            .await;
+        let (s, v, _) =
+            self.call(Some(owner), "PUT", &format!("/uploads/{id}/parts"), Some(json!({ "parts": recorded }))).await;
         assert_eq!(s, 200, "record: {v}");
         count
     }
@@ -301,22 +246,14 @@ impl Harness {
             .send()
             .await
             .expect("GetObject");
-        out.body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes()
-            .to_vec()
+        out.body.collect().await.expect("body").into_bytes().to_vec()
     }
 
     /// A processor over this harness's app (the real process handler).
     pub fn processor(&self, max_receives: u32) -> Arc<process::Processor> {
         let mut config = shared::pipeline::ProcessConfig::from_env().expect("process config");
         config.max_receives = max_receives;
-        Arc::new(process::Processor {
-            app: self.app.clone(),
-            config,
-        })
+        Arc::new(process::Processor { app: self.app.clone(), config })
     }
 
     /// Feeds every job on this test's queue to the process handler, as Lambda's
@@ -325,9 +262,7 @@ impl Harness {
         let p = self.processor(5);
         let mut total = 0;
         loop {
-            let r = hoist_dev::sqs::poll_once(&p, &self.sqs, &self.queue_url, 1)
-                .await
-                .expect("poll");
+            let r = hoist_dev::sqs::poll_once(&p, &self.sqs, &self.queue_url, 1).await.expect("poll");
             if r.received == 0 {
                 return total;
             }
@@ -354,16 +289,8 @@ impl Harness {
         let id = v["id"].as_str().expect("id").to_owned();
         let part_size = v["part_size"].as_u64().expect("part_size") as usize;
         let parts: Vec<u32> = (1..=v["part_count"].as_u64().expect("count") as u32).collect();
-        self.upload_parts(owner, &id, data, part_size, &parts, true)
-            .await;
-        let (s, v, _) = self
-            .call(
-                Some(owner),
-                "POST",
-                &format!("/uploads/{id}/complete"),
-                None,
-            )
-            .await;
+        self.upload_parts(owner, &id, data, part_size, &parts, true).await;
+        let (s, v, _) = self.call(Some(owner), "POST", &format!("/uploads/{id}/complete"), None).await;
         assert_eq!(s, 200, "complete: {v}");
         id
     }
@@ -380,10 +307,7 @@ impl Harness {
             .send()
             .await
             .ok()?;
-        out.tag_set()
-            .iter()
-            .find(|t| t.key() == "hoist-status")
-            .map(|t| t.value().to_owned())
+        out.tag_set().iter().find(|t| t.key() == "hoist-status").map(|t| t.value().to_owned())
     }
 
     /// Every message on this test's queue (drains it).
@@ -406,13 +330,7 @@ impl Harness {
             for m in msgs {
                 out.push(serde_json::from_str(m.body().unwrap_or("null")).unwrap_or(Value::Null));
                 if let Some(h) = m.receipt_handle() {
-                    let _ = self
-                        .sqs
-                        .delete_message()
-                        .queue_url(&self.queue_url)
-                        .receipt_handle(h)
-                        .send()
-                        .await;
+                    let _ = self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(h).send().await;
                 }
             }
         }

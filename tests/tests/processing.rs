@@ -10,22 +10,12 @@ use serde_json::Value;
 
 /// The EICAR anti-virus test file, assembled at run time so it is never committed.
 fn eicar() -> Vec<u8> {
-    [
-        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
-        "EICAR-STANDARD-ANTIVIRUS",
-        "-TEST-FILE!$H+H*",
-    ]
-    .concat()
-    .into_bytes()
+    ["X5O!P%@AP[4\\PZX54(P^)7CC)7}$", "EICAR-STANDARD-ANTIVIRUS", "-TEST-FILE!$H+H*"].concat().into_bytes()
 }
 
 fn jpeg(w: u32, h: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([
-            (x * 7 % 256) as u8,
-            (y * 3 % 256) as u8,
-            ((x + y) % 256) as u8,
-        ])
+        image::Rgb([(x * 7 % 256) as u8, (y * 3 % 256) as u8, ((x + y) % 256) as u8])
     });
     let mut out = Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
@@ -33,9 +23,7 @@ fn jpeg(w: u32, h: u32) -> Vec<u8> {
 }
 
 async fn status(h: &Harness, owner: &str, id: &str) -> Value {
-    let (s, v, _) = h
-        .call(Some(owner), "GET", &format!("/uploads/{id}"), None)
-        .await;
+    let (s, v, _) = h.call(Some(owner), "GET", &format!("/uploads/{id}"), None).await;
     assert_eq!(s, 200, "{v}");
     v
 }
@@ -45,23 +33,15 @@ async fn clean_jpeg_becomes_ready_with_a_thumbnail() {
     let h = Harness::start().await;
     let owner = unique("pam");
     let data = jpeg(1200, 800);
-    let id = h
-        .upload_file(&owner, "beach.jpg", "image/jpeg", &data, None)
-        .await;
+    let id = h.upload_file(&owner, "beach.jpg", "image/jpeg", &data, None).await;
     assert_eq!(status(&h, &owner, &id).await["status"], "processing");
     assert_eq!(h.process_all().await, 1);
     let v = status(&h, &owner, &id).await;
     assert_eq!(v["status"], "ready", "{v}");
     assert_eq!(v["detected_type"], "image/jpeg");
-    assert_eq!(
-        (v["width"].as_u64(), v["height"].as_u64()),
-        (Some(1200), Some(800))
-    );
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(1200), Some(800)));
     assert_eq!(v["has_thumbnail"], true);
-    assert_eq!(
-        h.status_tag(&format!("uploads/{id}")).await.as_deref(),
-        Some("ready")
-    );
+    assert_eq!(h.status_tag(&format!("uploads/{id}")).await.as_deref(), Some("ready"));
     let thumb = h
         .app
         .storage
@@ -75,25 +55,18 @@ async fn clean_jpeg_becomes_ready_with_a_thumbnail() {
     assert_eq!(thumb.content_type(), Some("image/jpeg"));
     let bytes = thumb.body.collect().await.unwrap().into_bytes();
     let t = image::load_from_memory(&bytes).unwrap();
-    assert_eq!(
-        (t.width(), t.height()),
-        (256, 171),
-        "thumbnail fits 256 and keeps the aspect ratio"
-    );
+    assert_eq!((t.width(), t.height()), (256, 171), "thumbnail fits 256 and keeps the aspect ratio");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eicar_alone_and_zipped_is_quarantined() {
     let h = Harness::start().await;
     let owner = unique("quinn");
-    let alone = h
-        .upload_file(&owner, "notes.txt", "text/plain", &eicar(), None)
-        .await;
+    let alone = h.upload_file(&owner, "notes.txt", "text/plain", &eicar(), None).await;
     let mut zipped = Cursor::new(Vec::new());
     {
         let mut z = zip::ZipWriter::new(&mut zipped);
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
         z.start_file("readme.txt", opts).unwrap();
         z.write_all(&rand_like::bytes(10_000)).unwrap();
         z.start_file("inner/eicar.com", opts).unwrap();
@@ -102,25 +75,14 @@ async fn eicar_alone_and_zipped_is_quarantined() {
         z.finish().unwrap();
     }
     let zipped = zipped.into_inner();
-    assert!(
-        !zipped.windows(8).any(|w| w == b"EICAR-ST"),
-        "the zip really compresses the payload"
-    );
-    let in_zip = h
-        .upload_file(&owner, "bundle.zip", "application/zip", &zipped, None)
-        .await;
+    assert!(!zipped.windows(8).any(|w| w == b"EICAR-ST"), "the zip really compresses the payload");
+    let in_zip = h.upload_file(&owner, "bundle.zip", "application/zip", &zipped, None).await;
     h.process_all().await;
     for id in [&alone, &in_zip] {
         let v = status(&h, &owner, id).await;
         assert_eq!(v["status"], "quarantined", "{v}");
-        assert!(
-            v["reason"].as_str().unwrap().contains("Hoist.Test.EICAR"),
-            "{v}"
-        );
-        assert_eq!(
-            h.status_tag(&format!("uploads/{id}")).await.as_deref(),
-            Some("quarantined")
-        );
+        assert!(v["reason"].as_str().unwrap().contains("Hoist.Test.EICAR"), "{v}");
+        assert_eq!(h.status_tag(&format!("uploads/{id}")).await.as_deref(), Some("quarantined"));
     }
 }
 
@@ -133,15 +95,9 @@ async fn spoofed_types_are_rejected() {
     let mut pe = b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0".to_vec();
     pe.extend(rand_like::bytes(4000));
     let html = b"<!DOCTYPE html><html><body><script>alert(1)</script></body></html>".to_vec();
-    let elf_id = h
-        .upload_file(&owner, "photo.jpg", "image/jpeg", &elf, None)
-        .await;
-    let pe_id = h
-        .upload_file(&owner, "photo2.jpg", "image/jpeg", &pe, None)
-        .await;
-    let html_id = h
-        .upload_file(&owner, "pixel.png", "image/png", &html, None)
-        .await;
+    let elf_id = h.upload_file(&owner, "photo.jpg", "image/jpeg", &elf, None).await;
+    let pe_id = h.upload_file(&owner, "photo2.jpg", "image/jpeg", &pe, None).await;
+    let html_id = h.upload_file(&owner, "pixel.png", "image/png", &html, None).await;
     h.process_all().await;
     for (id, detected) in [
         (&elf_id, "application/x-executable"),
@@ -151,10 +107,7 @@ async fn spoofed_types_are_rejected() {
         let v = status(&h, &owner, id).await;
         assert_eq!(v["status"], "rejected", "{v}");
         assert_eq!(v["detected_type"], detected, "{v}");
-        assert_eq!(
-            h.status_tag(&format!("uploads/{id}")).await.as_deref(),
-            Some("rejected")
-        );
+        assert_eq!(h.status_tag(&format!("uploads/{id}")).await.as_deref(), Some("rejected"));
     }
 }
 
@@ -163,22 +116,12 @@ async fn wrong_declared_checksum_is_corrupt() {
     let h = Harness::start().await;
     let owner = unique("sue");
     let data = rand_like::bytes(100_000);
-    let id = h
-        .upload_file(
-            &owner,
-            "data.bin",
-            "application/octet-stream",
-            &data,
-            Some(sha256_hex(b"something else")),
-        )
-        .await;
+    let id =
+        h.upload_file(&owner, "data.bin", "application/octet-stream", &data, Some(sha256_hex(b"something else"))).await;
     h.process_all().await;
     let v = status(&h, &owner, &id).await;
     assert_eq!(v["status"], "corrupt", "{v}");
-    assert!(
-        v["reason"].as_str().unwrap().contains(&sha256_hex(&data)),
-        "{v}"
-    );
+    assert!(v["reason"].as_str().unwrap().contains(&sha256_hex(&data)), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,33 +134,22 @@ async fn decompression_bomb_png_is_not_decoded() {
     ihdr.extend_from_slice(&20_000u32.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    for (kind, data) in [
-        (&b"IHDR"[..], ihdr[4..].to_vec()),
-        (b"IDAT", rand_like::bytes(2_000)),
-        (b"IEND", Vec::new()),
-    ] {
+    for (kind, data) in [(&b"IHDR"[..], ihdr[4..].to_vec()), (b"IDAT", rand_like::bytes(2_000)), (b"IEND", Vec::new())]
+    {
         png.extend_from_slice(&(data.len() as u32).to_be_bytes());
         let mut chunk = kind.to_vec();
         chunk.extend_from_slice(&data);
         png.extend_from_slice(&chunk);
         png.extend_from_slice(&crc32(&chunk).to_be_bytes());
     }
-    let id = h
-        .upload_file(&owner, "huge.png", "image/png", &png, None)
-        .await;
+    let id = h.upload_file(&owner, "huge.png", "image/png", &png, None).await;
     let started = std::time::Instant::now();
     h.process_all().await;
     let v = status(&h, &owner, &id).await;
     assert_eq!(v["status"], "ready", "{v}");
     assert_eq!(v["has_thumbnail"], false);
-    assert_eq!(
-        (v["width"].as_u64(), v["height"].as_u64()),
-        (Some(20_000), Some(20_000))
-    );
-    assert!(
-        v["reason"].as_str().unwrap().contains("decoding limit"),
-        "{v}"
-    );
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(20_000), Some(20_000)));
+    assert!(v["reason"].as_str().unwrap().contains("decoding limit"), "{v}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
@@ -226,11 +158,7 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -240,30 +168,12 @@ fn crc32(data: &[u8]) -> u32 {
 async fn a_job_that_always_fails_reaches_the_dlq_and_its_batch_neighbours_succeed() {
     let h = Harness::start().await;
     let owner = unique("uma");
-    let good = h
-        .upload_file(&owner, "good.txt", "text/plain", b"hello, plain text", None)
-        .await;
-    let doomed = h
-        .upload_file(
-            &owner,
-            "doomed.txt",
-            "text/plain",
-            b"this one will never be read",
-            None,
-        )
-        .await;
+    let good = h.upload_file(&owner, "good.txt", "text/plain", b"hello, plain text", None).await;
+    let doomed = h.upload_file(&owner, "doomed.txt", "text/plain", b"this one will never be read", None).await;
     let jobs = h.drain_jobs().await;
     assert_eq!(jobs.len(), 2);
     // A queue pair like the template's, with a short visibility timeout and 2 receives.
-    let dlq_url = h
-        .sqs
-        .create_queue()
-        .queue_name(unique("hoist-test-dlq"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let dlq_url = h.sqs.create_queue().queue_name(unique("hoist-test-dlq")).send().await.unwrap().queue_url.unwrap();
     let dlq_arn = h
         .sqs
         .get_queue_attributes()
@@ -279,10 +189,7 @@ async fn a_job_that_always_fails_reaches_the_dlq_and_its_batch_neighbours_succee
         .sqs
         .create_queue()
         .queue_name(unique("hoist-test-redrive"))
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-            "1",
-        )
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "1")
         .attributes(
             aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
             serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string(),
@@ -298,29 +205,15 @@ async fn a_job_that_always_fails_reaches_the_dlq_and_its_batch_neighbours_succee
             job["etag"] = Value::String("00000000000000000000000000000000".into());
             // If-Match never holds
         }
-        h.sqs
-            .send_message()
-            .queue_url(&queue_url)
-            .message_body(job.to_string())
-            .send()
-            .await
-            .unwrap();
+        h.sqs.send_message().queue_url(&queue_url).message_body(job.to_string()).send().await.unwrap();
     }
-    h.sqs
-        .send_message()
-        .queue_url(&queue_url)
-        .message_body("{not json")
-        .send()
-        .await
-        .unwrap();
+    h.sqs.send_message().queue_url(&queue_url).message_body("{not json").send().await.unwrap();
 
     let p = h.processor(2);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
     let mut in_dlq = 0;
     while std::time::Instant::now() < deadline {
-        hoist_dev::sqs::poll_once(&p, &h.sqs, &queue_url, 1)
-            .await
-            .unwrap();
+        hoist_dev::sqs::poll_once(&p, &h.sqs, &queue_url, 1).await.unwrap();
         let attrs = h
             .sqs
             .get_queue_attributes()
@@ -329,66 +222,35 @@ async fn a_job_that_always_fails_reaches_the_dlq_and_its_batch_neighbours_succee
             .send()
             .await
             .unwrap();
-        in_dlq = attrs.attributes.unwrap()
-            [&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages]
+        in_dlq = attrs.attributes.unwrap()[&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages]
             .parse()
             .unwrap();
         if in_dlq >= 2 {
             break;
         }
     }
-    assert_eq!(
-        in_dlq, 2,
-        "the failing job and the unreadable message are on the DLQ"
-    );
-    assert_eq!(
-        status(&h, &owner, &good).await["status"],
-        "ready",
-        "its neighbour succeeded"
-    );
+    assert_eq!(in_dlq, 2, "the failing job and the unreadable message are on the DLQ");
+    assert_eq!(status(&h, &owner, &good).await["status"], "ready", "its neighbour succeeded");
     let v = status(&h, &owner, &doomed).await;
     assert_eq!(v["status"], "failed", "{v}");
-    assert!(
-        v["reason"].as_str().unwrap().contains("failed 2 times"),
-        "{v}"
-    );
+    assert!(v["reason"].as_str().unwrap().contains("failed 2 times"), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_job_twice_leaves_one_consistent_record() {
     let h = Harness::start().await;
     let owner = unique("vic");
-    let id = h
-        .upload_file(
-            &owner,
-            "twice.txt",
-            "text/plain",
-            b"delivered at least once",
-            None,
-        )
-        .await;
+    let id = h.upload_file(&owner, "twice.txt", "text/plain", b"delivered at least once", None).await;
     let jobs = h.drain_jobs().await;
     assert_eq!(jobs.len(), 1);
     for _ in 0..2 {
-        h.sqs
-            .send_message()
-            .queue_url(&h.queue_url)
-            .message_body(jobs[0].to_string())
-            .send()
-            .await
-            .unwrap();
+        h.sqs.send_message().queue_url(&h.queue_url).message_body(jobs[0].to_string()).send().await.unwrap();
     }
     assert_eq!(h.process_all().await, 2);
     let first = status(&h, &owner, &id).await;
     assert_eq!(first["status"], "ready");
     // A third, late delivery changes nothing.
-    h.sqs
-        .send_message()
-        .queue_url(&h.queue_url)
-        .message_body(jobs[0].to_string())
-        .send()
-        .await
-        .unwrap();
+    h.sqs.send_message().queue_url(&h.queue_url).message_body(jobs[0].to_string()).send().await.unwrap();
     h.process_all().await;
     let again = status(&h, &owner, &id).await;
     assert_eq!(again, first);

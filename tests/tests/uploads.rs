@@ -23,33 +23,18 @@ async fn parallel_multipart_upload_round_trips_and_enqueues_one_job() {
     assert_eq!(created["missing_parts"], json!([[1, 3]]));
     let id = id_of(&created);
 
-    let sent = h
-        .upload_parts(&owner, &id, &data, PART, &[1, 2, 3], true)
-        .await;
+    let sent = h.upload_parts(&owner, &id, &data, PART, &[1, 2, 3], true).await;
     assert_eq!(sent, 3);
-    let (s, status, _) = h
-        .call(Some(&owner), "GET", &format!("/uploads/{id}"), None)
-        .await;
+    let (s, status, _) = h.call(Some(&owner), "GET", &format!("/uploads/{id}"), None).await;
     assert_eq!(s, 200);
     assert_eq!(status["parts_done"], 3);
     assert_eq!(status["bytes_done"], data.len());
     assert_eq!(status["missing_parts"], json!([]));
 
-    let (s, done, _) = h
-        .call(
-            Some(&owner),
-            "POST",
-            &format!("/uploads/{id}/complete"),
-            None,
-        )
-        .await;
+    let (s, done, _) = h.call(Some(&owner), "POST", &format!("/uploads/{id}/complete"), None).await;
     assert_eq!(s, 200, "complete: {done}");
     assert_eq!(done["status"], "processing");
-    assert_eq!(
-        h.object_bytes(&id).await,
-        data,
-        "object bytes equal the source"
-    );
+    assert_eq!(h.object_bytes(&id).await, data, "object bytes equal the source");
 
     let jobs = h.drain_jobs().await;
     assert_eq!(jobs.len(), 1, "exactly one processing job: {jobs:?}");
@@ -58,14 +43,7 @@ async fn parallel_multipart_upload_round_trips_and_enqueues_one_job() {
     assert_eq!(jobs[0]["sha256"], sha256_hex(&data));
 
     // Completing again answers the same and sends nothing new.
-    let (s, again, _) = h
-        .call(
-            Some(&owner),
-            "POST",
-            &format!("/uploads/{id}/complete"),
-            None,
-        )
-        .await;
+    let (s, again, _) = h.call(Some(&owner), "POST", &format!("/uploads/{id}/complete"), None).await;
     assert_eq!(s, 200);
     assert_eq!(again["status"], "processing");
     assert!(h.drain_jobs().await.is_empty());
@@ -78,17 +56,8 @@ async fn corrupted_part_is_refused_by_s3_and_can_be_resent() {
     let data = rand_like::bytes(PART + 10);
     let id = id_of(&h.create(&owner, "x.bin", &data, PART as u64, true).await);
     let signed = h.sign(&owner, &id, &data, PART, &[1], true).await;
-    assert!(
-        signed[0]["headers"]["x-amz-checksum-sha256"].is_string(),
-        "checksum travels as a signed header"
-    );
-    assert!(
-        signed[0]["url"]
-            .as_str()
-            .unwrap()
-            .contains("x-amz-checksum-sha256"),
-        "and is among the signed headers"
-    );
+    assert!(signed[0]["headers"]["x-amz-checksum-sha256"].is_string(), "checksum travels as a signed header");
+    assert!(signed[0]["url"].as_str().unwrap().contains("x-amz-checksum-sha256"), "and is among the signed headers");
 
     let mut wrong = chunk(&data, PART, 1).to_vec();
     wrong[1000] ^= 0xff;
@@ -111,15 +80,9 @@ async fn part_of_the_wrong_length_is_refused_by_s3() {
     assert_eq!(signed[0]["content_length"], PART);
     assert_eq!(signed[1]["content_length"], 10);
     let (st, _, text) = h.put_part(&signed[1], vec![7u8; 11]).await;
-    assert!(
-        st == 403 || st == 400,
-        "longer than planned must be refused, got {st}: {text}"
-    );
+    assert!(st == 403 || st == 400, "longer than planned must be refused, got {st}: {text}");
     let (st, _, _) = h.put_part(&signed[1], vec![7u8; 9]).await;
-    assert!(
-        st == 403 || st == 400,
-        "shorter than planned must be refused, got {st}"
-    );
+    assert!(st == 403 || st == 400, "shorter than planned must be refused, got {st}");
     let (st, _, _) = h.put_part(&signed[1], chunk(&data, PART, 2).to_vec()).await;
     assert_eq!(st, 200);
 }
@@ -129,62 +92,32 @@ async fn resume_after_crash_sends_only_missing_parts() {
     let h = Harness::start().await;
     let owner = unique("dave");
     let data = rand_like::bytes(4 * PART - 99);
-    let id = id_of(
-        &h.create(&owner, "resume.bin", &data, PART as u64, true)
-            .await,
-    );
+    let id = id_of(&h.create(&owner, "resume.bin", &data, PART as u64, true).await);
     // First run: parts 1 and 3 get through, then the client "crashes".
-    h.upload_parts(&owner, &id, &data, PART, &[1, 3], true)
-        .await;
+    h.upload_parts(&owner, &id, &data, PART, &[1, 3], true).await;
 
     // Second run: a fresh client asks what is missing and sends only that.
-    let (s, status, _) = h
-        .call(Some(&owner), "GET", &format!("/uploads/{id}"), None)
-        .await;
+    let (s, status, _) = h.call(Some(&owner), "GET", &format!("/uploads/{id}"), None).await;
     assert_eq!(s, 200);
     assert_eq!(status["missing_parts"], json!([[2, 2], [4, 4]]));
-    let missing: Vec<u32> = shared::ranges::expand(
-        &serde_json::from_value::<Vec<[u32; 2]>>(status["missing_parts"].clone()).unwrap(),
-    )
-    .collect();
-    let sent = h
-        .upload_parts(&owner, &id, &data, PART, &missing, true)
-        .await;
+    let missing: Vec<u32> =
+        shared::ranges::expand(&serde_json::from_value::<Vec<[u32; 2]>>(status["missing_parts"].clone()).unwrap())
+            .collect();
+    let sent = h.upload_parts(&owner, &id, &data, PART, &missing, true).await;
     assert_eq!(sent, 2);
 
     // S3 saw exactly four parts: nothing was sent twice.
-    let parts = h
-        .app
-        .storage
-        .list_parts(&format!("uploads/{id}"), &upload_s3_id(&h, &id).await)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        parts.iter().map(|p| p.number).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4]
-    );
+    let parts =
+        h.app.storage.list_parts(&format!("uploads/{id}"), &upload_s3_id(&h, &id).await).await.unwrap().unwrap();
+    assert_eq!(parts.iter().map(|p| p.number).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
 
-    let (s, done, _) = h
-        .call(
-            Some(&owner),
-            "POST",
-            &format!("/uploads/{id}/complete"),
-            None,
-        )
-        .await;
+    let (s, done, _) = h.call(Some(&owner), "POST", &format!("/uploads/{id}/complete"), None).await;
     assert_eq!(s, 200, "{done}");
     assert_eq!(h.object_bytes(&id).await, data);
 }
 
 async fn upload_s3_id(h: &Harness, id: &str) -> String {
-    let rec = h
-        .app
-        .store
-        .get(&shared::domain::UploadId::parse(id).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let rec = h.app.store.get(&shared::domain::UploadId::parse(id).unwrap()).await.unwrap().unwrap();
     rec.s3_upload_id
 }
 
@@ -194,30 +127,15 @@ async fn complete_with_a_missing_part_is_409_naming_it() {
     let owner = unique("erin");
     let data = rand_like::bytes(3 * PART);
     let id = id_of(&h.create(&owner, "gap.bin", &data, PART as u64, false).await);
-    h.upload_parts(&owner, &id, &data, PART, &[1, 3], false)
-        .await;
-    let (s, problem, headers) = h
-        .call(
-            Some(&owner),
-            "POST",
-            &format!("/uploads/{id}/complete"),
-            None,
-        )
-        .await;
+    h.upload_parts(&owner, &id, &data, PART, &[1, 3], false).await;
+    let (s, problem, headers) = h.call(Some(&owner), "POST", &format!("/uploads/{id}/complete"), None).await;
     assert_eq!(s, 409, "{problem}");
     assert_eq!(headers["content-type"], "application/problem+json");
     assert_eq!(problem["missing_parts"], json!([[2, 2]]));
     assert!(problem["detail"].as_str().unwrap().contains('2'));
     // Still resumable: send the gap, complete works.
     h.upload_parts(&owner, &id, &data, PART, &[2], false).await;
-    let (s, _, _) = h
-        .call(
-            Some(&owner),
-            "POST",
-            &format!("/uploads/{id}/complete"),
-            None,
-        )
-        .await;
+    let (s, _, _) = h.call(Some(&owner), "POST", &format!("/uploads/{id}/complete"), None).await;
     assert_eq!(s, 200);
     assert_eq!(h.object_bytes(&id).await, data);
 }
@@ -228,18 +146,14 @@ async fn ten_concurrent_completes_make_one_object_and_one_job() {
     let owner = unique("frank");
     let data = rand_like::bytes(2 * PART + 1);
     let id = id_of(&h.create(&owner, "race.bin", &data, PART as u64, true).await);
-    h.upload_parts(&owner, &id, &data, PART, &[1, 2, 3], true)
-        .await;
+    h.upload_parts(&owner, &id, &data, PART, &[1, 2, 3], true).await;
     let path = format!("/uploads/{id}/complete");
     let calls = (0..10).map(|_| h.call(Some(&owner), "POST", &path, None));
     let results = futures::future::join_all(calls).await;
     for (s, v, _) in &results {
         assert_eq!(*s, 200, "every caller gets the answer: {v}");
         assert_eq!(v["status"], "processing");
-        assert_eq!(
-            v["completed_at"], results[0].1["completed_at"],
-            "the same answer"
-        );
+        assert_eq!(v["completed_at"], results[0].1["completed_at"], "the same answer");
     }
     let jobs = h.drain_jobs().await;
     assert_eq!(jobs.len(), 1, "one job for ten completes: {jobs:?}");
@@ -257,48 +171,25 @@ async fn abort_discards_parts_and_frees_quota() {
 
     // Quota: a third open upload is refused with Retry-After.
     let body = json!({"filename": "c.bin", "size": 10, "content_type": "text/plain"});
-    let (s, problem, headers) = h
-        .call(Some(&owner), "POST", "/uploads", Some(body.clone()))
-        .await;
+    let (s, problem, headers) = h.call(Some(&owner), "POST", "/uploads", Some(body.clone())).await;
     assert_eq!(s, 429, "{problem}");
     assert!(headers.get("retry-after").is_some());
 
     let s3_id = upload_s3_id(&h, &a).await;
-    let (s, v, _) = h
-        .call(Some(&owner), "DELETE", &format!("/uploads/{a}"), None)
-        .await;
+    let (s, v, _) = h.call(Some(&owner), "DELETE", &format!("/uploads/{a}"), None).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["status"], "aborted");
     assert!(
-        h.app
-            .storage
-            .list_parts(&format!("uploads/{a}"), &s3_id)
-            .await
-            .unwrap()
-            .is_none(),
+        h.app.storage.list_parts(&format!("uploads/{a}"), &s3_id).await.unwrap().is_none(),
         "S3 forgot the multipart upload"
     );
-    let (s, _, _) = h
-        .call(Some(&owner), "DELETE", &format!("/uploads/{a}"), None)
-        .await;
+    let (s, _, _) = h.call(Some(&owner), "DELETE", &format!("/uploads/{a}"), None).await;
     assert_eq!(s, 200, "abort is idempotent");
     let (s, _, _) = h
-        .call(
-            Some(&owner),
-            "POST",
-            &format!("/uploads/{a}/parts/sign"),
-            Some(json!({"parts": [{"number": 1}]})),
-        )
+        .call(Some(&owner), "POST", &format!("/uploads/{a}/parts/sign"), Some(json!({"parts": [{"number": 1}]})))
         .await;
     assert_eq!(s, 409, "no signing after abort");
-    let (s, _, _) = h
-        .call(
-            Some(&owner),
-            "POST",
-            &format!("/uploads/{a}/complete"),
-            None,
-        )
-        .await;
+    let (s, _, _) = h.call(Some(&owner), "POST", &format!("/uploads/{a}/complete"), None).await;
     assert_eq!(s, 409, "no completing after abort");
 
     // The slot is free again.
@@ -312,26 +203,15 @@ async fn another_owners_upload_is_indistinguishable_from_none() {
     let owner = unique("hank");
     let thief = unique("ivan");
     let data = rand_like::bytes(PART + 1);
-    let id = id_of(
-        &h.create(&owner, "mine.bin", &data, PART as u64, false)
-            .await,
-    );
+    let id = id_of(&h.create(&owner, "mine.bin", &data, PART as u64, false).await);
     let ghost = "0123456789abcdef0123456789abcdef";
     let record = json!({"parts": [{"number": 1, "etag": "abc", "size": PART}]});
     let sign = json!({"parts": [{"number": 1}]});
     for target in [id.as_str(), ghost] {
         let cases: Vec<(&str, String, Option<Value>)> = vec![
             ("GET", format!("/uploads/{target}"), None),
-            (
-                "POST",
-                format!("/uploads/{target}/parts/sign"),
-                Some(sign.clone()),
-            ),
-            (
-                "PUT",
-                format!("/uploads/{target}/parts"),
-                Some(record.clone()),
-            ),
+            ("POST", format!("/uploads/{target}/parts/sign"), Some(sign.clone())),
+            ("PUT", format!("/uploads/{target}/parts"), Some(record.clone())),
             ("POST", format!("/uploads/{target}/complete"), None),
             ("DELETE", format!("/uploads/{target}"), None),
         ];
@@ -342,9 +222,7 @@ async fn another_owners_upload_is_indistinguishable_from_none() {
         }
     }
     // The owner's upload is untouched.
-    let (s, v, _) = h
-        .call(Some(&owner), "GET", &format!("/uploads/{id}"), None)
-        .await;
+    let (s, v, _) = h.call(Some(&owner), "GET", &format!("/uploads/{id}"), None).await;
     assert_eq!((s, v["status"].as_str()), (200, Some("uploading")));
 }
 
@@ -355,24 +233,10 @@ async fn missing_or_bad_token_is_401() {
     let (s, v, headers) = h.call(None, "POST", "/uploads", Some(body.clone())).await;
     assert_eq!(s, 401, "{v}");
     assert_eq!(headers["content-type"], "application/problem+json");
-    let resp = h
-        .http
-        .post(format!("{}/uploads", h.base))
-        .bearer_auth("not.a.token")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = h.http.post(format!("{}/uploads", h.base)).bearer_auth("not.a.token").json(&body).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     let forged = hoist_dev::jwt::issue("some-other-secret", "alice", 600, shared::now()).unwrap();
-    let resp = h
-        .http
-        .post(format!("{}/uploads", h.base))
-        .bearer_auth(forged)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = h.http.post(format!("{}/uploads", h.base)).bearer_auth(forged).json(&body).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 }
 
@@ -410,85 +274,37 @@ async fn bad_inputs_get_4xx_problems_never_5xx() {
         json!(null),
     ];
     for body in cases {
-        let (s, v, headers) = h
-            .call(Some(&owner), "POST", "/uploads", Some(body.clone()))
-            .await;
+        let (s, v, headers) = h.call(Some(&owner), "POST", "/uploads", Some(body.clone())).await;
         assert!((400..500).contains(&s), "{body} -> {s} {v}");
-        assert_eq!(
-            headers["content-type"], "application/problem+json",
-            "{body}"
-        );
-        assert!(
-            v["detail"].as_str().is_some_and(|d| d.len() > 10),
-            "a sentence for {body}: {v}"
-        );
+        assert_eq!(headers["content-type"], "application/problem+json", "{body}");
+        assert!(v["detail"].as_str().is_some_and(|d| d.len() > 10), "a sentence for {body}: {v}");
     }
-    for raw in [
-        &b"{"[..],
-        b"",
-        b"not json",
-        b"{\"filename\": \"a\", \"size\": 1e999}",
-    ] {
-        let (s, v, ct) = h
-            .call_raw(&owner, "POST", "/uploads", "application/json", raw)
-            .await;
+    for raw in [&b"{"[..], b"", b"not json", b"{\"filename\": \"a\", \"size\": 1e999}"] {
+        let (s, v, ct) = h.call_raw(&owner, "POST", "/uploads", "application/json", raw).await;
         assert!((400..500).contains(&s), "{raw:?} -> {s} {v}");
         assert_eq!(ct, "application/problem+json");
     }
-    let (s, _, _) = h
-        .call_raw(&owner, "POST", "/uploads", "text/plain", b"{}")
-        .await;
+    let (s, _, _) = h.call_raw(&owner, "POST", "/uploads", "text/plain", b"{}").await;
     assert_eq!(s, 415);
 
     // Part numbers outside S3's range or the plan, on sign and record.
     let data = rand_like::bytes(PART + 1);
     let id = id_of(&h.create(&owner, "p.bin", &data, PART as u64, false).await);
-    for n in [
-        json!(0),
-        json!(10_001),
-        json!(3),
-        json!(-1),
-        json!(1.5),
-        json!("1"),
-    ] {
+    for n in [json!(0), json!(10_001), json!(3), json!(-1), json!(1.5), json!("1")] {
         let (s, v, _) = h
-            .call(
-                Some(&owner),
-                "POST",
-                &format!("/uploads/{id}/parts/sign"),
-                Some(json!({"parts": [{"number": n}]})),
-            )
+            .call(Some(&owner), "POST", &format!("/uploads/{id}/parts/sign"), Some(json!({"parts": [{"number": n}]})))
             .await;
         assert!((400..500).contains(&s), "sign {n} -> {s} {v}");
         let rec = json!({"parts": [{"number": n, "etag": "e", "size": 1}]});
-        let (s, v, _) = h
-            .call(
-                Some(&owner),
-                "PUT",
-                &format!("/uploads/{id}/parts"),
-                Some(rec),
-            )
-            .await;
+        let (s, v, _) = h.call(Some(&owner), "PUT", &format!("/uploads/{id}/parts"), Some(rec)).await;
         assert!((400..500).contains(&s), "record {n} -> {s} {v}");
     }
-    let (s, _, _) = h
-        .call(
-            Some(&owner),
-            "POST",
-            &format!("/uploads/{id}/parts/sign"),
-            Some(json!({"parts": []})),
-        )
-        .await;
+    let (s, _, _) =
+        h.call(Some(&owner), "POST", &format!("/uploads/{id}/parts/sign"), Some(json!({"parts": []}))).await;
     assert_eq!(s, 422);
     let too_many: Vec<Value> = (1..=1001).map(|n| json!({"number": n})).collect();
-    let (s, _, _) = h
-        .call(
-            Some(&owner),
-            "POST",
-            &format!("/uploads/{id}/parts/sign"),
-            Some(json!({"parts": too_many})),
-        )
-        .await;
+    let (s, _, _) =
+        h.call(Some(&owner), "POST", &format!("/uploads/{id}/parts/sign"), Some(json!({"parts": too_many}))).await;
     assert_eq!(s, 422);
     // A part recorded with the wrong size is refused.
     let (s, v, _) = h
@@ -512,9 +328,7 @@ async fn bad_inputs_get_4xx_problems_never_5xx() {
     assert_eq!(s, 422);
     // Malformed ids are simply not found.
     for bad in ["..%2F..%2Fetc", "ZZZ", "0123456789ABCDEF0123456789ABCDEF"] {
-        let (s, _, _) = h
-            .call(Some(&owner), "GET", &format!("/uploads/{bad}"), None)
-            .await;
+        let (s, _, _) = h.call(Some(&owner), "GET", &format!("/uploads/{bad}"), None).await;
         assert_eq!(s, 404, "{bad}");
     }
 }
@@ -523,20 +337,11 @@ async fn bad_inputs_get_4xx_problems_never_5xx() {
 async fn empty_file_uploads_as_one_empty_part() {
     let h = Harness::start().await;
     let owner = unique("kim");
-    let created = h
-        .create(&owner, "empty.txt", b"", 5 * MIB as u64, true)
-        .await;
+    let created = h.create(&owner, "empty.txt", b"", 5 * MIB as u64, true).await;
     assert_eq!(created["part_count"], 1);
     let id = id_of(&created);
     h.upload_parts(&owner, &id, b"", PART, &[1], true).await;
-    let (s, v, _) = h
-        .call(
-            Some(&owner),
-            "POST",
-            &format!("/uploads/{id}/complete"),
-            None,
-        )
-        .await;
+    let (s, v, _) = h.call(Some(&owner), "POST", &format!("/uploads/{id}/complete"), None).await;
     assert_eq!(s, 200, "{v}");
     assert!(h.object_bytes(&id).await.is_empty());
 }
@@ -549,46 +354,20 @@ async fn janitor_expires_abandoned_uploads_and_aborts_their_parts() {
     let id = id_of(&h.create(&owner, "old.bin", &data, PART as u64, false).await);
     h.upload_parts(&owner, &id, &data, PART, &[1], false).await;
     let s3_id = upload_s3_id(&h, &id).await;
-    let quota_before = h
-        .app
-        .store
-        .quota(&shared::domain::Owner::parse(&owner).unwrap())
-        .await
-        .unwrap();
+    let quota_before = h.app.store.quota(&shared::domain::Owner::parse(&owner).unwrap()).await.unwrap();
     assert_eq!(quota_before.open_uploads, 1);
 
-    let report = shared::uploads::sweep(&h.app, shared::now() + 5)
-        .await
-        .unwrap();
+    let report = shared::uploads::sweep(&h.app, shared::now() + 5).await.unwrap();
     assert!(report.expired >= 1, "{report:?}");
     assert!(
-        h.app
-            .storage
-            .list_parts(&format!("uploads/{id}"), &s3_id)
-            .await
-            .unwrap()
-            .is_none(),
+        h.app.storage.list_parts(&format!("uploads/{id}"), &s3_id).await.unwrap().is_none(),
         "multipart upload aborted in S3"
     );
-    let (s, v, _) = h
-        .call(Some(&owner), "GET", &format!("/uploads/{id}"), None)
-        .await;
+    let (s, v, _) = h.call(Some(&owner), "GET", &format!("/uploads/{id}"), None).await;
     assert_eq!((s, v["status"].as_str()), (200, Some("expired")), "{v}");
-    let quota_after = h
-        .app
-        .store
-        .quota(&shared::domain::Owner::parse(&owner).unwrap())
-        .await
-        .unwrap();
+    let quota_after = h.app.store.quota(&shared::domain::Owner::parse(&owner).unwrap()).await.unwrap();
     assert_eq!(quota_after.open_uploads, 0, "quota released");
     assert_eq!(quota_after.bytes_in_flight, 0);
-    let (s, _, _) = h
-        .call(
-            Some(&owner),
-            "POST",
-            &format!("/uploads/{id}/complete"),
-            None,
-        )
-        .await;
+    let (s, _, _) = h.call(Some(&owner), "POST", &format!("/uploads/{id}/complete"), None).await;
     assert_eq!(s, 409);
 }

@@ -11,11 +11,7 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
         async {
             let owner = auth::owner(&req)?;
             let body: uploads::CreateUploadRequest = api::json_body(&req)?;
-            let new = uploads::NewUpload::parse(
-                body,
-                app.config.max_upload_size,
-                &app.config.content_types,
-            )?;
+            let new = uploads::NewUpload::parse(body, app.config.max_upload_size, &app.config.content_types)?;
             let created = uploads::create(&app, &owner, new, shared::now()).await?;
             api::json(StatusCode::CREATED, &created)
         }

@@ -14,18 +14,11 @@ pub struct Processor {
     pub config: pipeline::ProcessConfig,
 }
 
-pub async fn handle(
-    p: Arc<Processor>,
-    event: LambdaEvent<SqsEvent>,
-) -> Result<SqsBatchResponse, Error> {
+pub async fn handle(p: Arc<Processor>, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
     let mut response = SqsBatchResponse::default();
     for message in event.payload.records {
         let message_id = message.message_id.clone().unwrap_or_default();
-        let receive_count = message
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
+        let receive_count = message.attributes.get("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1);
         let job: ProcessJob = match serde_json::from_str(message.body.as_deref().unwrap_or("")) {
             Ok(job) => job,
             Err(e) => {

@@ -5,8 +5,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         app: shared::App::from_env().await?,
         config: shared::pipeline::ProcessConfig::from_env()?,
     });
-    lambda_runtime::run(lambda_runtime::service_fn(|ev| {
-        process::handle(processor.clone(), ev)
-    }))
-    .await
+    lambda_runtime::run(lambda_runtime::service_fn(|ev| process::handle(processor.clone(), ev))).await
 }

@@ -1,0 +1,308 @@
+//! Files and downloads end to end: upload → process (real clamd) → ready → signed link
+//! → 302 → bytes from LocalStack S3 (whole and by Range), tampering, expiry, soft
+//! delete and restore, owner isolation, pagination, Content-Disposition.
+
+use hoist_e2e::{rand_like, unique, Harness};
+use serde_json::{json, Value};
+
+async fn ready_file(h: &Harness, owner: &str, name: &str, ct: &str, data: &[u8]) -> String {
+    let id = h.upload_file(owner, name, ct, data, None).await;
+    h.process_all().await;
+    id
+}
+
+/// Follows a download link by hand: (status of our route, Location, body of the S3 GET).
+async fn follow(
+    h: &Harness,
+    url: &str,
+    range: Option<&str>,
+) -> (u16, Option<String>, Vec<u8>, reqwest::header::HeaderMap) {
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let resp = no_redirect.get(url).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let Some(loc) = location.clone() else {
+        let headers = resp.headers().clone();
+        return (status, None, resp.bytes().await.unwrap().to_vec(), headers);
+    };
+    let mut rb = h.http.get(&loc);
+    if let Some(r) = range {
+        rb = rb.header("range", r);
+    }
+    let s3 = rb.send().await.unwrap();
+    let headers = s3.headers().clone();
+    (status, location, s3.bytes().await.unwrap().to_vec(), headers)
+}
+
+async fn link(h: &Harness, owner: &str, id: &str, body: Value) -> (u16, Value) {
+    let (s, v, _) = h.call(Some(owner), "POST", &format!("/files/{id}/links"), Some(body)).await;
+    (s, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_process_link_download_whole_and_by_range() {
+    let h = Harness::start().await;
+    let owner = unique("wes");
+    let data = rand_like::bytes(6 * 1024 * 1024 + 17);
+    let id = ready_file(&h, &owner, "report.bin", "application/octet-stream", &data).await;
+    let (s, f, _) = h.call(Some(&owner), "GET", &format!("/files/{id}"), None).await;
+    assert_eq!(s, 200, "{f}");
+    assert_eq!(f["status"], "ready");
+    assert_eq!(f["size"], data.len());
+    assert_eq!(f["sha256"], hoist_e2e::sha256_hex(&data));
+
+    let (s, l) = link(&h, &owner, &id, json!({})).await;
+    assert_eq!(s, 201, "{l}");
+    let url = l["url"].as_str().unwrap();
+    assert!(url.starts_with(&h.base), "{url}");
+    let (status, location, body, headers) = follow(&h, url, None).await;
+    assert_eq!(status, 302);
+    assert!(location.unwrap().contains("X-Amz-Expires=60"), "the S3 URL lives seconds");
+    assert_eq!(body, data, "downloaded bytes equal the source");
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    assert!(headers["content-disposition"].to_str().unwrap().starts_with("attachment; filename=\"report.bin\""));
+
+    let (_, _, part, headers) = follow(&h, url, Some("bytes=1000-1999")).await;
+    assert_eq!(part, &data[1000..2000], "Range requests work end to end");
+    assert!(headers["content-range"].to_str().unwrap().starts_with("bytes 1000-1999/"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_truncated_or_expired_links_are_403() {
+    let h = Harness::start().await;
+    let owner = unique("xena");
+    let id = ready_file(&h, &owner, "a.txt", "text/plain", b"some text").await;
+    let (_, l) = link(&h, &owner, &id, json!({"expires_in": 600})).await;
+    let url = l["url"].as_str().unwrap().to_owned();
+    assert_eq!(follow(&h, &url, None).await.0, 302);
+    let (base, query) = url.split_once('?').unwrap();
+    let pairs: Vec<(String, String)> = query
+        .split('&')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    for i in 0..pairs.len() {
+        let mut p = pairs.clone();
+        p[i].1 = match p[i].0.as_str() {
+            "v" => "thumb".into(),
+            "e" => (p[i].1.parse::<i64>().unwrap() + 3600).to_string(),
+            "d" => "i".into(),
+            "k" => "other".into(),
+            _ => format!("{}x", &p[i].1[..p[i].1.len() - 1]),
+        };
+        let q: Vec<String> = p.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let (s, _, body, _) = follow(&h, &format!("{base}?{}", q.join("&")), None).await;
+        assert_eq!(s, 403, "tampered {}: {}", p[i].0, String::from_utf8_lossy(&body));
+    }
+    // Another file's id with this signature.
+    let other = ready_file(&h, &owner, "b.txt", "text/plain", b"other").await;
+    let (s, _, _, _) = follow(&h, &url.replace(&id, &other), None).await;
+    assert_eq!(s, 403);
+    // Truncated: the signature cut short, or a field missing.
+    assert_eq!(follow(&h, &url[..url.len() - 5], None).await.0, 403);
+    assert_eq!(follow(&h, &url[..url.find("&s=").unwrap()], None).await.0, 403);
+    // Expired.
+    let (_, short) = link(&h, &owner, &id, json!({"expires_in": 1})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (s, _, body, headers) = follow(&h, short["url"].as_str().unwrap(), None).await;
+    assert_eq!(s, 403);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert!(String::from_utf8_lossy(&body).contains("expired"));
+    // Bounds on expires_in and disposition.
+    for bad in
+        [json!({"expires_in": 0}), json!({"expires_in": 999_999_999}), json!({"disposition": "evil"}), json!({"x": 1})]
+    {
+        let (s, v) = link(&h, &owner, &id, bad.clone()).await;
+        assert_eq!(s, 422, "{bad} -> {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_is_410_restored_works_again_and_listing_hides_it() {
+    let h = Harness::start().await;
+    let owner = unique("yan");
+    let id = ready_file(&h, &owner, "keep.txt", "text/plain", b"precious").await;
+    let (_, l) = link(&h, &owner, &id, json!({})).await;
+    let url = l["url"].as_str().unwrap().to_owned();
+    let (s, v, _) = h.call(Some(&owner), "DELETE", &format!("/files/{id}"), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["deleted_at"].is_string() && v["restorable_until"].is_string());
+    assert_eq!(follow(&h, &url, None).await.0, 410, "links stop working at once");
+    let (s, _) = link(&h, &owner, &id, json!({})).await;
+    assert_eq!(s, 410);
+    let (_, list, _) = h.call(Some(&owner), "GET", "/files", None).await;
+    assert!(list["files"].as_array().unwrap().iter().all(|f| f["id"] != id.as_str()), "hidden from listings");
+    let (_, list, _) = h.call(Some(&owner), "GET", "/files?include_deleted=true", None).await;
+    assert!(list["files"].as_array().unwrap().iter().any(|f| f["id"] == id.as_str()));
+    let (s, v, _) = h.call(Some(&owner), "POST", &format!("/files/{id}/restore"), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v.get("deleted_at").is_none());
+    let (s, _, body, _) = follow(&h, &url, None).await;
+    assert_eq!((s, body.as_slice()), (302, &b"precious"[..]), "the old link works again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_over_means_purged_by_the_janitor() {
+    let h = Harness::with_config(|c| c.delete_retention = std::time::Duration::from_secs(1)).await;
+    let owner = unique("zoe");
+    let id = ready_file(&h, &owner, "gone.jpg", "text/plain", b"bye").await;
+    let (s, _, _) = h.call(Some(&owner), "DELETE", &format!("/files/{id}"), None).await;
+    assert_eq!(s, 200);
+    let report = shared::uploads::sweep(&h.app, shared::now() + 5).await.unwrap();
+    assert!(report.purged >= 1, "{report:?}");
+    assert!(h.app.storage.head(&format!("uploads/{id}")).await.unwrap().is_none(), "object purged");
+    let (s, _, _) = h.call(Some(&owner), "POST", &format!("/files/{id}/restore"), None).await;
+    assert_eq!(s, 404, "nothing left to restore");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_files_are_never_redirected() {
+    let h = Harness::start().await;
+    let owner = unique("abe");
+    let eicar = ["X5O!P%@AP[4\\PZX54(P^)7CC)7}$", "EICAR-STANDARD-ANTIVIRUS", "-TEST-FILE!$H+H*"].concat().into_bytes();
+    let bad = ready_file(&h, &owner, "eicar.txt", "text/plain", &eicar).await;
+    let (s, v) = link(&h, &owner, &bad, json!({})).await;
+    assert_eq!(s, 403, "no links for quarantined files: {v}");
+    assert!(v["detail"].as_str().unwrap().contains("quarantined"));
+    // A link forged with the server's own key still does not redirect.
+    let keys = h.app.config.link_keys.clone().unwrap();
+    let forged = keys.sign(
+        &shared::domain::UploadId::parse(&bad).unwrap(),
+        shared::links::Variant::File,
+        shared::now() + 60,
+        shared::links::Disposition::Attachment,
+    );
+    let (s, loc, body, _) = follow(&h, &format!("{}{forged}", h.base), None).await;
+    assert_eq!((s, loc), (403, None), "{}", String::from_utf8_lossy(&body));
+    // Not yet processed: a clear 409 with Retry-After, no redirect.
+    let pending = h.upload_file(&owner, "later.txt", "text/plain", b"wait for it", None).await;
+    let forged = keys.sign(
+        &shared::domain::UploadId::parse(&pending).unwrap(),
+        shared::links::Variant::File,
+        shared::now() + 60,
+        shared::links::Disposition::Attachment,
+    );
+    let (s, loc, _, headers) = follow(&h, &format!("{}{forged}", h.base), None).await;
+    assert_eq!((s, loc), (409, None));
+    assert!(headers.get("retry-after").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_owner_gets_404_everywhere() {
+    let h = Harness::start().await;
+    let owner = unique("ben");
+    let thief = unique("cat");
+    let id = ready_file(&h, &owner, "mine.txt", "text/plain", b"private").await;
+    for (m, p, b) in [
+        ("GET", format!("/files/{id}"), None),
+        ("DELETE", format!("/files/{id}"), None),
+        ("POST", format!("/files/{id}/restore"), None),
+        ("POST", format!("/files/{id}/links"), Some(json!({}))),
+    ] {
+        let (s, v, _) = h.call(Some(&thief), m, &p, b).await;
+        assert_eq!(s, 404, "{m} {p}: {v}");
+        assert_eq!(v["detail"], "No file with this id exists.");
+    }
+    let (_, list, _) = h.call(Some(&thief), "GET", "/files?include_deleted=true", None).await;
+    assert_eq!(list["files"], json!([]));
+    let (s, v, _) = h.call(Some(&owner), "GET", &format!("/files/{id}"), None).await;
+    assert_eq!((s, v["status"].as_str(), v.get("deleted_at").is_none()), (200, Some("ready"), true), "untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagination_returns_every_file_exactly_once() {
+    let h = Harness::start().await;
+    let owner = unique("dot");
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(h.upload_file(&owner, &format!("f{i}.txt"), "text/plain", format!("file {i}").as_bytes(), None).await);
+    }
+    h.process_all().await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/files?limit=3&cursor={c}"),
+            None => "/files?limit=3".into(),
+        };
+        let (s, page, _) = h.call(Some(&owner), "GET", &path, None).await;
+        assert_eq!(s, 200, "{page}");
+        seen.extend(page["files"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_owned()));
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages < 10);
+    }
+    let mut expected = ids.clone();
+    expected.reverse();
+    assert_eq!(seen, expected, "newest first, each exactly once");
+    // Status filter and bad parameters.
+    let (_, ready, _) = h.call(Some(&owner), "GET", "/files?status=ready&limit=100", None).await;
+    assert_eq!(ready["files"].as_array().unwrap().len(), 7);
+    for bad in [
+        "/files?limit=0",
+        "/files?limit=1000",
+        "/files?status=bogus",
+        "/files?status=uploading",
+        "/files?cursor=%%%",
+        "/files?cursor=eyJrIjoxfQ",
+    ] {
+        let (s, v, _) = h.call(Some(&owner), "GET", bad, None).await;
+        assert_eq!(s, 422, "{bad}: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awkward_filenames_get_a_safe_content_disposition() {
+    let h = Harness::start().await;
+    let owner = unique("eve");
+    let name = "..Résumé \"final\" ; filename=evil.exe 日本.txt";
+    let id = ready_file(&h, &owner, name, "text/plain", b"cv").await;
+    let (_, l) = link(&h, &owner, &id, json!({"disposition": "inline"})).await;
+    let (s, _, body, headers) = follow(&h, l["url"].as_str().unwrap(), None).await;
+    assert_eq!((s, body.as_slice()), (302, &b"cv"[..]));
+    let cd = headers["content-disposition"].to_str().unwrap();
+    assert!(cd.starts_with("inline; filename=\""), "{cd}");
+    let fallback = cd.split('"').nth(1).unwrap();
+    assert!(fallback.is_ascii() && !fallback.starts_with('.') && !fallback.contains(';'), "{cd}");
+    assert_eq!(cd.matches("filename=").count(), 1, "no injected parameters: {cd}");
+    assert!(
+        cd.contains(
+            "filename*=UTF-8''R%C3%A9sum%C3%A9%20%22final%22%20%3B%20filename%3Devil.exe%20%E6%97%A5%E6%9C%AC.txt"
+        ),
+        "{cd}"
+    );
+    // Newlines never get that far: they are refused at upload.
+    let (s, _, _) = h
+        .call(
+            Some(&owner),
+            "POST",
+            "/uploads",
+            Some(json!({"filename": "a\r\nb.txt", "size": 1, "content_type": "text/plain"})),
+        )
+        .await;
+    assert_eq!(s, 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thumbnail_links_follow_the_same_rules() {
+    let h = Harness::start().await;
+    let owner = unique("fay");
+    let img = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 99]));
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+    let id = ready_file(&h, &owner, "pic.jpg", "image/jpeg", &jpeg.into_inner()).await;
+    let (_, f, _) = h.call(Some(&owner), "GET", &format!("/files/{id}"), None).await;
+    let thumb_url = f["thumbnail_url"].as_str().expect("thumbnail link").to_owned();
+    let (s, _, body, headers) = follow(&h, &thumb_url, None).await;
+    assert_eq!(s, 302);
+    assert_eq!(headers["content-type"], "image/jpeg");
+    assert_eq!(image::load_from_memory(&body).unwrap().width(), 256);
+    h.call(Some(&owner), "DELETE", &format!("/files/{id}"), None).await;
+    assert_eq!(follow(&h, &thumb_url, None).await.0, 410);
+}

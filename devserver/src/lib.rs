@@ -17,7 +17,13 @@ pub fn state_from_template(
     jwt_secret: String,
 ) -> Result<Arc<server::DevState>, routes::TemplateError> {
     let t = routes::parse_template(template_text)?;
-    Ok(Arc::new(server::DevState { app, routes: t.routes, handlers: server::http_handlers(), jwt_secret }))
+    Ok(Arc::new(server::DevState {
+        app,
+        routes: t.routes,
+        handlers: server::http_handlers(),
+        jwt_secret,
+        request_log: None,
+    }))
 }
 
 /// Runs the janitor every `every`, as the template's schedule does in AWS.

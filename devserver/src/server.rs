@@ -48,6 +48,16 @@ pub struct DevState {
     pub routes: Vec<Route>,
     pub handlers: BTreeMap<&'static str, HttpHandler>,
     pub jwt_secret: String,
+    /// Every routed request as (route key, body), for tests that assert what the
+    /// server saw. Off unless a test turns it on.
+    pub request_log: Option<Arc<std::sync::Mutex<Vec<LoggedRequest>>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoggedRequest {
+    pub route: String,
+    pub path: String,
+    pub body: Vec<u8>,
 }
 
 pub fn router(state: Arc<DevState>) -> Router {
@@ -98,6 +108,15 @@ async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse
             return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request bodies are limited to 10 MB (API Gateway's limit).")
         }
     };
+    if let Some(log) = &st.request_log {
+        if let Ok(mut l) = log.lock() {
+            l.push(LoggedRequest {
+                route: format!("{} {}", route.method, route.path),
+                path: path.clone(),
+                body: bytes.to_vec(),
+            });
+        }
+    }
     let event = api_gateway_event(route, &params, &parts, &bytes, claims.as_ref());
     let request = match lambda_http::request::from_str(&event.to_string()) {
         Ok(r) => r,

@@ -17,6 +17,8 @@ pub struct Harness {
     pub queue_url: String,
     secret: String,
     server: tokio::task::JoinHandle<()>,
+    /// What the dev server received, in order.
+    pub request_log: Arc<std::sync::Mutex<Vec<hoist_dev::server::LoggedRequest>>>,
 }
 
 impl Drop for Harness {
@@ -93,12 +95,20 @@ impl Harness {
         let template =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template.yaml");
         let state = hoist_dev::state_from_template(app.clone(), &template, secret.clone()).expect("template parses");
+        let request_log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let state = Arc::new(hoist_dev::server::DevState {
+            app: state.app.clone(),
+            routes: state.routes.clone(),
+            handlers: state.handlers.clone(),
+            jwt_secret: state.jwt_secret.clone(),
+            request_log: Some(request_log.clone()),
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
             let _ = hoist_dev::server::serve(listener, state).await;
         });
-        Harness { base, http: reqwest::Client::new(), app, sqs, queue_url, secret, server }
+        Harness { base, http: reqwest::Client::new(), app, sqs, queue_url, secret, server, request_log }
     }
 
     pub fn token(&self, owner: &str) -> String {
@@ -247,6 +257,27 @@ impl Harness {
             .await
             .expect("GetObject");
         out.body.collect().await.expect("body").into_bytes().to_vec()
+    }
+
+    /// Part numbers the server was asked to sign for `upload_id`, in order.
+    pub fn signed_part_numbers(&self, upload_id: &str) -> Vec<u32> {
+        let log = self.request_log.lock().expect("log");
+        log.iter()
+            .filter(|r| r.route == "POST /uploads/{id}/parts/sign" && r.path.contains(upload_id))
+            .flat_map(|r| {
+                let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+                v["parts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|p| p["number"].as_u64().map(|n| n as u32))
+            })
+            .collect()
+    }
+
+    pub fn clear_request_log(&self) {
+        self.request_log.lock().expect("log").clear();
     }
 
     /// A processor over this harness's app (the real process handler).

@@ -1,0 +1,208 @@
+//! The `hoist` binary end to end, against an in-process dev server and the real
+//! local stack. Needs `scripts/stack.sh start`.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use hoist_e2e::{rand_like, unique, Harness};
+use serde_json::Value;
+
+const MIB: usize = 1024 * 1024;
+
+fn hoist(h: &Harness, owner: &str, state_dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hoist"));
+    c.env("HOIST_URL", &h.base).env("HOIST_TOKEN", h.token(owner)).env("HOIST_STATE_DIR", state_dir);
+    c
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(unique(name));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn json_lines(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Runs a command off the async runtime (the dev server lives on it).
+async fn run(mut c: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_ls_rm_restore_round_trip() {
+    let h = Harness::start().await;
+    let owner = unique("cli");
+    let dir = temp_dir("hoist-cli");
+    let data = rand_like::bytes(12 * MIB + 5);
+    let src = dir.join("data.bin");
+    std::fs::write(&src, &data).unwrap();
+    let small = dir.join("notes.txt");
+    std::fs::write(&small, b"small file").unwrap();
+
+    let mut c = hoist(&h, &owner, &dir.join("state"));
+    c.args(["--json", "put", "-j", "4", "--part-size", "5242880"]).arg(&src).arg(&small);
+    let out = run(c).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 2, "one line per file: {lines:?}");
+    let id = lines[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(lines[0]["parts_sent"], 3);
+    assert_eq!(lines[0]["status"], "processing");
+    assert!(std::fs::read_dir(dir.join("state")).unwrap().next().is_none(), "state files are cleaned up");
+    h.process_all().await;
+
+    let dest = dir.join("back.bin");
+    let mut c = hoist(&h, &owner, &dir.join("state"));
+    c.args(["get", &id, "-o"]).arg(&dest);
+    let out = run(c).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&dest).unwrap(), data, "downloaded bytes equal the source");
+
+    let mut c = hoist(&h, &owner, &dir.join("state"));
+    c.args(["--json", "ls"]);
+    let listed = json_lines(&run(c).await.stdout);
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1]["id"], id.as_str(), "newest first");
+
+    let mut c = hoist(&h, &owner, &dir.join("state"));
+    c.args(["rm", &id]);
+    assert!(run(c).await.status.success());
+    let mut c = hoist(&h, &owner, &dir.join("state"));
+    c.args(["get", &id, "-o"]).arg(dir.join("x"));
+    let out = run(c).await;
+    assert!(!out.status.success(), "a deleted file cannot be fetched");
+    let mut c = hoist(&h, &owner, &dir.join("state"));
+    c.args(["restore", &id]);
+    assert!(run(c).await.status.success());
+    let mut c = hoist(&h, &owner, &dir.join("state"));
+    c.args(["link", &id]);
+    let out = run(c).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/d/"), "link prints a URL");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Polls the CLI's state file and the server until `n` parts are recorded; returns the upload id.
+async fn wait_for_parts(h: &Harness, owner: &str, state: &Path, n: u64, child: &mut std::process::Child) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        assert!(child.try_wait().unwrap().is_none(), "the upload finished before it could be killed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(entry) = std::fs::read_dir(state).ok().and_then(|mut d| d.next()) else { continue };
+        let Ok(bytes) = std::fs::read(entry.unwrap().path()) else { continue };
+        let Ok(st) = serde_json::from_slice::<Value>(&bytes) else { continue };
+        let id = st["upload_id"].as_str().unwrap().to_owned();
+        let (_, u, _) = h.call(Some(owner), "GET", &format!("/uploads/{id}"), None).await;
+        if u["parts_done"].as_u64().unwrap_or(0) >= n {
+            return id;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_upload_then_rerun_sends_only_missing_parts() {
+    let h = Harness::start().await;
+    let owner = unique("kill");
+    let dir = temp_dir("hoist-kill");
+    let data = rand_like::bytes(8 * 5 * MIB);
+    let src = dir.join("big.bin");
+    std::fs::write(&src, &data).unwrap();
+    let state = dir.join("state");
+
+    // Slowed to ~6 MiB/s so the kill lands mid-way.
+    let mut c = hoist(&h, &owner, &state);
+    c.args(["put", "-j", "2", "--part-size", "5242880", "--limit-rate", "6M"]).arg(&src);
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    // Wait until the server has recorded at least two parts, then kill -9.
+    let id = wait_for_parts(&h, &owner, &state, 2, &mut child).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let (_, before, _) = h.call(Some(&owner), "GET", &format!("/uploads/{id}"), None).await;
+    assert_eq!(before["status"], "uploading");
+    let missing: Vec<u32> = before["missing_parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r[0].as_u64().unwrap() as u32..=r[1].as_u64().unwrap() as u32)
+        .collect();
+    assert!(!missing.is_empty() && missing.len() < 8, "killed mid-way: {before}");
+
+    h.clear_request_log();
+    let mut c = hoist(&h, &owner, &state);
+    c.args(["--json", "put", "-j", "4"]).arg(&src);
+    let out = run(c).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = &json_lines(&out.stdout)[0];
+    assert_eq!(r["id"], id.as_str(), "the same upload was resumed");
+    assert_eq!(r["resumed"], true);
+    assert_eq!(r["parts_sent"].as_u64().unwrap() as usize, missing.len());
+    let mut signed = h.signed_part_numbers(&id);
+    signed.sort_unstable();
+    assert_eq!(signed, missing, "the server was asked to sign exactly the missing parts");
+    assert_eq!(h.object_bytes(&id).await, data);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modified_source_is_refused_for_resume() {
+    let h = Harness::start().await;
+    let owner = unique("mod");
+    let dir = temp_dir("hoist-mod");
+    let src = dir.join("f.bin");
+    std::fs::write(&src, rand_like::bytes(6 * 5 * MIB)).unwrap();
+    let state = dir.join("state");
+    let mut c = hoist(&h, &owner, &state);
+    c.args(["put", "-j", "1", "--part-size", "5242880", "--limit-rate", "5M"]).arg(&src);
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    wait_for_parts(&h, &owner, &state, 1, &mut child).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(std::fs::read_dir(&state).unwrap().next().is_some(), "interrupted: state kept");
+    // Change the file (same size, new content and mtime).
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&src, rand_like::bytes(6 * 5 * MIB)).unwrap();
+    let mut c = hoist(&h, &owner, &state);
+    c.args(["put"]).arg(&src);
+    let out = run(c).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("changed since its interrupted upload") && err.contains("--restart"), "{err}");
+    let mut c = hoist(&h, &owner, &state);
+    c.args(["--json", "put", "--restart"]).arg(&src);
+    let out = run(c).await;
+    assert!(out.status.success(), "--restart uploads it anew: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_resumes_an_interrupted_download_and_verifies_it() {
+    let h = Harness::start().await;
+    let owner = unique("getr");
+    let dir = temp_dir("hoist-get");
+    let data = rand_like::bytes(3 * MIB + 11);
+    let id = h.upload_file(&owner, "g.bin", "application/octet-stream", &data, None).await;
+    h.process_all().await;
+    let dest = dir.join("g.bin");
+    let partial = dir.join("g.bin.hoist-part");
+    // An interrupted download left the first 1 MiB behind.
+    std::fs::write(&partial, &data[..MIB]).unwrap();
+    let mut c = hoist(&h, &owner, &dir);
+    c.args(["get", &id, "-o"]).arg(&dest);
+    let out = run(c).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    assert!(!partial.exists());
+    // A partial download that does not match is caught by the SHA-256 check.
+    std::fs::remove_file(&dest).unwrap();
+    std::fs::write(&partial, vec![0u8; MIB]).unwrap();
+    let mut c = hoist(&h, &owner, &dir);
+    c.args(["get", &id, "-o"]).arg(&dest);
+    let out = run(c).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hash"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dest.exists() && !partial.exists());
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -9,3 +9,11 @@ echo "machine: $(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d)" | tee -a bench
 # Needs the local stack (LocalStack, moto, clamd).
 bash scripts/stack.sh start >/dev/null
 cargo bench -p hoist-e2e --bench processing 2>/dev/null | grep -v '^{"' | tee bench/processing.md
+
+# hoist put vs the AWS CLI on the same local S3 (the AWS CLI in its own venv; bench-only).
+VENV_AWSCLI="$HOIST_CACHE/venv-awscli"
+if [ ! -x "$VENV_AWSCLI/bin/aws" ]; then
+  python3 -m venv "$VENV_AWSCLI" && "$VENV_AWSCLI/bin/pip" install -q 'awscli==1.46.*'
+fi
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; }
+AWS_CLI="$VENV_AWSCLI/bin/aws" cargo bench -p hoist-cli --bench put_throughput 2>/dev/null | grep -v '^{"' | tee bench/put_throughput.md

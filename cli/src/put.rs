@@ -218,11 +218,8 @@ async fn send_part(
     let counter = sent.clone();
     let progress = bar.clone();
     let limiter = limiter.clone();
+    // Rate limit first, then count: the bar shows what actually left.
     let body = tokio_util::io::ReaderStream::with_capacity(f.take(len), READ_BUF)
-        .inspect_ok(move |chunk| {
-            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            progress.inc(chunk.len() as u64);
-        })
         .and_then(move |chunk| {
             let limiter = limiter.clone();
             async move {
@@ -231,6 +228,10 @@ async fn send_part(
                 }
                 Ok(chunk)
             }
+        })
+        .inspect_ok(move |chunk| {
+            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            progress.inc(chunk.len() as u64);
         });
     let mut req = http.put(&signed.url).header(reqwest::header::CONTENT_LENGTH, len).timeout(Duration::from_secs(900));
     for (k, v) in &signed.headers {

@@ -31,7 +31,12 @@ async fn timed(mut c: Command) -> (f64, f64) {
     let secs = started.elapsed().as_secs_f64();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "command failed: {err}");
-    let rss_kib: f64 = err.lines().rev().find_map(|l| l.trim().strip_prefix("HOIST_MAXRSS_KIB=")).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let rss_kib: f64 = err
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("HOIST_MAXRSS_KIB="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
     (secs, rss_kib / 1024.0)
 }
 
@@ -96,7 +101,8 @@ async fn main() {
     let started = Instant::now();
     let mut signed = Vec::new();
     for chunk in (1..=parts).collect::<Vec<_>>().chunks(1000) {
-        let req = serde_json::json!({"parts": chunk.iter().map(|n| serde_json::json!({"number": n})).collect::<Vec<_>>()});
+        let req =
+            serde_json::json!({"parts": chunk.iter().map(|n| serde_json::json!({"number": n})).collect::<Vec<_>>()});
         let (_, s, _) = h.call(Some(&owner), "POST", &format!("/uploads/{id}/parts/sign"), Some(req)).await;
         signed.extend(s["parts"].as_array().expect("parts").clone());
     }
@@ -107,7 +113,8 @@ async fn main() {
             let body = body.clone();
             async move {
                 let len = p["content_length"].as_u64().expect("len") as usize;
-                let r = client.put(p["url"].as_str().expect("url")).body(body[..len].to_vec()).send().await.expect("put");
+                let r =
+                    client.put(p["url"].as_str().expect("url")).body(body[..len].to_vec()).send().await.expect("put");
                 assert_eq!(r.status().as_u16(), 200);
             }
         })
@@ -121,19 +128,30 @@ async fn main() {
     let small = dir.join("small.bin");
     write_random(&small, 256);
     let mut c = under_time(hoist);
-    c.args(["put", "-j", &CONCURRENCY.to_string()]).arg(&small).env("HOIST_URL", &h.base).env("HOIST_TOKEN", h.token(&owner)).env("HOIST_STATE_DIR", dir.join("state"));
+    c.args(["put", "-j", &CONCURRENCY.to_string()])
+        .arg(&small)
+        .env("HOIST_URL", &h.base)
+        .env("HOIST_TOKEN", h.token(&owner))
+        .env("HOIST_STATE_DIR", dir.join("state"));
     let (_, small_rss) = timed(c).await;
     std::fs::remove_file(&file).ok();
     let big = dir.join("big.bin");
     write_random(&big, big_mib);
     let mut c = under_time(hoist);
-    c.args(["put", "-j", &CONCURRENCY.to_string()]).arg(&big).env("HOIST_URL", &h.base).env("HOIST_TOKEN", h.token(&owner)).env("HOIST_STATE_DIR", dir.join("state"));
+    c.args(["put", "-j", &CONCURRENCY.to_string()])
+        .arg(&big)
+        .env("HOIST_URL", &h.base)
+        .env("HOIST_TOKEN", h.token(&owner))
+        .env("HOIST_STATE_DIR", dir.join("state"));
     let (big_secs, big_rss) = timed(c).await;
     h.drain_jobs().await;
     std::fs::remove_dir_all(&dir).ok();
 
     let rate = |s: f64| mib as f64 / s;
-    println!("## Upload throughput ({mib} MiB file, {} MiB parts, {CONCURRENCY} in flight, LocalStack S3)\n", PART / MIB);
+    println!(
+        "## Upload throughput ({mib} MiB file, {} MiB parts, {CONCURRENCY} in flight, LocalStack S3)\n",
+        PART / MIB
+    );
     println!("| client | time | throughput | peak RSS |\n|---|---|---|---|");
     println!("| `hoist put` (hash pass + checksum-pinned parts + API calls) | {hoist_secs:.2} s | **{:.1} MiB/s** | {hoist_rss:.1} MiB |", rate(hoist_secs));
     println!("| `aws s3 cp` | {aws_secs:.2} s | {:.1} MiB/s | {aws_rss:.1} MiB |", rate(aws_secs));

@@ -8,18 +8,12 @@ use crate::{
     api::ApiError,
     domain::{Owner, UploadId},
     links::{content_disposition, Disposition, LinkError, LinkKeys, LinkQuery, Variant},
+    rfc3339,
     store::{UploadRecord, UploadStatus},
     App,
 };
 
 const NO_FILE: &str = "No file with this id exists.";
-
-fn rfc3339(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
 
 /// Uploads become files once their object exists. Another owner's file, an
 /// unfinished upload and a nonexistent id all read "no file".

@@ -108,6 +108,20 @@ impl Storage {
         Self { client, bucket, credentials }
     }
 
+    /// Presigning settings at the client's clock (its time source), like every other
+    /// request it makes.
+    fn presigning(&self, expires_in: Duration) -> Result<PresigningConfig, StorageError> {
+        PresigningConfig::builder()
+            .start_time(self.now())
+            .expires_in(expires_in)
+            .build()
+            .map_err(|e| StorageError::Other(e.to_string(), "presign"))
+    }
+
+    fn now(&self) -> std::time::SystemTime {
+        self.client.config().time_source().map(|t| t.now()).unwrap_or_else(std::time::SystemTime::now)
+    }
+
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
@@ -163,13 +177,7 @@ impl Storage {
             // Only the value: setting checksum_algorithm too makes the SDK recompute it.
             req = req.checksum_sha256(d.to_base64());
         }
-        // Sign at the client's clock (its time source), like every other request it makes.
-        let now = self.client.config().time_source().map(|t| t.now()).unwrap_or_else(std::time::SystemTime::now);
-        let cfg = PresigningConfig::builder()
-            .start_time(now)
-            .expires_in(expires_in)
-            .build()
-            .map_err(|e| StorageError::Other(e.to_string(), "presign"))?;
+        let cfg = self.presigning(expires_in)?;
         let presigned = req.presigned(cfg).await.map_err(|e| map_err("presign UploadPart", e))?;
         let headers = presigned
             .headers()
@@ -204,7 +212,7 @@ impl Storage {
             .provide_credentials()
             .await
             .map_err(|e| StorageError::Other(e.to_string(), "credentials"))?;
-        let now = conf.time_source().map(|t| t.now()).unwrap_or_else(std::time::SystemTime::now);
+        let now = self.now();
         let expires_in = match creds.expiry().and_then(|exp| exp.duration_since(now).ok()) {
             Some(left) => expires_in.min(left.max(Duration::from_secs(1))),
             None => expires_in,
@@ -279,12 +287,7 @@ impl Storage {
         disposition: &str,
         expires_in: Duration,
     ) -> Result<String, StorageError> {
-        let now = self.client.config().time_source().map(|t| t.now()).unwrap_or_else(std::time::SystemTime::now);
-        let cfg = PresigningConfig::builder()
-            .start_time(now)
-            .expires_in(expires_in)
-            .build()
-            .map_err(|e| StorageError::Other(e.to_string(), "presign"))?;
+        let cfg = self.presigning(expires_in)?;
         let req = self
             .client
             .get_object()

@@ -72,6 +72,15 @@ fn is_conditional_failure(e: &StoreError) -> bool {
     matches!(e, StoreError::Service { code, .. } if code == "ConditionalCheckFailedException")
 }
 
+/// A conditional write's outcome: true when written, false when its condition failed.
+fn conditional(res: Result<(), StoreError>) -> Result<bool, StoreError> {
+    match res {
+        Ok(()) => Ok(true),
+        Err(e) if is_conditional_failure(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UploadStatus {
@@ -447,11 +456,7 @@ impl Store {
     pub async fn begin_completion(&self, id: &UploadId, now: i64, lease: Duration) -> Result<bool, StoreError> {
         let until = now + lease.as_secs() as i64;
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", sv(upload_pk(id)))
-            .key("sk", sv("META"))
+            .update_session(id)
             .update_expression("SET #s = :completing, lease_until = :until, gsi1sk = :until, updated_at = :now")
             .condition_expression("#s = :uploading OR (#s = :completing AND lease_until < :now)")
             .expression_attribute_names("#s", "status")
@@ -461,27 +466,13 @@ impl Store {
             .expression_attribute_values(":now", nv(now))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let err = map_err("UpdateItem", e);
-                if is_conditional_failure(&err) {
-                    Ok(false)
-                } else {
-                    Err(err)
-                }
-            }
-        }
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
     }
 
     /// Gives the lease back (completion refused: the client can fix and retry).
     pub async fn release_completion(&self, rec: &UploadRecord, now: i64) -> Result<(), StoreError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", sv(rec.pk.clone()))
-            .key("sk", sv("META"))
+            .update_session(&rec.id)
             .update_expression("SET #s = :uploading, gsi1sk = :exp, updated_at = :now REMOVE lease_until")
             .condition_expression("#s = :completing")
             .expression_attribute_names("#s", "status")
@@ -491,17 +482,8 @@ impl Store {
             .expression_attribute_values(":now", nv(now))
             .send()
             .await;
-        match res {
-            Err(e) => {
-                let err = map_err("UpdateItem", e);
-                if is_conditional_failure(&err) {
-                    Ok(())
-                } else {
-                    Err(err)
-                }
-            }
-            Ok(_) => Ok(()),
-        }
+        // Already released (or finished) by someone else: nothing to give back.
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e))).map(|_| ())
     }
 
     /// completing → processing, releasing the owner's quota in the same transaction.
@@ -593,11 +575,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut set = vec!["#s = :to", "reason = :reason", "updated_at = :now", "processed_at = :now"];
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", sv(upload_pk(id)))
-            .key("sk", sv("META"))
+            .update_session(id)
             .condition_expression("#s = :processing")
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":processing", sv("processing"))
@@ -617,17 +595,8 @@ impl Store {
                 req = req.expression_attribute_values(name, v);
             }
         }
-        match req.update_expression(format!("SET {}", set.join(", "))).send().await {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let err = map_err("UpdateItem", e);
-                if is_conditional_failure(&err) {
-                    Ok(false)
-                } else {
-                    Err(err)
-                }
-            }
-        }
+        let res = req.update_expression(format!("SET {}", set.join(", "))).send().await;
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
     }
 
     /// One page of an owner's files, newest first.
@@ -686,11 +655,7 @@ impl Store {
     /// Marks a file deleted (idempotent) and due for purging at `purge_at`.
     pub async fn soft_delete(&self, id: &UploadId, now: i64, purge_at: i64) -> Result<bool, StoreError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", sv(upload_pk(id)))
-            .key("sk", sv("META"))
+            .update_session(id)
             .update_expression("SET deleted_at = :now, purge_at = :p, updated_at = :now, gsi1pk = :purge, gsi1sk = :p")
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(deleted_at)")
             .expression_attribute_values(":now", nv(now))
@@ -698,31 +663,27 @@ impl Store {
             .expression_attribute_values(":purge", sv(PURGE))
             .send()
             .await;
-        self.conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
     }
 
     /// Undoes a soft delete while its retention lasts. False when it is over.
     pub async fn restore(&self, id: &UploadId, now: i64) -> Result<bool, StoreError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", sv(upload_pk(id)))
-            .key("sk", sv("META"))
+            .update_session(id)
             .update_expression("SET updated_at = :now REMOVE deleted_at, purge_at, gsi1pk, gsi1sk")
             .condition_expression("attribute_exists(deleted_at) AND purge_at > :now")
             .expression_attribute_values(":now", nv(now))
             .send()
             .await;
-        self.conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
     }
 
-    fn conditional(&self, res: Result<(), StoreError>) -> Result<bool, StoreError> {
-        match res {
-            Ok(()) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(e),
-        }
+    /// An UpdateItem on an upload's session item.
+    fn update_session(
+        &self,
+        id: &UploadId,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client.update_item().table_name(&self.table).key("pk", sv(upload_pk(id))).key("sk", sv("META"))
     }
 
     /// Deleted files whose retention is over.

@@ -25,6 +25,7 @@ use crate::{
     plan::PartPlan,
     queue::{ProcessJob, QueueError},
     ranges::missing_ranges,
+    rfc3339,
     storage::{CompleteOutcome, StorageError},
     store::{CreateError, PartRecord, StoreError, UploadRecord, UploadStatus},
     telemetry, App,
@@ -62,13 +63,6 @@ impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         ApiError::internal(e)
     }
-}
-
-fn rfc3339(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 const NOT_FOUND: &str = "No upload with this id exists.";

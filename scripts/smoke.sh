@@ -38,6 +38,8 @@ for f in get_upload sign_parts record_parts complete_upload abort_upload; do
   check "$f" "events/$f.json" 404
 done
 check catalog events/catalog.json 200
+check companion events/companion.json 200
+companion_id=$(printf '%s' "$LAST" | python3 -c 'import json,sys; print(json.loads(json.load(sys.stdin)["body"])["uploadId"])')
 # A link with a made-up signature: refused before anything is looked up.
 check download events/download.json 403
 # Abort the upload the sample created (keeps the sample owner under its quota).
@@ -48,6 +50,14 @@ e = json.load(open("events/abort_upload.json"))
 i = sys.argv[1]
 e["pathParameters"]["id"] = i
 e["rawPath"] = e["requestContext"]["http"]["path"] = f"/uploads/{i}"
+print(json.dumps(e))
+PY
+check abort_upload "$tmp" 200
+# And the one the Companion sample created.
+python3 - "$companion_id" >"$tmp" <<'PY'
+import json, sys
+e = json.load(open("events/abort_upload.json"))
+e["pathParameters"]["id"] = sys.argv[1]
 print(json.dumps(e))
 PY
 check abort_upload "$tmp" 200

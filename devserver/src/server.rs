@@ -31,6 +31,7 @@ pub fn http_handlers() -> BTreeMap<&'static str, HttpHandler> {
     m.insert(abort_upload::FUNCTION, |a, r| Box::pin(abort_upload::handle(a, r)));
     m.insert(catalog::FUNCTION, |a, r| Box::pin(catalog::handle(a, r)));
     m.insert(download::FUNCTION, |a, r| Box::pin(download::handle(a, r)));
+    m.insert(companion::FUNCTION, |a, r| Box::pin(companion::handle(a, r)));
     m
 }
 

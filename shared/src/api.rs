@@ -98,7 +98,7 @@ impl ApiError {
     }
 
     /// The sentence a client sees.
-    fn detail(&self) -> String {
+    pub fn detail(&self) -> String {
         match self {
             ApiError::Unauthorized => "This request needs a valid bearer token (Authorization: Bearer ...).".into(),
             ApiError::Internal(_) => {
@@ -162,6 +162,24 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body
         .header(header::CACHE_CONTROL, "no-store")
         .body(Body::Text(text))
         .map_err(ApiError::internal)
+}
+
+/// Collapses a handler's result into a response in Uppy Companion's error shape,
+/// `{"error": "<sentence>"}` (Uppy throws on any `error` field), same status codes.
+pub fn respond_companion(result: Result<Response<Body>, ApiError>) -> Response<Body> {
+    result.unwrap_or_else(|e| {
+        let problem = e.into_response();
+        let (mut parts, body) = problem.into_parts();
+        let detail = match &body {
+            Body::Text(t) => {
+                serde_json::from_str::<Value>(t).ok().and_then(|v| v["detail"].as_str().map(str::to_owned))
+            }
+            _ => None,
+        }
+        .unwrap_or_else(|| "Request failed.".into());
+        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Response::from_parts(parts, Body::Text(json!({ "error": detail }).to_string()))
+    })
 }
 
 /// Collapses a handler's result into a response.

@@ -198,6 +198,10 @@ pub struct UploadRecord {
     pub deleted_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purge_at: Option<i64>,
+    /// The size was not declared (Uppy's Companion protocol): `size` is 0 and no bytes are
+    /// reserved in the quota until completion learns it.
+    #[serde(default)]
+    pub deferred_size: bool,
     /// Catalog index (set when the object exists): the owner's files, newest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gsi2pk: Option<String>,
@@ -212,6 +216,15 @@ pub struct UploadRecord {
 }
 
 impl UploadRecord {
+    /// Bytes this session holds in its owner's in-flight quota.
+    pub fn reserved_bytes(&self) -> u64 {
+        if self.deferred_size {
+            0
+        } else {
+            self.size
+        }
+    }
+
     /// Keys for a new session that the janitor will look at when it expires.
     pub fn open_keys(id: &UploadId, expires_at: i64) -> (String, String, Option<String>, Option<i64>) {
         (upload_pk(id), "META".into(), Some(OPEN.into()), Some(expires_at))
@@ -315,7 +328,7 @@ impl Store {
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let room = max_bytes.saturating_sub(rec.size);
+        let room = max_bytes.saturating_sub(rec.reserved_bytes());
         let quota = Update::builder()
             .table_name(&self.table)
             .key("pk", sv(quota_pk(&rec.owner)))
@@ -325,7 +338,7 @@ impl Store {
                 "attribute_not_exists(open_uploads) OR (open_uploads < :max_open AND bytes_in_flight <= :room)",
             )
             .expression_attribute_values(":one", nv(1))
-            .expression_attribute_values(":size", nv(rec.size))
+            .expression_attribute_values(":size", nv(rec.reserved_bytes()))
             .expression_attribute_values(":max_open", nv(max_open))
             .expression_attribute_values(":room", nv(room))
             .build()
@@ -494,9 +507,11 @@ impl Store {
             .key("pk", sv(rec.pk.clone()))
             .key("sk", sv("META"))
             .update_expression(
-                "SET #s = :processing, etag = :etag, completed_at = :now, updated_at = :now, gsi2pk = :g2pk, gsi2sk = :g2sk \
+                "SET #s = :processing, etag = :etag, #sz = :size, completed_at = :now, updated_at = :now, gsi2pk = :g2pk, gsi2sk = :g2sk \
                  REMOVE gsi1pk, gsi1sk, lease_until, #ttl",
             )
+            .expression_attribute_names("#sz", "size")
+            .expression_attribute_values(":size", nv(rec.size))
             .expression_attribute_values(":g2pk", sv(quota_pk(&rec.owner)))
             .expression_attribute_values(":g2sk", sv(catalog_sort_key(crate::now_millis().max(now * 1000), &rec.id)))
             .condition_expression("#s = :completing")
@@ -546,7 +561,9 @@ impl Store {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(session).build())
             .transact_items(
-                TransactWriteItem::builder().update(self.quota_update(&rec.owner, -1, -(rec.size as i128))?).build(),
+                TransactWriteItem::builder()
+                    .update(self.quota_update(&rec.owner, -1, -(rec.reserved_bytes() as i128))?)
+                    .build(),
             )
             .send()
             .await;

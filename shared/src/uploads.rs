@@ -69,7 +69,7 @@ const NOT_FOUND: &str = "No upload with this id exists.";
 
 /// The one place that turns "not yours" into "not there": another owner's upload
 /// and a nonexistent one are indistinguishable.
-async fn load_owned(app: &App, owner: &Owner, id: &UploadId) -> Result<UploadRecord, ApiError> {
+pub(crate) async fn load_owned(app: &App, owner: &Owner, id: &UploadId) -> Result<UploadRecord, ApiError> {
     match app.store.get(id).await? {
         Some(rec) if &rec.owner == owner => Ok(rec),
         _ => Err(ApiError::NotFound(NOT_FOUND)),
@@ -96,7 +96,7 @@ fn effective_status(rec: &UploadRecord, now: i64) -> UploadStatus {
     }
 }
 
-fn refuse_unless_open(rec: &UploadRecord, now: i64, action: &str) -> Result<(), ApiError> {
+pub(crate) fn refuse_unless_open(rec: &UploadRecord, now: i64, action: &str) -> Result<(), ApiError> {
     match effective_status(rec, now) {
         UploadStatus::Uploading => Ok(()),
         UploadStatus::Completing => Err(ApiError::conflict(format!("Cannot {action}: the upload is being completed."))),
@@ -109,6 +109,15 @@ fn refuse_unless_open(rec: &UploadRecord, now: i64, action: &str) -> Result<(), 
             Err(ApiError::conflict(format!("Cannot {action}: the upload is already complete (status {}).", s.as_str())))
         }
     }
+}
+
+fn refuse_deferred(rec: &UploadRecord) -> Result<(), ApiError> {
+    if rec.deferred_size {
+        return Err(ApiError::conflict(
+            "This upload was started through the Companion (/s3) routes; continue it there.",
+        ));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- views
@@ -273,16 +282,52 @@ pub async fn create(app: &App, owner: &Owner, new: NewUpload, now: i64) -> Resul
             format!("size {} is above your allowance of {} bytes in flight.", new.size, cfg.max_bytes_in_flight),
         ));
     }
+    let session = Session {
+        filename: new.filename,
+        content_type: new.content_type,
+        plan: Some(plan),
+        part_checksums: new.part_checksums,
+        sha256: new.sha256,
+    };
+    let rec = open_session(app, owner, session, now).await?;
+    Ok(view(&rec, Some(&[]), now))
+}
+
+/// What a new session is made of. `plan: None` is a deferred-size session (the size
+/// is learnt at completion, as in Uppy's Companion protocol).
+pub(crate) struct Session {
+    pub filename: FileName,
+    pub content_type: ContentType,
+    pub plan: Option<PartPlan>,
+    pub part_checksums: bool,
+    pub sha256: Option<Sha256Digest>,
+}
+
+/// Opens the S3 multipart upload and stores the session with its quota, in that order;
+/// undoes the first when the second is refused.
+pub(crate) async fn open_session(
+    app: &App,
+    owner: &Owner,
+    session: Session,
+    now: i64,
+) -> Result<UploadRecord, ApiError> {
+    let cfg = &app.config;
+    let reserved = session.plan.map_or(0, |p| p.size());
     // Cheap pre-check so a full quota costs no S3 call; the transaction below is the real guard.
     let quota = app.store.quota(owner).await?;
-    if quota.open_uploads >= cfg.max_open_uploads || quota.bytes_in_flight + new.size.get() > cfg.max_bytes_in_flight {
+    if quota.open_uploads >= cfg.max_open_uploads || quota.bytes_in_flight + reserved > cfg.max_bytes_in_flight {
         return Err(quota_exceeded(cfg.max_open_uploads, cfg.max_bytes_in_flight));
     }
     let id = UploadId::generate();
     let key = format!("uploads/{id}");
     let s3_upload_id = app
         .storage
-        .create_multipart(&key, new.content_type.as_str(), new.part_checksums, &[("hoist-upload-id", id.to_string())])
+        .create_multipart(
+            &key,
+            session.content_type.as_str(),
+            session.part_checksums,
+            &[("hoist-upload-id", id.to_string())],
+        )
         .await?;
     let expires_at = now + cfg.upload_ttl.as_secs() as i64;
     let (pk, sk, gsi1pk, gsi1sk) = UploadRecord::open_keys(&id, expires_at);
@@ -292,13 +337,13 @@ pub async fn create(app: &App, owner: &Owner, new: NewUpload, now: i64) -> Resul
         id: id.clone(),
         owner: owner.clone(),
         status: UploadStatus::Uploading,
-        filename: new.filename,
-        content_type: new.content_type,
-        size: plan.size(),
-        part_size: plan.part_size(),
-        part_count: plan.part_count(),
-        part_checksums: new.part_checksums,
-        sha256: new.sha256,
+        filename: session.filename,
+        content_type: session.content_type,
+        size: session.plan.map_or(0, |p| p.size()),
+        part_size: session.plan.map_or(0, |p| p.part_size()),
+        part_count: session.plan.map_or(0, |p| p.part_count()),
+        part_checksums: session.part_checksums,
+        sha256: session.sha256,
         s3_key: key.clone(),
         s3_upload_id: s3_upload_id.clone(),
         created_at: now,
@@ -318,6 +363,7 @@ pub async fn create(app: &App, owner: &Owner, new: NewUpload, now: i64) -> Resul
         purge_at: None,
         gsi2pk: None,
         gsi2sk: None,
+        deferred_size: session.plan.is_none(),
         gsi1pk,
         gsi1sk,
         // A backstop only: the janitor expires sessions long before DynamoDB deletes them.
@@ -336,9 +382,9 @@ pub async fn create(app: &App, owner: &Owner, new: NewUpload, now: i64) -> Resul
             return Err(e.into());
         }
     }
-    tracing::info!(upload_id = %id, owner = %owner, size = rec.size, parts = rec.part_count, "upload created");
+    tracing::info!(upload_id = %id, owner = %owner, size = rec.size, parts = rec.part_count, deferred = rec.deferred_size, "upload created");
     telemetry::metric("create_upload", "UploadsCreated", 1.0, "Count");
-    Ok(view(&rec, Some(&[]), now))
+    Ok(rec)
 }
 
 fn quota_exceeded(max_open: u64, max_bytes: u64) -> ApiError {
@@ -409,6 +455,7 @@ pub async fn sign_parts(
     }
     let rec = load_owned(app, owner, id).await?;
     refuse_unless_open(&rec, now, "sign parts")?;
+    refuse_deferred(&rec)?;
     let plan = plan_of(&rec)?;
     let ttl = app.config.part_url_ttl.as_secs().min((rec.expires_at - now).max(1) as u64);
     let expires_at = rfc3339(now + ttl as i64);
@@ -488,6 +535,7 @@ pub async fn record_parts(
     }
     let rec = load_owned(app, owner, id).await?;
     refuse_unless_open(&rec, now, "record parts")?;
+    refuse_deferred(&rec)?;
     let plan = plan_of(&rec)?;
     // Last write wins within a batch, as it does in S3 for a re-sent part.
     let mut by_number: BTreeMap<u32, PartRecord> = BTreeMap::new();
@@ -557,9 +605,13 @@ pub async fn complete(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Resu
 }
 
 /// Runs with the completion lease held; gives it back on any failure.
-async fn drive_completion(app: &App, rec: UploadRecord, now: i64) -> Result<UploadView, ApiError> {
-    match finish_object(app, &rec).await {
-        Ok(etag) => {
+async fn drive_completion(app: &App, mut rec: UploadRecord, now: i64) -> Result<UploadView, ApiError> {
+    let finished =
+        if rec.deferred_size { finish_deferred_object(app, &rec).await } else { finish_object(app, &rec).await };
+    match finished {
+        Ok((etag, size)) => {
+            // A deferred-size upload learns its size now.
+            rec.size = size;
             let job = ProcessJob {
                 version: 1,
                 upload_id: rec.id.clone(),
@@ -593,12 +645,13 @@ async fn drive_completion(app: &App, rec: UploadRecord, now: i64) -> Result<Uplo
     }
 }
 
-/// Makes sure the object exists, assembled from exactly the planned parts; returns its ETag.
-async fn finish_object(app: &App, rec: &UploadRecord) -> Result<String, ApiError> {
+/// Makes sure the object exists, assembled from exactly the planned parts; returns its
+/// ETag and size.
+async fn finish_object(app: &App, rec: &UploadRecord) -> Result<(String, u64), ApiError> {
     let Some(stored) = app.storage.list_parts(&rec.s3_key, &rec.s3_upload_id).await? else {
         // S3 no longer knows the multipart upload: our own earlier completion (that
         // crashed before recording it), or an abort by the lifecycle rule.
-        return existing_object(app, rec).await?.ok_or_else(|| {
+        return existing_object(app, rec).await?.map(|e| (e, rec.size)).ok_or_else(|| {
             ApiError::conflict("S3 no longer holds this upload's parts (aborted or expired). Start a new upload.")
         });
     };
@@ -651,10 +704,20 @@ async fn finish_object(app: &App, rec: &UploadRecord) -> Result<String, ApiError
         detail.push('.');
         return Err(ApiError::Conflict { detail, extra });
     }
-    match app.storage.complete(&rec.s3_key, &rec.s3_upload_id, &parts, rec.size).await? {
-        CompleteOutcome::Completed { etag } => Ok(etag),
+    complete_parts(app, rec, &parts, rec.size).await
+}
+
+/// CompleteMultipartUpload, resolving "already done" answers against the object itself.
+async fn complete_parts(
+    app: &App,
+    rec: &UploadRecord,
+    parts: &[(PartNumber, ETag, Option<String>)],
+    size: u64,
+) -> Result<(String, u64), ApiError> {
+    match app.storage.complete(&rec.s3_key, &rec.s3_upload_id, parts, size).await? {
+        CompleteOutcome::Completed { etag } => Ok((etag, size)),
         CompleteOutcome::AlreadyExists | CompleteOutcome::NoSuchUpload => {
-            existing_object(app, rec).await?.ok_or_else(|| {
+            existing_object(app, rec).await?.map(|e| (e, size)).ok_or_else(|| {
                 ApiError::conflict("S3 refused to complete this upload and holds no object for it. Start a new upload.")
             })
         }
@@ -665,10 +728,59 @@ async fn finish_object(app: &App, rec: &UploadRecord) -> Result<String, ApiError
     }
 }
 
+/// Completes an upload whose size was not declared (Uppy's Companion protocol): the
+/// parts are whatever S3 holds, which must run 1..=n without gaps; the total must be
+/// within the service's limit, or the upload is aborted.
+async fn finish_deferred_object(app: &App, rec: &UploadRecord) -> Result<(String, u64), ApiError> {
+    let Some(stored) = app.storage.list_parts(&rec.s3_key, &rec.s3_upload_id).await? else {
+        return match app.storage.head(&rec.s3_key).await? {
+            Some((size, etag)) => Ok((etag, size)),
+            None => Err(ApiError::conflict(
+                "S3 no longer holds this upload's parts (aborted or expired). Start a new upload.",
+            )),
+        };
+    };
+    if stored.is_empty() {
+        return Err(ApiError::conflict("No parts have been uploaded yet."));
+    }
+    let mut numbers: Vec<u32> = stored.iter().map(|p| p.number).collect();
+    numbers.sort_unstable();
+    let count = numbers.len() as u32;
+    let gaps = missing_ranges(numbers.last().copied().unwrap_or(0), numbers.iter().copied());
+    if !gaps.is_empty() {
+        let mut extra = Map::new();
+        extra.insert("missing_parts".into(), json!(gaps));
+        return Err(ApiError::Conflict {
+            detail: format!("The upload cannot be completed yet: part(s) {} are not in S3.", describe_ranges(&gaps)),
+            extra,
+        });
+    }
+    let size: u64 = stored.iter().map(|p| p.size).sum();
+    if size > app.config.max_upload_size {
+        // Enforced here because this protocol does not declare the size up front.
+        app.storage.abort(&rec.s3_key, &rec.s3_upload_id).await?;
+        return Err(ApiError::invalid(
+            "size",
+            format!(
+                "The upload is {size} bytes, above this service's limit of {} bytes; it was discarded.",
+                app.config.max_upload_size
+            ),
+        ));
+    }
+    let mut parts = Vec::with_capacity(count as usize);
+    let mut sorted = stored;
+    sorted.sort_by_key(|p| p.number);
+    for p in sorted {
+        let etag = ETag::parse(&p.etag).map_err(|_| ApiError::internal("S3 returned an unusable ETag"))?;
+        parts.push((PartNumber::new(p.number)?, etag, None));
+    }
+    complete_parts(app, rec, &parts, size).await
+}
+
 /// The object at the upload's key, if it is the one this upload produced (right size).
 async fn existing_object(app: &App, rec: &UploadRecord) -> Result<Option<String>, ApiError> {
     Ok(match app.storage.head(&rec.s3_key).await? {
-        Some((size, etag)) if size == rec.size => Some(etag),
+        Some((size, etag)) if size == rec.size || rec.deferred_size => Some(etag),
         Some((size, _)) => {
             tracing::error!(upload_id = %rec.id, size, expected = rec.size, "object at upload key has the wrong size");
             None

@@ -32,6 +32,17 @@ if ! command -v clamd >/dev/null 2>&1; then
   $SUDO apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clamav clamav-daemon >/dev/null
 fi
+# Chromium for the browser tests (Debian's; playwright cannot download its own here).
+if [ "${HOIST_SKIP_BROWSER:-0}" != 1 ] && ! [ -x /usr/bin/chromium ]; then
+  echo "install: chromium (apt)" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+# The web uploader's npm dependencies (Uppy, esbuild, playwright-core), exactly as locked.
+if [ ! -d "$HOIST_ROOT/web/node_modules" ] || [ "$HOIST_ROOT/web/package-lock.json" -nt "$HOIST_ROOT/web/node_modules/.package-lock.json" ]; then
+  (cd "$HOIST_ROOT/web" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 wait $p1; wait $p2; [ -z "$p3" ] || wait $p3
 if [ "${HOIST_SKIP_TOOLS:-0}" != 1 ] && [ ! -x "$VENV_TOOLS/bin/openapi-spec-validator" ]; then
   "$VENV_TOOLS/bin/pip" install -q 'openapi-spec-validator==0.7.*'

@@ -29,6 +29,10 @@ fi
 step "unit and end-to-end tests"
 cargo test --workspace --all-targets 2>&1 | grep -v '^{"' 
 
+step "web uploader in headless Chromium (Uppy -> Companion routes -> S3 -> ready -> download)"
+cargo build -q -p hoist-dev
+(cd web && npm run --silent build && node --test test/)
+
 step "template and API document"
 sam validate --lint
 openapi-spec-validator docs/openapi.yaml

@@ -23,6 +23,7 @@ pub fn state_from_template(
         handlers: server::http_handlers(),
         jwt_secret,
         request_log: None,
+        web_dir: None,
     }))
 }
 

@@ -22,6 +22,9 @@ enum Cmd {
         /// Janitor period in seconds (the template's schedule when not given).
         #[arg(long, env = "HOIST_DEV_JANITOR_SECONDS")]
         janitor_seconds: Option<u64>,
+        /// The web uploader's built files (npm run build in web/).
+        #[arg(long, default_value = "web/dist")]
+        web_dir: String,
     },
     /// Print a dev bearer token for OWNER (signed with HOIST_DEV_JWT_SECRET).
     Token {
@@ -42,12 +45,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             shared::domain::Owner::parse(&owner)?;
             println!("{}", hoist_dev::jwt::issue(&secret()?, &owner, ttl_seconds, shared::now())?);
         }
-        Cmd::Serve { port, template, janitor_seconds } => {
+        Cmd::Serve { port, template, janitor_seconds, web_dir } => {
             shared::telemetry::init("hoist-dev");
             let app = shared::App::from_env().await?;
             let text = std::fs::read_to_string(&template)?;
             let parsed = hoist_dev::routes::parse_template(&text)?;
             let state = hoist_dev::state_from_template(app.clone(), &text, secret()?)?;
+            let state = std::sync::Arc::new(hoist_dev::server::DevState {
+                app: state.app.clone(),
+                routes: state.routes.clone(),
+                handlers: state.handlers.clone(),
+                jwt_secret: state.jwt_secret.clone(),
+                request_log: None,
+                web_dir: std::path::Path::new(&web_dir).is_dir().then(|| web_dir.clone().into()),
+            });
             let every = janitor_seconds
                 .or_else(|| parsed.schedules.iter().find(|s| s.binary == "janitor").map(|s| s.every_secs))
                 .unwrap_or(900);

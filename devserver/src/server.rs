@@ -52,6 +52,8 @@ pub struct DevState {
     /// Every routed request as (route key, body), for tests that assert what the
     /// server saw. Off unless a test turns it on.
     pub request_log: Option<Arc<std::sync::Mutex<Vec<LoggedRequest>>>>,
+    /// Static files of the web uploader (web/dist), served for GETs no route takes.
+    pub web_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,10 +81,67 @@ fn plain(status: StatusCode, msg: &str) -> AxResponse {
         .unwrap_or_default()
 }
 
+/// The name of the session cookie the web page authenticates with (Uppy 6's Companion
+/// mode sends cookies, not headers).
+pub const SESSION_COOKIE: &str = "hoist_session";
+
+/// The bearer token: `Authorization: Bearer`, else the `hoist_session` cookie.
 fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    if let Some(v) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, token) = v.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then_some(token.trim());
+    }
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(SESSION_COOKIE).and_then(|rest| rest.strip_prefix('=')))
+}
+
+/// `GET /dev/login?owner=NAME` (dev server only): sets the session cookie for NAME and
+/// goes to the page. In AWS the identity provider's login does this.
+fn dev_login(st: &DevState, query: Option<&str>) -> AxResponse {
+    let owner = query
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "owner").map(|(_, v)| v.into_owned()))
+        .unwrap_or_else(|| "alice".into());
+    if shared::domain::Owner::parse(&owner).is_err() {
+        return plain(StatusCode::BAD_REQUEST, "owner is not a usable name.");
+    }
+    let Ok(token) = crate::jwt::issue(&st.jwt_secret, &owner, 12 * 3600, shared::now()) else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "could not issue a token");
+    };
+    // Secure is left out only because this is plain-HTTP localhost.
+    let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200");
+    AxResponse::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header("set-cookie", cookie)
+        .header("location", "/")
+        .body(AxBody::empty())
+        .unwrap_or_default()
+}
+
+async fn static_file(dir: &std::path::Path, path: &str) -> Option<AxResponse> {
+    let rel = if path == "/" { "index.html" } else { path.trim_start_matches('/') };
+    if rel.is_empty() || rel.split('/').any(|seg| seg == ".." || seg.starts_with('.')) {
+        return None;
+    }
+    let bytes = tokio::fs::read(dir.join(rel)).await.ok()?;
+    let ct = match rel.rsplit('.').next().unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "map" | "json" => "application/json",
+        "png" => "image/png",
+        "svg" => "image/svg+xml",
+        _ => "application/octet-stream",
+    };
+    AxResponse::builder()
+        .header("content-type", ct)
+        .header("x-content-type-options", "nosniff")
+        .header("cache-control", "no-cache")
+        .body(AxBody::from(bytes))
+        .ok()
 }
 
 async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse {
@@ -90,6 +149,14 @@ async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
     let Some((route, params)) = match_route(&st.routes, &method, &path) else {
+        if method == "GET" && path == "/dev/login" {
+            return dev_login(&st, parts.uri.query());
+        }
+        if let (true, Some(dir)) = (method == "GET", st.web_dir.as_deref()) {
+            if let Some(resp) = static_file(dir, &path).await {
+                return resp;
+            }
+        }
         return plain(StatusCode::NOT_FOUND, "No route matches this method and path.");
     };
     let Some(handler) = st.handlers.get(route.binary.as_str()).copied() else {

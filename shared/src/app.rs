@@ -40,7 +40,7 @@ impl App {
         let credentials = sdk.credentials_provider().ok_or(StartupError::NoCredentials)?;
         let storage = Storage::new(aws_sdk_s3::Client::from_conf(s3), config.bucket.clone(), credentials);
         let store = Store::new(aws_sdk_dynamodb::Client::new(sdk), config.table.clone());
-        let queue = Queue::new(aws_sdk_sqs::Client::new(sdk), config.queue_url.clone());
+        let queue = Queue::new(aws_sdk_sqs::Client::new(sdk), config.queue_url.clone(), config.job_delay_secs);
         Ok(Self { config, storage, store, queue })
     }
 }

@@ -121,6 +121,8 @@ pub struct Config {
     pub delete_retention: Duration,
     /// Base URL for links; when unset, taken from the request (Host, X-Forwarded-Proto).
     pub public_base_url: Option<String>,
+    /// Delay of processing jobs on the queue (see `Queue`).
+    pub job_delay_secs: i32,
 }
 
 pub const SIGN_BATCH_MAX: usize = 1000;
@@ -185,6 +187,7 @@ impl Config {
             link_max_ttl: Duration::from_secs(number("HOIST_LINK_MAX_TTL_SECONDS", 7 * 24 * 3600)?),
             delete_retention: Duration::from_secs(number("HOIST_DELETE_RETENTION_SECONDS", 30 * 24 * 3600)?),
             public_base_url: var("HOIST_PUBLIC_BASE_URL"),
+            job_delay_secs: number("HOIST_JOB_DELAY_SECONDS", 2)?.min(900) as i32,
         })
     }
 }

@@ -78,6 +78,8 @@ pub enum PipelineError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Other(String),
+    #[error("the upload is still completing; the job will be retried")]
+    NotYet,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +106,11 @@ pub async fn process(
         tracing::warn!(upload_id = %job.upload_id, "job for an unknown upload; dropping");
         return Ok(JobOutcome::Skipped);
     };
+    if rec.status == UploadStatus::Completing && rec.owner == job.owner {
+        // The job is sent just before the status moves to `processing`: this delivery
+        // raced that write. Not done, not failed: let SQS bring it back.
+        return Err(PipelineError::NotYet);
+    }
     if rec.status != UploadStatus::Processing || rec.owner != job.owner {
         tracing::info!(upload_id = %job.upload_id, status = rec.status.as_str(), "already processed; duplicate delivery ignored");
         return Ok(JobOutcome::Skipped);
@@ -111,7 +118,7 @@ pub async fn process(
     match run(app, cfg, job, &rec).await {
         Ok(status) => Ok(JobOutcome::Finished(status)),
         Err(e) => {
-            if receive_count >= cfg.max_receives {
+            if receive_count >= cfg.max_receives && !matches!(e, PipelineError::NotYet) {
                 let outcome = ProcessingOutcome {
                     status: UploadStatus::Failed,
                     reason: format!("Processing failed {receive_count} times; the job was set aside for an operator. Last error: {e}"),

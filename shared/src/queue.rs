@@ -29,11 +29,14 @@ pub struct QueueError(String);
 pub struct Queue {
     client: Client,
     url: String,
+    /// Delivery delay of each job, so the status write that follows the send lands
+    /// first (the consumer also retries a job that arrives too early).
+    delay_secs: i32,
 }
 
 impl Queue {
-    pub fn new(client: Client, url: String) -> Self {
-        Self { client, url }
+    pub fn new(client: Client, url: String, delay_secs: i32) -> Self {
+        Self { client, url, delay_secs: delay_secs.clamp(0, 900) }
     }
 
     pub fn url(&self) -> &str {
@@ -42,13 +45,20 @@ impl Queue {
 
     pub async fn send(&self, job: &ProcessJob) -> Result<(), QueueError> {
         let body = serde_json::to_string(job).map_err(|e| QueueError(e.to_string()))?;
-        self.client.send_message().queue_url(&self.url).message_body(body).send().await.map_err(|e| {
-            QueueError(format!(
-                "{}: {}",
-                e.code().unwrap_or("error"),
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            ))
-        })?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(self.delay_secs)
+            .send()
+            .await
+            .map_err(|e| {
+                QueueError(format!(
+                    "{}: {}",
+                    e.code().unwrap_or("error"),
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                ))
+            })?;
         Ok(())
     }
 }

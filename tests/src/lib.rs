@@ -89,6 +89,9 @@ impl Harness {
             .expect("queue url");
         let mut config = Config::from_env().expect("config from env (source scripts/env.sh)");
         config.queue_url = queue_url.clone();
+        // Tests drain the queue right after `complete` has answered (so the status write
+        // has landed): no delivery delay needed, and none to wait for.
+        config.job_delay_secs = 0;
         tweak(&mut config);
         let app = Arc::new(App::with_sdk_config(config, &sdk).expect("app"));
         let secret = std::env::var("HOIST_DEV_JWT_SECRET").expect("HOIST_DEV_JWT_SECRET");
@@ -102,6 +105,7 @@ impl Harness {
             handlers: state.handlers.clone(),
             jwt_secret: state.jwt_secret.clone(),
             request_log: Some(request_log.clone()),
+            web_dir: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));

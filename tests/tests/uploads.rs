@@ -348,7 +348,9 @@ async fn empty_file_uploads_as_one_empty_part() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn janitor_expires_abandoned_uploads_and_aborts_their_parts() {
-    let h = Harness::with_config(|c| c.upload_ttl = std::time::Duration::from_secs(1)).await;
+    // Long enough that a loaded machine cannot expire it before the test is ready;
+    // the sweep below runs "a minute later".
+    let h = Harness::with_config(|c| c.upload_ttl = std::time::Duration::from_secs(30)).await;
     let owner = unique("liam");
     let data = rand_like::bytes(PART + 3);
     let id = id_of(&h.create(&owner, "old.bin", &data, PART as u64, false).await);
@@ -357,7 +359,7 @@ async fn janitor_expires_abandoned_uploads_and_aborts_their_parts() {
     let quota_before = h.app.store.quota(&shared::domain::Owner::parse(&owner).unwrap()).await.unwrap();
     assert_eq!(quota_before.open_uploads, 1);
 
-    let report = shared::uploads::sweep(&h.app, shared::now() + 5).await.unwrap();
+    let report = shared::uploads::sweep(&h.app, shared::now() + 60).await.unwrap();
     assert!(report.expired >= 1, "{report:?}");
     assert!(
         h.app.storage.list_parts(&format!("uploads/{id}"), &s3_id).await.unwrap().is_none(),

@@ -1,0 +1,85 @@
+// Hoist's web uploader: Uppy's Dashboard with @uppy/aws-s3 in Companion mode, pointed at
+// this API's own origin. Uppy 6 sends no custom headers in Companion mode, only
+// same-origin cookies: the page is served by the API and authenticates with the
+// `hoist_session` cookie (HttpOnly, SameSite=Strict).
+import Uppy from '@uppy/core'
+import Dashboard from '@uppy/dashboard'
+import AwsS3 from '@uppy/aws-s3'
+import '@uppy/core/css/style.min.css'
+import '@uppy/dashboard/css/style.min.css'
+
+const MiB = 1024 * 1024
+const api = (path, opts = {}) => fetch(path, { credentials: 'same-origin', ...opts })
+
+const uppy = new Uppy({ id: 'hoist', autoProceed: false })
+  .use(Dashboard, {
+    inline: true,
+    target: '#uploader',
+    height: 360,
+    proudlyDisplayPoweredByUppy: false,
+    showProgressDetails: true,
+    note: 'Files go straight to storage in parallel parts; every upload is scanned before it can be downloaded.',
+  })
+  .use(AwsS3, {
+    companionEndpoint: window.location.origin,
+    // Every upload is multipart: resumable, and verified part by part.
+    shouldUseMultipart: true,
+    getChunkSize: (file) => Math.max(8 * MiB, Math.ceil(file.size / 10000)),
+  })
+
+window.hoistUppy = uppy
+
+function human (n) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+  let i = 0
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++ }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`
+}
+
+async function download (id) {
+  const r = await api(`/files/${id}/links`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
+  const body = await r.json()
+  if (!r.ok) { showError(body.detail || 'Could not create a link.'); return }
+  window.location.href = body.url
+}
+
+function showError (msg) { document.getElementById('error').textContent = msg }
+
+async function refresh () {
+  const r = await api('/files?limit=50')
+  if (r.status === 401) { showError('Not signed in.'); return }
+  const { files } = await r.json()
+  const tbody = document.querySelector('#files tbody')
+  tbody.replaceChildren(...files.map((f) => {
+    const tr = document.createElement('tr')
+    tr.dataset.id = f.id
+    tr.dataset.status = f.status
+    const thumb = document.createElement('td')
+    thumb.className = 'thumb'
+    if (f.thumbnail_url) { const img = document.createElement('img'); img.src = f.thumbnail_url; img.alt = ''; thumb.append(img) }
+    const name = document.createElement('td')
+    name.textContent = f.filename
+    const size = document.createElement('td')
+    size.textContent = human(f.size)
+    const status = document.createElement('td')
+    const s = document.createElement('span')
+    s.className = `status ${f.status}`
+    s.textContent = f.status
+    status.append(s)
+    if (f.status !== 'ready' && f.reason) { const why = document.createElement('div'); why.className = 'reason'; why.textContent = f.reason; status.append(why) }
+    const action = document.createElement('td')
+    if (f.status === 'ready') {
+      const b = document.createElement('button')
+      b.className = 'download'
+      b.textContent = 'Download'
+      b.onclick = () => download(f.id)
+      action.append(b)
+    }
+    tr.append(thumb, name, size, status, action)
+    return tr
+  }))
+}
+
+uppy.on('complete', () => refresh())
+refresh()
+setInterval(refresh, 3000)

@@ -1,0 +1,103 @@
+// Browser test: the real page (served by hoist-dev with the real handlers) in headless
+// Chromium uploads a 30 MiB file through Uppy's Dashboard + @uppy/aws-s3 (Companion
+// mode, cookie session), the file becomes ready (processed with clamd), and the bytes
+// downloaded through a signed link equal the source. A screenshot is kept.
+// Needs the local stack up and hoist-dev built (scripts/test.sh does both).
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdirSync, readFileSync, writeFileSync, mkdtempSync, openSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { createServer } from 'node:net'
+import { chromium } from 'playwright-core'
+
+const root = resolve(import.meta.dirname, '..', '..')
+const artifacts = join(root, 'tests', 'artifacts')
+let server
+let base
+let browser
+
+function freePort () {
+  return new Promise((ok, fail) => {
+    const s = createServer()
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => ok(port)) })
+    s.on('error', fail)
+  })
+}
+
+async function waitFor (url, ms) {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    try { if ((await fetch(url)).ok) return } catch {}
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  throw new Error(`${url} did not come up`)
+}
+
+before(async () => {
+  const port = await freePort()
+  base = `http://127.0.0.1:${port}`
+  const bin = join(process.env.CARGO_TARGET_DIR, 'debug', 'hoist-dev')
+  mkdirSync(artifacts, { recursive: true })
+  // The server's JSON logs are kept as an artifact for when a run fails.
+  const log = openSync(join(artifacts, 'hoist-dev.log'), 'w')
+  server = spawn(bin, ['serve', '--port', String(port), '--template', join(root, 'template.yaml'), '--web-dir', join(root, 'web', 'dist')], {
+    stdio: ['ignore', log, log],
+  })
+  await waitFor(`${base}/`, 30000)
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+  })
+})
+
+after(async () => {
+  await browser?.close()
+  server?.kill('SIGTERM')
+})
+
+test('a 30 MiB file goes through Uppy to ready, and downloads byte for byte', { timeout: 240000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hoist-web-'))
+  const source = join(dir, 'holiday-video.bin')
+  const data = randomBytes(30 * 1024 * 1024 + 12345)
+  writeFileSync(source, data)
+  const sha = createHash('sha256').update(data).digest('hex')
+
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1100, height: 900 } })
+  const page = await context.newPage()
+  const companionCalls = []
+  page.on('request', (r) => { if (r.url().includes('/s3/multipart')) companionCalls.push(`${r.method()} ${new URL(r.url()).pathname}`) })
+  const owner = `web-${Date.now()}`
+  await page.goto(`${base}/dev/login?owner=${owner}`)
+  assert.equal(new URL(page.url()).pathname, '/')
+  const cookies = await context.cookies()
+  const session = cookies.find((c) => c.name === 'hoist_session')
+  assert.ok(session && session.httpOnly && session.sameSite === 'Strict', 'HttpOnly, SameSite=Strict session cookie')
+
+  await page.locator('input[type=file]').first().setInputFiles(source)
+  await page.locator('.uppy-StatusBar-actionBtn--upload').click()
+  await page.locator('.uppy-StatusBar.is-complete').waitFor({ timeout: 120000 })
+  assert.ok(companionCalls.some((c) => c.startsWith('POST /s3/multipart')), `Companion routes used: ${companionCalls}`)
+  assert.ok(companionCalls.some((c) => c.endsWith('/complete')), 'completed through the Companion route')
+
+  const row = page.locator('#files tbody tr[data-status="ready"]', { hasText: 'holiday-video.bin' })
+  await row.waitFor({ timeout: 90000 })
+  mkdirSync(artifacts, { recursive: true })
+  await page.screenshot({ path: join(artifacts, 'web-uploader.png'), fullPage: true })
+
+  const [download] = await Promise.all([page.waitForEvent('download'), row.locator('button.download').click()])
+  const got = readFileSync(await download.path())
+  assert.equal(got.length, data.length)
+  assert.equal(createHash('sha256').update(got).digest('hex'), sha, 'downloaded bytes equal the source')
+  await context.close()
+})
+
+test('without a session the API refuses and the page says so', async () => {
+  const r = await fetch(`${base}/files`)
+  assert.equal(r.status, 401)
+  const r2 = await fetch(`${base}/s3/multipart`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"filename":"a","type":"text/plain"}' })
+  assert.equal(r2.status, 401)
+})

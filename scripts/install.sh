@@ -40,9 +40,11 @@ if [ "${HOIST_SKIP_BROWSER:-0}" != 1 ] && ! [ -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 # The web uploader's npm dependencies (Uppy, esbuild, playwright-core), exactly as locked.
-if [ ! -d "$HOIST_ROOT/web/node_modules" ] || [ "$HOIST_ROOT/web/package-lock.json" -nt "$HOIST_ROOT/web/node_modules/.package-lock.json" ]; then
-  (cd "$HOIST_ROOT/web" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-fi
+for dir in "$HOIST_ROOT/web" "$HOIST_ROOT/web/uppy5"; do
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+done
 wait $p1; wait $p2; [ -z "$p3" ] || wait $p3
 if [ "${HOIST_SKIP_TOOLS:-0}" != 1 ] && [ ! -x "$VENV_TOOLS/bin/openapi-spec-validator" ]; then
   "$VENV_TOOLS/bin/pip" install -q 'openapi-spec-validator==0.7.*'

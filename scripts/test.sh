@@ -31,7 +31,7 @@ cargo test --workspace --all-targets 2>&1 | grep -v '^{"'
 
 step "web uploader in headless Chromium (Uppy -> Companion routes -> S3 -> ready -> download)"
 cargo build -q -p hoist-dev
-(cd web && npm run --silent build && node --test test/)
+(cd web && npm run --silent build && node --test test/*.test.mjs)
 
 step "template and API document"
 sam validate --lint

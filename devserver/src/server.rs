@@ -122,7 +122,8 @@ fn dev_login(st: &DevState, query: Option<&str>) -> AxResponse {
 }
 
 async fn static_file(dir: &std::path::Path, path: &str) -> Option<AxResponse> {
-    let rel = if path == "/" { "index.html" } else { path.trim_start_matches('/') };
+    let rel = format!("{}{}", path.trim_start_matches('/'), if path.ends_with('/') { "index.html" } else { "" });
+    let rel = rel.as_str();
     if rel.is_empty() || rel.split('/').any(|seg| seg == ".." || seg.starts_with('.')) {
         return None;
     }

@@ -5,58 +5,25 @@
 // Needs the local stack up and hoist-dev built (scripts/test.sh does both).
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync, writeFileSync, mkdtempSync, openSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
-import { createServer } from 'node:net'
-import { chromium } from 'playwright-core'
+import { join } from 'node:path'
+import { artifacts, launch, startServer } from './helpers.mjs'
 
-const root = resolve(import.meta.dirname, '..', '..')
-const artifacts = join(root, 'tests', 'artifacts')
 let server
 let base
 let browser
 
-function freePort () {
-  return new Promise((ok, fail) => {
-    const s = createServer()
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => ok(port)) })
-    s.on('error', fail)
-  })
-}
-
-async function waitFor (url, ms) {
-  const end = Date.now() + ms
-  while (Date.now() < end) {
-    try { if ((await fetch(url)).ok) return } catch {}
-    await new Promise((r) => setTimeout(r, 200))
-  }
-  throw new Error(`${url} did not come up`)
-}
-
 before(async () => {
-  const port = await freePort()
-  base = `http://127.0.0.1:${port}`
-  const bin = join(process.env.CARGO_TARGET_DIR, 'debug', 'hoist-dev')
-  mkdirSync(artifacts, { recursive: true })
-  // The server's JSON logs are kept as an artifact for when a run fails.
-  const log = openSync(join(artifacts, 'hoist-dev.log'), 'w')
-  server = spawn(bin, ['serve', '--port', String(port), '--template', join(root, 'template.yaml'), '--web-dir', join(root, 'web', 'dist')], {
-    stdio: ['ignore', log, log],
-  })
-  await waitFor(`${base}/`, 30000)
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
-  })
+  server = await startServer('hoist-dev-uppy6')
+  base = server.base
+  browser = await launch()
 })
 
 after(async () => {
   await browser?.close()
-  server?.kill('SIGTERM')
+  server?.stop()
 })
 
 test('a 30 MiB file goes through Uppy to ready, and downloads byte for byte', { timeout: 240000 }, async () => {

@@ -1,0 +1,54 @@
+// Shared by the browser tests: a hoist-dev server on a free port (the real handlers,
+// routes from template.yaml, the built pages) and headless Debian Chromium.
+import { spawn, execFileSync } from 'node:child_process'
+import { mkdirSync, openSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { join, resolve } from 'node:path'
+import { chromium } from 'playwright-core'
+
+export const root = resolve(import.meta.dirname, '..', '..')
+export const artifacts = join(root, 'tests', 'artifacts')
+const bin = join(process.env.CARGO_TARGET_DIR, 'debug', 'hoist-dev')
+
+function freePort () {
+  return new Promise((ok, fail) => {
+    const s = createServer()
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => ok(port)) })
+    s.on('error', fail)
+  })
+}
+
+async function waitFor (url, ms) {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    try { if ((await fetch(url)).ok) return } catch {}
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  throw new Error(`${url} did not come up`)
+}
+
+/** Starts hoist-dev; its JSON logs go to tests/artifacts/<name>.log. */
+export async function startServer (name) {
+  const port = await freePort()
+  mkdirSync(artifacts, { recursive: true })
+  const log = openSync(join(artifacts, `${name}.log`), 'w')
+  const server = spawn(bin, ['serve', '--port', String(port), '--template', join(root, 'template.yaml'), '--web-dir', join(root, 'web', 'dist')], {
+    stdio: ['ignore', log, log],
+  })
+  const base = `http://127.0.0.1:${port}`
+  await waitFor(`${base}/`, 30000)
+  return { base, stop: () => server.kill('SIGTERM') }
+}
+
+export function launch () {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+  })
+}
+
+/** A dev bearer token for `owner` (hoist-dev token). */
+export function token (owner) {
+  return execFileSync(bin, ['token', owner]).toString().trim()
+}

@@ -1,0 +1,17 @@
+// Uppy 5 as any Uppy 5 user would configure it against a Companion server: the
+// `endpoint` option, and the bearer token sent in a header (`headers` option).
+import Uppy from '@uppy/core'
+import Dashboard from '@uppy/dashboard'
+import AwsS3 from '@uppy/aws-s3'
+import '@uppy/core/css/style.min.css'
+import '@uppy/dashboard/css/style.min.css'
+
+const token = new URLSearchParams(window.location.hash.slice(1)).get('token') || ''
+const uppy = new Uppy({ id: 'hoist-v5' })
+  .use(Dashboard, { inline: true, target: '#uploader', height: 320, proudlyDisplayPoweredByUppy: false })
+  .use(AwsS3, {
+    endpoint: window.location.origin,
+    headers: { authorization: `Bearer ${token}` },
+    shouldUseMultipart: true,
+  })
+window.hoistUppy = uppy

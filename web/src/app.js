@@ -5,6 +5,7 @@
 import Uppy from '@uppy/core'
 import Dashboard from '@uppy/dashboard'
 import AwsS3 from '@uppy/aws-s3'
+import GoldenRetriever from '@uppy/golden-retriever'
 import '@uppy/core/css/style.min.css'
 import '@uppy/dashboard/css/style.min.css'
 
@@ -24,8 +25,11 @@ const uppy = new Uppy({ id: 'hoist', autoProceed: false })
     companionEndpoint: window.location.origin,
     // Every upload is multipart: resumable, and verified part by part.
     shouldUseMultipart: true,
-    getChunkSize: (file) => Math.max(8 * MiB, Math.ceil(file.size / 10000)),
+    getChunkSize: (file) => Math.max(5 * MiB, Math.ceil(file.size / 10000)),
   })
+  // Survives a reload or a crashed tab: restores the files (blobs up to 10 MiB are kept
+  // in IndexedDB) and their multipart state; the upload resumes from S3's part list.
+  .use(GoldenRetriever)
 
 window.hoistUppy = uppy
 

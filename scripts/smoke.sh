@@ -68,6 +68,28 @@ if printf '%s' "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); ass
 else
   echo "smoke: janitor -> unexpected $out"; fail=1
 fi
+# The authorizer refuses the sample's invalid session cookie.
+out=$(invoke authorizer events/authorizer.json) || { echo "smoke: authorizer invoke failed"; fail=1; out='{}'; }
+if printf '%s' "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["isAuthorized"] is False' 2>/dev/null; then
+  echo "smoke: authorizer -> $out ok"
+else
+  echo "smoke: authorizer -> unexpected $out"; fail=1
+fi
+# ...and accepts a valid one, naming its owner.
+tmp_auth=$(mktemp)
+python3 - "$("$CARGO_TARGET_DIR/debug/hoist-dev" token smoke-owner)" >"$tmp_auth" <<'PY'
+import json, sys
+e = json.load(open("events/authorizer.json"))
+e["cookies"] = ["theme=dark", "hoist_session=" + sys.argv[1]]
+print(json.dumps(e))
+PY
+out=$(invoke authorizer "$tmp_auth") || out='{}'
+rm -f "$tmp_auth"
+if printf '%s' "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["isAuthorized"] is True and r["context"]["owner"] == "smoke-owner"' 2>/dev/null; then
+  echo "smoke: authorizer (valid cookie) -> $out ok"
+else
+  echo "smoke: authorizer (valid cookie) -> unexpected $out"; fail=1
+fi
 # The sample job names an upload that does not exist: processed as "nothing to do", no batch failures.
 out=$(invoke process events/process.json) || { echo "smoke: process invoke failed"; fail=1; out='{}'; }
 if printf '%s' "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["batchItemFailures"] == []' 2>/dev/null; then

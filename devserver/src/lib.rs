@@ -21,6 +21,7 @@ pub fn state_from_template(
         app,
         routes: t.routes,
         handlers: server::http_handlers(),
+        verifier: Arc::new(shared::authn::Verifier::dev(&jwt_secret)),
         jwt_secret,
         request_log: None,
         web_dir: None,
@@ -60,11 +61,16 @@ mod tests {
         let consumers: BTreeSet<&str> = t.queue_consumers.iter().map(String::as_str).collect();
         let expected: BTreeSet<&str> = crate::server::QUEUE_CONSUMERS.iter().copied().collect();
         assert_eq!(consumers, expected, "template SQS consumers vs dev-server pollers");
-        // Every function in the template is routed, scheduled or fed by a queue.
+        // The dev server authorizes with the template's authorizer function's code.
+        assert_eq!(t.authorizers, vec![authorizer::FUNCTION.to_owned()], "template authorizer vs dev server");
+        // Every function in the template is routed, scheduled, fed by a queue or an authorizer.
         for b in &t.binaries {
             assert!(
-                routed.contains(b.as_str()) || scheduled.contains(b.as_str()) || consumers.contains(b.as_str()),
-                "{b} has no route, schedule or queue"
+                routed.contains(b.as_str())
+                    || scheduled.contains(b.as_str())
+                    || consumers.contains(b.as_str())
+                    || t.authorizers.contains(b),
+                "{b} has no route, schedule, queue or authorizer role"
             );
         }
         // Every binary is a crate under functions/.

@@ -56,6 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 routes: state.routes.clone(),
                 handlers: state.handlers.clone(),
                 jwt_secret: state.jwt_secret.clone(),
+                verifier: state.verifier.clone(),
                 request_log: None,
                 web_dir: std::path::Path::new(&web_dir).is_dir().then(|| web_dir.clone().into()),
             });

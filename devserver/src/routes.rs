@@ -34,6 +34,8 @@ pub struct Template {
     pub schedules: Vec<Schedule>,
     /// Functions fed by an SQS event source mapping.
     pub queue_consumers: Vec<String>,
+    /// Functions the HTTP API runs as Lambda authorizers.
+    pub authorizers: Vec<String>,
     pub binaries: Vec<String>,
 }
 
@@ -106,7 +108,31 @@ pub fn parse_template(text: &str) -> Result<Template, TemplateError> {
             }
         }
     }
-    Ok(Template { routes, schedules, queue_consumers, binaries })
+    // Lambda authorizers: HttpApi Auth.Authorizers.*.FunctionArn = !GetAtt <Function>.Arn
+    let mut authorizers = Vec::new();
+    for (_, res) in resources {
+        let auths = res
+            .get("Properties")
+            .and_then(|p| p.get("Auth"))
+            .and_then(|a| a.get("Authorizers"))
+            .and_then(Value::as_mapping);
+        for (_, a) in auths.into_iter().flatten() {
+            let target = match a.get("FunctionArn") {
+                Some(Value::Tagged(t)) => t.value.as_str().map(str::to_owned),
+                _ => None,
+            };
+            let Some(logical) = target.as_deref().and_then(|t| t.strip_suffix(".Arn")) else { continue };
+            let binary = resources
+                .get(logical)
+                .and_then(|r| r.get("Metadata"))
+                .and_then(|m| m.get("BuildProperties"))
+                .and_then(|b| b.get("Binary"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| TemplateError::Shape(format!("authorizer {logical} has no Binary")))?;
+            authorizers.push(binary.to_owned());
+        }
+    }
+    Ok(Template { routes, schedules, queue_consumers, authorizers, binaries })
 }
 
 /// Path parameters extracted by a match, in pattern order.

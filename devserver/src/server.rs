@@ -49,6 +49,8 @@ pub struct DevState {
     pub routes: Vec<Route>,
     pub handlers: BTreeMap<&'static str, HttpHandler>,
     pub jwt_secret: String,
+    /// Token verification: the authorizer's own code and settings.
+    pub verifier: Arc<shared::authn::Verifier>,
     /// Every routed request as (route key, body), for tests that assert what the
     /// server saw. Off unless a test turns it on.
     pub request_log: Option<Arc<std::sync::Mutex<Vec<LoggedRequest>>>>,
@@ -81,22 +83,15 @@ fn plain(status: StatusCode, msg: &str) -> AxResponse {
         .unwrap_or_default()
 }
 
-/// The name of the session cookie the web page authenticates with (Uppy 6's Companion
-/// mode sends cookies, not headers).
-pub const SESSION_COOKIE: &str = "hoist_session";
+/// The session cookie the web page authenticates with (shared with the authorizer).
+pub const SESSION_COOKIE: &str = shared::authn::SESSION_COOKIE;
 
-/// The bearer token: `Authorization: Bearer`, else the `hoist_session` cookie.
-fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let (scheme, token) = v.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then_some(token.trim());
-    }
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(SESSION_COOKIE).and_then(|rest| rest.strip_prefix('=')))
+/// The owner, decided by the same code as the Lambda authorizer in AWS.
+fn authorize(st: &DevState, headers: &http::HeaderMap) -> Option<shared::domain::Owner> {
+    let authorization = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let cookies =
+        headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';'));
+    authorizer::decide(&st.verifier, authorization, cookies)
 }
 
 /// `GET /dev/login?owner=NAME` (dev server only): sets the session cookie for NAME and
@@ -163,9 +158,9 @@ async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse
     let Some(handler) = st.handlers.get(route.binary.as_str()).copied() else {
         return plain(StatusCode::NOT_IMPLEMENTED, "This route's function is not served by the dev server.");
     };
-    let claims = if route.authorized {
-        match bearer(&parts.headers).and_then(|t| crate::jwt::verify(&st.jwt_secret, t)) {
-            Some(c) => Some(c),
+    let owner = if route.authorized {
+        match authorize(&st, &parts.headers) {
+            Some(o) => Some(o),
             None => return to_axum(ApiError::Unauthorized.into_response()),
         }
     } else {
@@ -186,7 +181,7 @@ async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse
             });
         }
     }
-    let event = api_gateway_event(route, &params, &parts, &bytes, claims.as_ref());
+    let event = api_gateway_event(route, &params, &parts, &bytes, owner.as_ref());
     let request = match lambda_http::request::from_str(&event.to_string()) {
         Ok(r) => r,
         Err(e) => {
@@ -205,7 +200,7 @@ fn api_gateway_event(
     params: &[(String, String)],
     parts: &http::request::Parts,
     body: &[u8],
-    claims: Option<&crate::jwt::Claims>,
+    owner: Option<&shared::domain::Owner>,
 ) -> serde_json::Value {
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     let mut cookies = Vec::new();
@@ -223,11 +218,8 @@ fn api_gateway_event(
         query.entry(k.into_owned()).and_modify(|e| *e = format!("{e},{v}")).or_insert_with(|| v.into_owned());
     }
     let now = time::OffsetDateTime::now_utc();
-    let authorizer = claims.map(|c| {
-        json!({"jwt": {"claims": {
-            "sub": c.sub, "iss": c.iss, "aud": c.aud, "iat": c.iat.to_string(), "exp": c.exp.to_string()
-        }, "scopes": null}})
-    });
+    // What API Gateway passes on from a Lambda authorizer's simple response.
+    let authorizer = owner.map(|o| json!({"lambda": {"owner": o.as_str()}}));
     let mut ctx = json!({
         "accountId": "000000000000",
         "apiId": "local",

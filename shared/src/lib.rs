@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod authn;
 pub mod companion;
 pub mod config;
 pub mod domain;

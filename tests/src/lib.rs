@@ -104,6 +104,7 @@ impl Harness {
             routes: state.routes.clone(),
             handlers: state.handlers.clone(),
             jwt_secret: state.jwt_secret.clone(),
+            verifier: state.verifier.clone(),
             request_log: Some(request_log.clone()),
             web_dir: None,
         });

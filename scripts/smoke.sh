@@ -22,6 +22,16 @@ invoke() { # binary, event file -> prints the response JSON
 
 status_of() { python3 -c 'import json,sys; print(json.load(sys.stdin).get("statusCode"))'; }
 
+check_json() { # name, binary, event file, python assertion on r (the decoded answer)
+  local out
+  out=$(invoke "$2" "$3") || out='{}'
+  if printf '%s' "$out" | python3 -c "import json,sys; r=json.load(sys.stdin); assert $4" 2>/dev/null; then
+    echo "smoke: $1 -> $out ok"
+  else
+    echo "smoke: $1 -> unexpected $out"; fail=1
+  fi
+}
+
 fail=0
 check() { # binary, event, expected status
   local out got
@@ -62,19 +72,9 @@ print(json.dumps(e))
 PY
 check abort_upload "$tmp" 200
 rm -f "$tmp"
-out=$(invoke janitor events/janitor.json) || { echo "smoke: janitor invoke failed"; fail=1; out='{}'; }
-if printf '%s' "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert "expired" in r and "errors" in r' 2>/dev/null; then
-  echo "smoke: janitor -> $out ok"
-else
-  echo "smoke: janitor -> unexpected $out"; fail=1
-fi
+check_json janitor janitor events/janitor.json '"expired" in r and "errors" in r' 
 # The authorizer refuses the sample's invalid session cookie.
-out=$(invoke authorizer events/authorizer.json) || { echo "smoke: authorizer invoke failed"; fail=1; out='{}'; }
-if printf '%s' "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["isAuthorized"] is False' 2>/dev/null; then
-  echo "smoke: authorizer -> $out ok"
-else
-  echo "smoke: authorizer -> unexpected $out"; fail=1
-fi
+check_json authorizer authorizer events/authorizer.json 'r["isAuthorized"] is False' 
 # ...and accepts a valid one, naming its owner.
 tmp_auth=$(mktemp)
 python3 - "$("$CARGO_TARGET_DIR/debug/hoist-dev" token smoke-owner)" >"$tmp_auth" <<'PY'
@@ -83,19 +83,9 @@ e = json.load(open("events/authorizer.json"))
 e["cookies"] = ["theme=dark", "hoist_session=" + sys.argv[1]]
 print(json.dumps(e))
 PY
-out=$(invoke authorizer "$tmp_auth") || out='{}'
+check_json "authorizer (valid cookie)" authorizer "$tmp_auth" 'r["isAuthorized"] is True and r["context"]["owner"] == "smoke-owner"'
 rm -f "$tmp_auth"
-if printf '%s' "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["isAuthorized"] is True and r["context"]["owner"] == "smoke-owner"' 2>/dev/null; then
-  echo "smoke: authorizer (valid cookie) -> $out ok"
-else
-  echo "smoke: authorizer (valid cookie) -> unexpected $out"; fail=1
-fi
 # The sample job names an upload that does not exist: processed as "nothing to do", no batch failures.
-out=$(invoke process events/process.json) || { echo "smoke: process invoke failed"; fail=1; out='{}'; }
-if printf '%s' "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["batchItemFailures"] == []' 2>/dev/null; then
-  echo "smoke: process -> $out ok"
-else
-  echo "smoke: process -> unexpected $out"; fail=1
-fi
+check_json process process events/process.json 'r["batchItemFailures"] == []' 
 if [ $fail -ne 0 ]; then tail -n 40 "$HOIST_RUN/lambda-watch.log"; fi
 exit $fail

@@ -235,6 +235,14 @@ pub fn base_url(req: &Request, configured: Option<&str>) -> String {
     format!("{proto}://{host}")
 }
 
+/// The route API Gateway matched, e.g. `GET /files/{id}` (for binaries serving several).
+pub fn route_key(req: &Request) -> String {
+    match req.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => ctx.route_key.clone().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
 /// A path parameter as API Gateway extracted it.
 pub fn path_param<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
     req.path_parameters_ref().and_then(|p| p.first(name))

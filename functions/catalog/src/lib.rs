@@ -3,17 +3,10 @@
 //! (they share one least-privilege policy); API Gateway's route key picks the action.
 use std::sync::Arc;
 
-use lambda_http::{http::StatusCode, request::RequestContext, Body, Request, RequestExt, Response};
+use lambda_http::{http::StatusCode, Body, Request, Response};
 use shared::{api, api::ApiError, auth, files, App};
 
 pub const FUNCTION: &str = "catalog";
-
-fn route_key(req: &Request) -> String {
-    match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.route_key.clone().unwrap_or_default(),
-        _ => String::new(),
-    }
-}
 
 pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
     api::respond(
@@ -22,7 +15,7 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
             let base = api::base_url(&req, app.config.public_base_url.as_deref());
             let now = shared::now();
             let id = || files::parse_file_id(api::path_param(&req, "id"));
-            match route_key(&req).as_str() {
+            match api::route_key(&req).as_str() {
                 "GET /files" => {
                     let q = files::ListQuery::parse(
                         api::query_param(&req, "status"),

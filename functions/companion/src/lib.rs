@@ -3,17 +3,10 @@
 //! route key picks the action.
 use std::sync::Arc;
 
-use lambda_http::{http::StatusCode, request::RequestContext, Body, Request, RequestExt, Response};
+use lambda_http::{http::StatusCode, Body, Request, Response};
 use shared::{api, api::ApiError, auth, companion, App};
 
 pub const FUNCTION: &str = "companion";
-
-fn route_key(req: &Request) -> String {
-    match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.route_key.clone().unwrap_or_default(),
-        _ => String::new(),
-    }
-}
 
 pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
     api::respond_companion(
@@ -21,7 +14,7 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
             let owner = auth::owner(&req)?;
             let now = shared::now();
             let ids = || companion::parse_ids(api::path_param(&req, "uploadId"), api::query_param(&req, "key"));
-            match route_key(&req).as_str() {
+            match api::route_key(&req).as_str() {
                 "POST /s3/multipart" => {
                     let body: companion::CreateRequest = api::json_body(&req)?;
                     api::json(StatusCode::OK, &companion::create(&app, &owner, body, now).await?)

@@ -118,7 +118,7 @@ pub async fn process(
     match run(app, cfg, job, &rec).await {
         Ok(status) => Ok(JobOutcome::Finished(status)),
         Err(e) => {
-            if receive_count >= cfg.max_receives && !matches!(e, PipelineError::NotYet) {
+            if receive_count >= cfg.max_receives {
                 let outcome = ProcessingOutcome {
                     status: UploadStatus::Failed,
                     reason: format!("Processing failed {receive_count} times; the job was set aside for an operator. Last error: {e}"),

@@ -255,3 +255,26 @@ async fn the_same_job_twice_leaves_one_consistent_record() {
     let again = status(&h, &owner, &id).await;
     assert_eq!(again, first);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_arrives_while_its_upload_is_still_completing_is_retried_not_dropped() {
+    let h = Harness::start().await;
+    let owner = unique("early");
+    let data = b"racing the status write".to_vec();
+    let body = serde_json::json!({"filename": "early.txt", "size": data.len(), "content_type": "text/plain"});
+    let (s, v, _) = h.call(Some(&owner), "POST", "/uploads", Some(body)).await;
+    assert_eq!(s, 201, "{v}");
+    let id = shared::domain::UploadId::parse(v["id"].as_str().unwrap()).unwrap();
+    // Hold the completion lease, as a `complete` call does between sending the job and
+    // moving the status to processing.
+    assert!(h.app.store.begin_completion(&id, shared::now(), std::time::Duration::from_secs(120)).await.unwrap());
+    let job = serde_json::json!({
+        "version": 1, "upload_id": id.as_str(), "owner": owner, "bucket": h.app.storage.bucket(),
+        "key": format!("uploads/{id}"), "size": data.len(), "etag": "0123", "content_type": "text/plain",
+    });
+    h.sqs.send_message().queue_url(&h.queue_url).message_body(job.to_string()).send().await.unwrap();
+    let report = hoist_dev::sqs::poll_once(&h.processor(1), &h.sqs, &h.queue_url, 2).await.unwrap();
+    assert_eq!((report.received, report.failed), (1, 1), "handed back to SQS, not deleted");
+    let rec = h.app.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status.as_str(), "completing", "not marked failed even on its last allowed delivery");
+}

@@ -18,7 +18,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "local stack"
 started_stack=0
-if bash scripts/stack.sh status | grep -q "down"; then
+# Captured first: `status | grep -q` under pipefail fails on SIGPIPE when grep exits early.
+stack_status=$(bash scripts/stack.sh status)
+if grep -q "down" <<<"$stack_status"; then
   started_stack=1
 fi
 bash scripts/stack.sh start

@@ -10,22 +10,18 @@ use std::{sync::Arc, time::Duration};
 
 use shared::App;
 
-/// Loads template.yaml and builds the server state for `app`.
-pub fn state_from_template(
-    app: Arc<App>,
-    template_text: &str,
-    jwt_secret: String,
-) -> Result<Arc<server::DevState>, routes::TemplateError> {
-    let t = routes::parse_template(template_text)?;
-    Ok(Arc::new(server::DevState {
+/// The server state for `app` and a parsed template.yaml; callers set the optional
+/// parts (request log, web directory) with struct update syntax.
+pub fn dev_state(app: Arc<App>, template: &routes::Template, jwt_secret: String) -> server::DevState {
+    server::DevState {
         app,
-        routes: t.routes,
+        routes: template.routes.clone(),
         handlers: server::http_handlers(),
         verifier: Arc::new(shared::authn::Verifier::dev(&jwt_secret)),
         jwt_secret,
         request_log: None,
         web_dir: None,
-    }))
+    }
 }
 
 /// Runs the janitor every `every`, as the template's schedule does in AWS.

@@ -50,15 +50,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let app = shared::App::from_env().await?;
             let text = std::fs::read_to_string(&template)?;
             let parsed = hoist_dev::routes::parse_template(&text)?;
-            let state = hoist_dev::state_from_template(app.clone(), &text, secret()?)?;
             let state = std::sync::Arc::new(hoist_dev::server::DevState {
-                app: state.app.clone(),
-                routes: state.routes.clone(),
-                handlers: state.handlers.clone(),
-                jwt_secret: state.jwt_secret.clone(),
-                verifier: state.verifier.clone(),
-                request_log: None,
                 web_dir: std::path::Path::new(&web_dir).is_dir().then(|| web_dir.clone().into()),
+                ..hoist_dev::dev_state(app.clone(), &parsed, secret()?)
             });
             let every = janitor_seconds
                 .or_else(|| parsed.schedules.iter().find(|s| s.binary == "janitor").map(|s| s.every_secs))

@@ -97,16 +97,11 @@ impl Harness {
         let secret = std::env::var("HOIST_DEV_JWT_SECRET").expect("HOIST_DEV_JWT_SECRET");
         let template =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template.yaml");
-        let state = hoist_dev::state_from_template(app.clone(), &template, secret.clone()).expect("template parses");
+        let template = hoist_dev::routes::parse_template(&template).expect("template parses");
         let request_log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let state = Arc::new(hoist_dev::server::DevState {
-            app: state.app.clone(),
-            routes: state.routes.clone(),
-            handlers: state.handlers.clone(),
-            jwt_secret: state.jwt_secret.clone(),
-            verifier: state.verifier.clone(),
             request_log: Some(request_log.clone()),
-            web_dir: None,
+            ..hoist_dev::dev_state(app.clone(), &template, secret.clone())
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -175,6 +170,11 @@ impl Harness {
         if checksums {
             body["part_checksums"] = json!("SHA256");
         }
+        self.post_upload(owner, body).await
+    }
+
+    /// `POST /uploads`, expecting 201; the created upload.
+    async fn post_upload(&self, owner: &str, body: Value) -> Value {
         let (s, v, _) = self.call(Some(owner), "POST", "/uploads", Some(body)).await;
         assert_eq!(s, 201, "create: {v}");
         v
@@ -320,8 +320,7 @@ impl Harness {
             "filename": filename, "size": data.len(), "content_type": content_type,
             "sha256": declared_sha256.unwrap_or_else(|| sha256_hex(data)), "part_checksums": "SHA256",
         });
-        let (s, v, _) = self.call(Some(owner), "POST", "/uploads", Some(body)).await;
-        assert_eq!(s, 201, "create: {v}");
+        let v = self.post_upload(owner, body).await;
         let id = v["id"].as_str().expect("id").to_owned();
         let part_size = v["part_size"].as_u64().expect("part_size") as usize;
         let parts: Vec<u32> = (1..=v["part_count"].as_u64().expect("count") as u32).collect();

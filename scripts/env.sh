@@ -38,3 +38,6 @@ export HOIST_LINK_KEYS="${HOIST_LINK_KEYS:-dev1:ZGV2LW9ubHktbGluay1rZXktZG8tbm90
 export HOIST_DEV_JWT_SECRET="${HOIST_DEV_JWT_SECRET:-dev-only-insecure-jwt-secret-do-not-deploy}"
 export SAM_CLI_TELEMETRY=0
 mkdir -p "$HOIST_CACHE" "$HOIST_RUN"
+# botocore (LocalStack's venv has it): the tests check our POST-policy signatures with it,
+# since LocalStack does not verify presigned POSTs.
+export HOIST_BOTO_PYTHON="${HOIST_BOTO_PYTHON:-$VENV_LOCALSTACK/bin/python}"

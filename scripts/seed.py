@@ -1,6 +1,6 @@
 """Idempotently creates the local bucket, table and queues.
 
-Mirrors template.yaml's resources (CORS, lifecycle, keys, GSI, TTL, DLQ redrive):
+Mirrors template.yaml's resources (CORS, lifecycle, notifications, keys, GSI, TTL, DLQ redrive):
 neither LocalStack nor moto keeps data across restarts, so this runs on every start.
 """
 import json
@@ -29,11 +29,12 @@ s3.put_bucket_cors(
                 # Dev only: any local port (tests run dev servers on ephemeral ports).
                 # In AWS the template allows exactly the configured origins.
                 "AllowedOrigins": [f"http://127.0.0.1:{api_port}", f"http://localhost:{api_port}", "http://127.0.0.1:*", "http://localhost:*"],
-                "AllowedMethods": ["PUT", "GET", "HEAD"],
+                # PUT: presigned parts; POST: single-request form uploads (/s3/params).
+                "AllowedMethods": ["PUT", "POST", "GET", "HEAD"],
                 # The headers our presigned part URLs sign and the browser must send.
                 "AllowedHeaders": ["content-type", "x-amz-checksum-sha256", "x-amz-sdk-checksum-algorithm", "x-amz-content-sha256", "x-amz-date"],
                 # Browsers may only read ETag if it is exposed: uploaders need it per part.
-                "ExposeHeaders": ["ETag", "x-amz-checksum-sha256"],
+                "ExposeHeaders": ["ETag", "Location", "x-amz-checksum-sha256"],
                 "MaxAgeSeconds": 3000,
             }
         ]
@@ -86,11 +87,25 @@ if table not in existing:
 sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL_SQS"], region_name=region)
 dlq_url = sqs.create_queue(QueueName=queue + "-dlq", Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
 dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-sqs.create_queue(
+queue_url = sqs.create_queue(
     QueueName=queue,
     Attributes={
         "VisibilityTimeout": "120",
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+    },
+)["QueueUrl"]
+queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+# Single-POST uploads end in S3: S3 tells the process function (template: NotificationConfiguration).
+s3.put_bucket_notification_configuration(
+    Bucket=bucket,
+    NotificationConfiguration={
+        "QueueConfigurations": [
+            {
+                "QueueArn": queue_arn,
+                "Events": ["s3:ObjectCreated:Post"],
+                "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}},
+            }
+        ]
     },
 )
 print(f"seed: bucket {bucket}, table {table}, queue {queue} (+dlq) ready")

@@ -52,10 +52,12 @@ pub fn parse_ids(upload_id: Option<&str>, key: Option<&str>) -> Result<UploadId,
     }
 }
 
-pub async fn create(app: &App, owner: &Owner, req: CreateRequest, now: i64) -> Result<Created, ApiError> {
-    let filename = FileName::parse(&req.filename)?;
+/// A file as Uppy names it: its name and declared type (empty: octet-stream), both checked
+/// against the service's rules.
+fn parse_file(app: &App, filename: &str, content_type: &str) -> Result<(FileName, ContentType), ApiError> {
+    let filename = FileName::parse(filename)?;
     let content_type =
-        ContentType::parse(if req.content_type.is_empty() { "application/octet-stream" } else { &req.content_type })?;
+        ContentType::parse(if content_type.is_empty() { "application/octet-stream" } else { content_type })?;
     if ContentTypePolicy::is_blocked(&content_type) {
         return Err(ApiError::invalid(
             "type",
@@ -68,7 +70,13 @@ pub async fn create(app: &App, owner: &Owner, req: CreateRequest, now: i64) -> R
             format!("'{content_type}' is not on this service's list of accepted types."),
         ));
     }
-    let session = Session { filename, content_type, plan: None, part_checksums: false, sha256: None };
+    Ok((filename, content_type))
+}
+
+pub async fn create(app: &App, owner: &Owner, req: CreateRequest, now: i64) -> Result<Created, ApiError> {
+    let (filename, content_type) = parse_file(app, &req.filename, &req.content_type)?;
+    let session =
+        Session { filename, content_type, plan: None, part_checksums: false, sha256: None, single_post: false };
     let rec = uploads::open_session(app, owner, session, now).await?;
     Ok(Created { key: rec.s3_key.clone(), upload_id: rec.id.to_string(), bucket: app.storage.bucket().to_owned() })
 }
@@ -84,6 +92,9 @@ async fn open_deferred(
     uploads::refuse_unless_open(&rec, now, action)?;
     if !rec.deferred_size {
         return Err(ApiError::conflict("This upload was created with /uploads; continue it there."));
+    }
+    if rec.single_post {
+        return Err(ApiError::conflict("This upload is a single POST (from /s3/params); it has no parts."));
     }
     Ok(rec)
 }
@@ -197,12 +208,58 @@ pub async fn complete(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Resu
     if !rec.deferred_size {
         return Err(ApiError::conflict("This upload was created with /uploads; complete it there."));
     }
+    if rec.single_post {
+        return Err(ApiError::conflict("This upload is a single POST: it completes when S3 has received the file."));
+    }
     uploads::complete(app, owner, id, now).await?;
     Ok(Completed {
         location: format!("s3://{}/{}", app.storage.bucket(), rec.s3_key),
         key: rec.s3_key,
         bucket: app.storage.bucket().to_owned(),
     })
+}
+
+/// S3's ceiling for an object sent in one request.
+pub const SINGLE_POST_MAX: u64 = 5 * crate::domain::GIB;
+
+/// `GET /s3/params`: how to send a file in one request (Uppy's default below 100 MiB).
+/// Uppy 5 reads `method`, `url`, `fields` and `headers`; Uppy 6 posts `fields` and the
+/// file as a form to `url`. Both therefore get a presigned POST, whose policy pins the
+/// key, the type and a size limit, which a presigned PUT could not (Uppy sends no size).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SingleUpload {
+    pub method: String,
+    pub url: String,
+    pub fields: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
+}
+
+pub async fn params(
+    app: &App,
+    owner: &Owner,
+    filename: Option<&str>,
+    content_type: Option<&str>,
+    now: i64,
+) -> Result<SingleUpload, ApiError> {
+    let filename = filename
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| ApiError::invalid("filename", "the filename query parameter is required."))?;
+    let (filename, content_type) = parse_file(app, filename, content_type.unwrap_or(""))?;
+    let session =
+        Session { filename, content_type, plan: None, part_checksums: false, sha256: None, single_post: true };
+    let rec = uploads::open_session(app, owner, session, now).await?;
+    let ttl = app.config.part_url_ttl.as_secs().min((rec.expires_at - now).max(1) as u64);
+    let post = app
+        .storage
+        .presign_post(
+            &rec.s3_key,
+            rec.content_type.as_str(),
+            app.config.max_upload_size.min(SINGLE_POST_MAX),
+            &[("hoist-upload-id", rec.id.to_string())],
+            Duration::from_secs(ttl),
+        )
+        .await?;
+    Ok(SingleUpload { method: "POST".into(), url: post.url, fields: post.fields, headers: BTreeMap::new() })
 }
 
 pub async fn abort(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Result<serde_json::Value, ApiError> {

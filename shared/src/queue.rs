@@ -1,4 +1,5 @@
-//! SQS: the processing job sent when an upload's object exists.
+//! SQS: the processing job sent when an upload's object exists, and the other messages
+//! the processing queue carries.
 
 use aws_sdk_sqs::{error::ProvideErrorMetadata, Client};
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,78 @@ pub struct ProcessJob {
     pub content_type: ContentType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<Sha256Digest>,
+}
+
+/// What arrives on the processing queue: our own jobs, and S3's ObjectCreated
+/// notifications for `uploads/` (single-POST uploads finish in S3, not in our API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueMessage {
+    Job(ProcessJob),
+    /// `(bucket, key)` of each object created.
+    ObjectsCreated(Vec<(String, String)>),
+    /// S3's `s3:TestEvent`, sent when the notification is configured: nothing to do.
+    S3Test,
+}
+
+#[derive(Deserialize)]
+struct S3Notification {
+    #[serde(rename = "Records")]
+    records: Vec<S3Record>,
+}
+
+#[derive(Deserialize)]
+struct S3Record {
+    #[serde(rename = "eventName")]
+    event_name: String,
+    s3: S3Entity,
+}
+
+#[derive(Deserialize)]
+struct S3Entity {
+    bucket: S3Bucket,
+    object: S3Object,
+}
+
+#[derive(Deserialize)]
+struct S3Bucket {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct S3Object {
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct S3TestEvent {
+    #[serde(rename = "Event")]
+    event: String,
+}
+
+impl QueueMessage {
+    pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
+        if let Ok(job) = serde_json::from_str::<ProcessJob>(body) {
+            return Ok(Self::Job(job));
+        }
+        if let Ok(test) = serde_json::from_str::<S3TestEvent>(body) {
+            if test.event == "s3:TestEvent" {
+                return Ok(Self::S3Test);
+            }
+        }
+        let n: S3Notification = serde_json::from_str(body)?;
+        Ok(Self::ObjectsCreated(
+            n.records
+                .into_iter()
+                .filter(|r| r.event_name.starts_with("ObjectCreated:"))
+                .map(|r| (r.s3.bucket.name, decode_key(&r.s3.object.key)))
+                .collect(),
+        ))
+    }
+}
+
+/// S3 event keys are form-encoded: `+` for a space, `%XX` for the rest.
+fn decode_key(raw: &str) -> String {
+    percent_encoding::percent_decode_str(&raw.replace('+', " ")).decode_utf8_lossy().into_owned()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,5 +133,43 @@ impl Queue {
                 ))
             })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_jobs_s3_events_and_test_events() {
+        let job = ProcessJob {
+            version: 1,
+            upload_id: UploadId::generate(),
+            owner: Owner::parse("alice").unwrap(),
+            bucket: "b".into(),
+            key: "uploads/x".into(),
+            size: 3,
+            etag: "e".into(),
+            content_type: ContentType::parse("image/png").unwrap(),
+            sha256: None,
+        };
+        assert_eq!(QueueMessage::parse(&serde_json::to_string(&job).unwrap()).unwrap(), QueueMessage::Job(job));
+        // As S3 sends it (trimmed): form-encoded key, several records, a removal ignored.
+        let event = r#"{"Records":[
+            {"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectCreated:Post",
+             "s3":{"bucket":{"name":"bkt","arn":"arn:aws:s3:::bkt"},"object":{"key":"uploads/a+b%2Bc","size":5,"eTag":"x"}}},
+            {"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":"bkt"},"object":{"key":"uploads/z"}}},
+            {"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"bkt"},"object":{"key":"uploads/y"}}}]}"#;
+        assert_eq!(
+            QueueMessage::parse(event).unwrap(),
+            QueueMessage::ObjectsCreated(vec![
+                ("bkt".into(), "uploads/a b+c".into()),
+                ("bkt".into(), "uploads/y".into())
+            ])
+        );
+        let test = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-21T12:00:00.000Z","Bucket":"bkt"}"#;
+        assert_eq!(QueueMessage::parse(test).unwrap(), QueueMessage::S3Test);
+        assert!(QueueMessage::parse("{}").is_err());
+        assert!(QueueMessage::parse("not json").is_err());
     }
 }

@@ -202,6 +202,10 @@ pub struct UploadRecord {
     /// reserved in the quota until completion learns it.
     #[serde(default)]
     pub deferred_size: bool,
+    /// Sent as one presigned POST (Uppy's `/s3/params`), not multipart: `s3_upload_id` is
+    /// empty, and S3's ObjectCreated event (not a client call) completes the session.
+    #[serde(default)]
+    pub single_post: bool,
     /// Catalog index (set when the object exists): the owner's files, newest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gsi2pk: Option<String>,

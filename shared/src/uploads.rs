@@ -288,6 +288,7 @@ pub async fn create(app: &App, owner: &Owner, new: NewUpload, now: i64) -> Resul
         plan: Some(plan),
         part_checksums: new.part_checksums,
         sha256: new.sha256,
+        single_post: false,
     };
     let rec = open_session(app, owner, session, now).await?;
     Ok(view(&rec, Some(&[]), now))
@@ -301,10 +302,12 @@ pub(crate) struct Session {
     pub plan: Option<PartPlan>,
     pub part_checksums: bool,
     pub sha256: Option<Sha256Digest>,
+    /// One presigned POST instead of a multipart upload (no S3 call at creation).
+    pub single_post: bool,
 }
 
-/// Opens the S3 multipart upload and stores the session with its quota, in that order;
-/// undoes the first when the second is refused.
+/// Opens the S3 multipart upload (unless the session is a single POST) and stores the
+/// session with its quota, in that order; undoes the first when the second is refused.
 pub(crate) async fn open_session(
     app: &App,
     owner: &Owner,
@@ -320,15 +323,18 @@ pub(crate) async fn open_session(
     }
     let id = UploadId::generate();
     let key = format!("uploads/{id}");
-    let s3_upload_id = app
-        .storage
-        .create_multipart(
-            &key,
-            session.content_type.as_str(),
-            session.part_checksums,
-            &[("hoist-upload-id", id.to_string())],
-        )
-        .await?;
+    let s3_upload_id = if session.single_post {
+        String::new()
+    } else {
+        app.storage
+            .create_multipart(
+                &key,
+                session.content_type.as_str(),
+                session.part_checksums,
+                &[("hoist-upload-id", id.to_string())],
+            )
+            .await?
+    };
     let expires_at = now + cfg.upload_ttl.as_secs() as i64;
     let (pk, sk, gsi1pk, gsi1sk) = UploadRecord::open_keys(&id, expires_at);
     let rec = UploadRecord {
@@ -364,6 +370,7 @@ pub(crate) async fn open_session(
         gsi2pk: None,
         gsi2sk: None,
         deferred_size: session.plan.is_none(),
+        single_post: session.single_post,
         gsi1pk,
         gsi1sk,
         // A backstop only: the janitor expires sessions long before DynamoDB deletes them.
@@ -372,19 +379,29 @@ pub(crate) async fn open_session(
     match app.store.create_session(&rec, cfg.max_open_uploads, cfg.max_bytes_in_flight).await {
         Ok(()) => {}
         Err(CreateError::QuotaExceeded) => {
-            if let Err(e) = app.storage.abort(&key, &s3_upload_id).await {
+            if let Err(e) = discard_s3(app, &rec).await {
                 tracing::warn!(error = %e, upload_id = %id, "abort after quota refusal failed; lifecycle rule will clean up");
             }
             return Err(quota_exceeded(cfg.max_open_uploads, cfg.max_bytes_in_flight));
         }
         Err(CreateError::Store(e)) => {
-            let _ = app.storage.abort(&key, &s3_upload_id).await;
+            let _ = discard_s3(app, &rec).await;
             return Err(e.into());
         }
     }
-    tracing::info!(upload_id = %id, owner = %owner, size = rec.size, parts = rec.part_count, deferred = rec.deferred_size, "upload created");
+    tracing::info!(upload_id = %id, owner = %owner, size = rec.size, parts = rec.part_count, deferred = rec.deferred_size, single_post = rec.single_post, "upload created");
     telemetry::metric("create_upload", "UploadsCreated", 1.0, "Count");
     Ok(rec)
+}
+
+/// Throws away what S3 holds for a session: its multipart upload's parts, or the object
+/// a single POST may have left. Idempotent.
+async fn discard_s3(app: &App, rec: &UploadRecord) -> Result<(), crate::storage::StorageError> {
+    if rec.single_post {
+        app.storage.delete_object(&rec.s3_key).await
+    } else {
+        app.storage.abort(&rec.s3_key, &rec.s3_upload_id).await
+    }
 }
 
 fn quota_exceeded(max_open: u64, max_bytes: u64) -> ApiError {
@@ -606,8 +623,13 @@ pub async fn complete(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Resu
 
 /// Runs with the completion lease held; gives it back on any failure.
 async fn drive_completion(app: &App, mut rec: UploadRecord, now: i64) -> Result<UploadView, ApiError> {
-    let finished =
-        if rec.deferred_size { finish_deferred_object(app, &rec).await } else { finish_object(app, &rec).await };
+    let finished = if rec.single_post {
+        finish_single_object(app, &rec).await
+    } else if rec.deferred_size {
+        finish_deferred_object(app, &rec).await
+    } else {
+        finish_object(app, &rec).await
+    };
     match finished {
         Ok((etag, size)) => {
             // A deferred-size upload learns its size now.
@@ -777,6 +799,83 @@ async fn finish_deferred_object(app: &App, rec: &UploadRecord) -> Result<(String
     complete_parts(app, rec, &parts, size).await
 }
 
+/// A single POST's object is whatever S3 received (the signed policy bounded its size
+/// and pinned its key and type).
+async fn finish_single_object(app: &App, rec: &UploadRecord) -> Result<(String, u64), ApiError> {
+    match app.storage.head(&rec.s3_key).await? {
+        Some((size, etag)) if size <= app.config.max_upload_size => Ok((etag, size)),
+        Some((size, _)) => {
+            app.storage.delete_object(&rec.s3_key).await?;
+            Err(ApiError::invalid(
+                "size",
+                format!(
+                    "The upload is {size} bytes, above this service's limit of {} bytes; it was discarded.",
+                    app.config.max_upload_size
+                ),
+            ))
+        }
+        None => Err(ApiError::conflict("S3 has not received this upload's file yet.")),
+    }
+}
+
+/// What became of an S3 ObjectCreated event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// A single POST's session moved to processing (its job is queued).
+    Completed,
+    /// The object landed after its session was aborted or expired: deleted.
+    Discarded,
+    /// Not a single-POST upload of ours, or already handled (events repeat).
+    Ignored,
+}
+
+/// S3 says an object was created at `key`. For a single-POST session that is the end of
+/// the upload (there is no completion call on that path), so it completes here, even
+/// past its expiry time: the policy was signed while the session was open. Safe to run
+/// any number of times, concurrently (the completion lease decides).
+pub async fn object_arrived(app: &App, key: &str, now: i64) -> Result<Arrival, ApiError> {
+    let Some(id) = key.strip_prefix("uploads/").and_then(|s| UploadId::parse(s).ok()) else {
+        return Ok(Arrival::Ignored);
+    };
+    let Some(rec) = app.store.get(&id).await? else {
+        tracing::warn!(key, "object created for an unknown upload");
+        return Ok(Arrival::Ignored);
+    };
+    if !rec.single_post {
+        return Ok(Arrival::Ignored);
+    }
+    match rec.status {
+        UploadStatus::Uploading | UploadStatus::Completing => {
+            if app.store.begin_completion(&id, now, app.config.complete_lease).await? {
+                return match drive_completion(app, rec.clone(), now).await {
+                    Ok(_) => Ok(Arrival::Completed),
+                    // Too large (the limit was lowered after signing): the object is gone,
+                    // and so is the session; retrying would change nothing.
+                    Err(ApiError::Invalid { detail, .. }) => {
+                        app.store
+                            .close_open(&rec, UploadStatus::Aborted, &detail, now + CLOSED_RETENTION_SECS, now)
+                            .await?;
+                        Ok(Arrival::Discarded)
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+            let now_rec = app.store.get(&id).await?.unwrap_or(rec);
+            if now_rec.status == UploadStatus::Completing {
+                // Someone holds a live lease: hand the event back to be redelivered.
+                return Err(ApiError::conflict("Another worker is completing this upload."));
+            }
+            Ok(Arrival::Ignored)
+        }
+        UploadStatus::Aborted | UploadStatus::Expired => {
+            app.storage.delete_object(&rec.s3_key).await?;
+            tracing::info!(upload_id = %id, owner = %rec.owner, "object arrived after its upload closed; deleted");
+            Ok(Arrival::Discarded)
+        }
+        _ => Ok(Arrival::Ignored),
+    }
+}
+
 /// The object at the upload's key, if it is the one this upload produced (right size).
 async fn existing_object(app: &App, rec: &UploadRecord) -> Result<Option<String>, ApiError> {
     Ok(match app.storage.head(&rec.s3_key).await? {
@@ -824,7 +923,7 @@ pub async fn abort(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Result<
         }
     }
     // Idempotent: a repeated DELETE re-aborts, which S3 treats as done.
-    app.storage.abort(&rec.s3_key, &rec.s3_upload_id).await?;
+    discard_s3(app, &rec).await?;
     tracing::info!(upload_id = %id, owner = %owner, "upload aborted");
     let rec = load_owned(app, owner, id).await?;
     Ok(view(&rec, Some(&[]), now))
@@ -857,6 +956,20 @@ pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, ApiError> {
         for rec in due {
             match rec.status {
                 UploadStatus::Uploading if rec.expires_at <= now => {
+                    // A single POST whose S3 event never came: its object is the upload.
+                    if rec.single_post && app.storage.head(&rec.s3_key).await?.is_some() {
+                        if app.store.begin_completion(&rec.id, now, app.config.complete_lease).await? {
+                            progressed = true;
+                            match drive_completion(app, rec.clone(), now).await {
+                                Ok(_) => report.completed += 1,
+                                Err(e) => {
+                                    report.errors += 1;
+                                    tracing::error!(error = %e, upload_id = %rec.id, "janitor could not complete a single POST");
+                                }
+                            }
+                        }
+                        continue;
+                    }
                     let reason = "Expired before it was completed; its parts were discarded.";
                     if app
                         .store
@@ -867,7 +980,7 @@ pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, ApiError> {
                         report.expired += 1;
                         // DynamoDB first (no new signatures, no completion), then S3; if S3
                         // fails, the bucket's lifecycle rule aborts the parts later.
-                        if let Err(e) = app.storage.abort(&rec.s3_key, &rec.s3_upload_id).await {
+                        if let Err(e) = discard_s3(app, &rec).await {
                             report.errors += 1;
                             tracing::error!(error = %e, upload_id = %rec.id, "janitor could not abort multipart upload");
                         }

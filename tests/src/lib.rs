@@ -66,6 +66,16 @@ pub mod rand_like {
     }
 }
 
+/// A real JPEG of `w` x `h` pixels (a gradient).
+pub fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 7 % 256) as u8, (y * 3 % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).expect("encode JPEG");
+    out.into_inner()
+}
+
 pub fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
@@ -77,6 +87,16 @@ impl Harness {
 
     /// Starts a dev server whose configuration `tweak` may change (short TTLs, small quotas).
     pub async fn with_config(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::build(false, tweak).await
+    }
+
+    /// Like `with_config`, with a bucket of this test's own whose ObjectCreated:Post events
+    /// go to this test's queue, as the template wires the real bucket to the real queue.
+    pub async fn with_notifying_bucket(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::build(true, tweak).await
+    }
+
+    async fn build(own_bucket: bool, tweak: impl FnOnce(&mut Config)) -> Self {
         let sdk = aws_config::load_from_env().await;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let queue_url = sqs
@@ -89,6 +109,9 @@ impl Harness {
             .expect("queue url");
         let mut config = Config::from_env().expect("config from env (source scripts/env.sh)");
         config.queue_url = queue_url.clone();
+        if own_bucket {
+            config.bucket = notifying_bucket(&sdk, &sqs, &queue_url).await;
+        }
         // Tests drain the queue right after `complete` has answered (so the status write
         // has landed): no delivery delay needed, and none to wait for.
         config.job_delay_secs = 0;
@@ -371,6 +394,59 @@ impl Harness {
         }
         out
     }
+}
+
+/// A new bucket that sends `s3:ObjectCreated:Post` events under `uploads/` to the queue
+/// (scripts/seed.py and template.yaml configure the real ones the same way).
+async fn notifying_bucket(sdk: &aws_config::SdkConfig, sqs: &aws_sdk_sqs::Client, queue_url: &str) -> String {
+    use aws_sdk_s3::types::{
+        Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+        QueueConfiguration, S3KeyFilter,
+    };
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build());
+    let bucket = unique("hoist-test-b");
+    s3.create_bucket().bucket(&bucket).send().await.expect("create test bucket");
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue arn");
+    let arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .expect("queue arn")
+        .clone();
+    let rule = FilterRule::builder().name(FilterRuleName::Prefix).value("uploads/").build();
+    let queue = QueueConfiguration::builder()
+        .queue_arn(arn)
+        .events(Event::from("s3:ObjectCreated:Post"))
+        .filter(
+            NotificationConfigurationFilter::builder().key(S3KeyFilter::builder().filter_rules(rule).build()).build(),
+        )
+        .build()
+        .expect("queue configuration");
+    s3.put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(NotificationConfiguration::builder().queue_configurations(queue).build())
+        .send()
+        .await
+        .expect("bucket notification");
+    // S3 announces a new notification with an `s3:TestEvent`: wait for it (proof of the
+    // wiring) and take it off the queue, so tests count only their own messages.
+    for _ in 0..10 {
+        let got = sqs.receive_message().queue_url(queue_url).wait_time_seconds(1).send().await.expect("receive");
+        for m in got.messages.unwrap_or_default() {
+            if m.body().is_some_and(|b| b.contains("s3:TestEvent")) {
+                if let Some(h) = m.receipt_handle() {
+                    sqs.delete_message().queue_url(queue_url).receipt_handle(h).send().await.expect("delete");
+                }
+                return bucket;
+            }
+        }
+    }
+    panic!("no s3:TestEvent arrived on {queue_url}: bucket notifications are not wired");
 }
 
 /// Bytes of part `n` (1-based) of `data` cut in `part_size` pieces.

@@ -5,21 +5,12 @@
 
 use std::io::{Cursor, Write};
 
-use hoist_e2e::{rand_like, sha256_hex, unique, Harness};
+use hoist_e2e::{jpeg, rand_like, sha256_hex, unique, Harness};
 use serde_json::Value;
 
 /// The EICAR anti-virus test file, assembled at run time so it is never committed.
 fn eicar() -> Vec<u8> {
     ["X5O!P%@AP[4\\PZX54(P^)7CC)7}$", "EICAR-STANDARD-ANTIVIRUS", "-TEST-FILE!$H+H*"].concat().into_bytes()
-}
-
-fn jpeg(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x * 7 % 256) as u8, (y * 3 % 256) as u8, ((x + y) % 256) as u8])
-    });
-    let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
-    out.into_inner()
 }
 
 async fn status(h: &Harness, owner: &str, id: &str) -> Value {

@@ -19,7 +19,9 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
                     let body: companion::CreateRequest = api::json_body(&req)?;
                     api::json(StatusCode::OK, &companion::create(&app, &owner, body, now).await?)
                 }
-                "GET /s3/multipart/{uploadId}" => api::json(StatusCode::OK, &companion::list_parts(&app, &owner, &ids()?, now).await?),
+                "GET /s3/multipart/{uploadId}" => {
+                    api::json(StatusCode::OK, &companion::list_parts(&app, &owner, &ids()?, now).await?)
+                }
                 "GET /s3/multipart/{uploadId}/batch" => {
                     let parts = api::query_param(&req, "partNumbers");
                     api::json(StatusCode::OK, &companion::sign_batch(&app, &owner, &ids()?, parts, now).await?)
@@ -31,10 +33,13 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
                 "POST /s3/multipart/{uploadId}/complete" => {
                     api::json(StatusCode::OK, &companion::complete(&app, &owner, &ids()?, now).await?)
                 }
-                "DELETE /s3/multipart/{uploadId}" => api::json(StatusCode::OK, &companion::abort(&app, &owner, &ids()?, now).await?),
-                "GET /s3/params" => Err(ApiError::BadRequest(
-                    "This server takes every upload as multipart (it verifies and resumes them); set shouldUseMultipart: true in @uppy/aws-s3.".into(),
-                )),
+                "DELETE /s3/multipart/{uploadId}" => {
+                    api::json(StatusCode::OK, &companion::abort(&app, &owner, &ids()?, now).await?)
+                }
+                "GET /s3/params" => {
+                    let (filename, content_type) = (api::query_param(&req, "filename"), api::query_param(&req, "type"));
+                    api::json(StatusCode::OK, &companion::params(&app, &owner, filename, content_type, now).await?)
+                }
                 _ => Err(ApiError::NotFound("No such route.")),
             }
         }

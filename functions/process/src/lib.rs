@@ -1,11 +1,12 @@
 //! SQS-triggered processing: one streaming pass per file to sniff its real type,
-//! verify its SHA-256 and scan it with clamd; thumbnails for images. Reports
-//! partial batch failures, so one bad message never fails its neighbours.
+//! verify its SHA-256 and scan it with clamd; thumbnails for images. The same queue
+//! carries S3's ObjectCreated events, which complete single-POST uploads (their job
+//! follows). Reports partial batch failures, so one bad message never fails its neighbours.
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent};
-use shared::{pipeline, queue::ProcessJob, App};
+use shared::{pipeline, queue::QueueMessage, uploads, App};
 
 pub const FUNCTION: &str = "process";
 
@@ -19,21 +20,47 @@ pub async fn handle(p: Arc<Processor>, event: LambdaEvent<SqsEvent>) -> Result<S
     for message in event.payload.records {
         let message_id = message.message_id.clone().unwrap_or_default();
         let receive_count = message.attributes.get("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1);
-        let job: ProcessJob = match serde_json::from_str(message.body.as_deref().unwrap_or("")) {
-            Ok(job) => job,
+        let parsed = match QueueMessage::parse(message.body.as_deref().unwrap_or("")) {
+            Ok(m) => m,
             Err(e) => {
                 // Not ours to fix: after maxReceiveCount deliveries it lands on the DLQ.
-                tracing::error!(message_id, error = %e, "unreadable processing job");
+                tracing::error!(message_id, error = %e, "unreadable processing message");
                 response.add_failure(message_id);
                 continue;
             }
         };
-        match pipeline::process(&p.app, &p.config, &job, receive_count).await {
-            Ok(outcome) => tracing::debug!(message_id, ?outcome, "job done"),
-            Err(e) => {
-                tracing::warn!(message_id, upload_id = %job.upload_id, receive_count, error = %e, "job failed; SQS will redeliver");
-                response.add_failure(message_id);
+        let ok = match parsed {
+            QueueMessage::Job(job) => match pipeline::process(&p.app, &p.config, &job, receive_count).await {
+                Ok(outcome) => {
+                    tracing::debug!(message_id, ?outcome, "job done");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(message_id, upload_id = %job.upload_id, receive_count, error = %e, "job failed; SQS will redeliver");
+                    false
+                }
+            },
+            QueueMessage::ObjectsCreated(objects) => {
+                let mut all = true;
+                for (bucket, key) in objects {
+                    if bucket != p.app.storage.bucket() {
+                        tracing::warn!(message_id, bucket, key, "object event for another bucket ignored");
+                        continue;
+                    }
+                    match uploads::object_arrived(&p.app, &key, shared::now()).await {
+                        Ok(arrival) => tracing::info!(message_id, key, ?arrival, "object arrived"),
+                        Err(e) => {
+                            tracing::warn!(message_id, key, error = %e, "object event failed; SQS will redeliver");
+                            all = false;
+                        }
+                    }
+                }
+                all
             }
+            QueueMessage::S3Test => true,
+        };
+        if !ok {
+            response.add_failure(message_id);
         }
     }
     Ok(response)

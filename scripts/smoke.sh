@@ -87,5 +87,7 @@ check_json "authorizer (valid cookie)" authorizer "$tmp_auth" 'r["isAuthorized"]
 rm -f "$tmp_auth"
 # The sample job names an upload that does not exist: processed as "nothing to do", no batch failures.
 check_json process process events/process.json 'r["batchItemFailures"] == []' 
+# S3's ObjectCreated event (single-POST uploads) for an unknown upload, and S3's test event: both acknowledged.
+check_json "process (S3 events)" process events/process-s3-event.json 'r["batchItemFailures"] == []'
 if [ $fail -ne 0 ]; then tail -n 40 "$HOIST_RUN/lambda-watch.log"; fi
 exit $fail

@@ -12,6 +12,8 @@ import '@uppy/dashboard/css/style.min.css'
 const MiB = 1024 * 1024
 const api = (path, opts = {}) => fetch(path, { credentials: 'same-origin', ...opts })
 
+const uppyDefaults = new URLSearchParams(window.location.search).get('multipart') === 'uppy-default'
+
 const uppy = new Uppy({ id: 'hoist', autoProceed: false })
   .use(Dashboard, {
     inline: true,
@@ -23,8 +25,10 @@ const uppy = new Uppy({ id: 'hoist', autoProceed: false })
   })
   .use(AwsS3, {
     companionEndpoint: window.location.origin,
-    // Every upload is multipart: resumable, and verified part by part.
-    shouldUseMultipart: true,
+    // Every upload is multipart, so any upload resumes after a reload from the parts S3
+    // already holds. `?multipart=uppy-default` keeps Uppy's own rule instead (one POST
+    // form below 100 MiB, /s3/params): what any Uppy user with default options gets.
+    ...(uppyDefaults ? {} : { shouldUseMultipart: true }),
     getChunkSize: (file) => Math.max(5 * MiB, Math.ceil(file.size / 10000)),
   })
   // Survives a reload or a crashed tab: restores the files (blobs up to 10 MiB are kept

@@ -27,13 +27,28 @@ async function waitFor (url, ms) {
   throw new Error(`${url} did not come up`)
 }
 
-/** Starts hoist-dev; its JSON logs go to tests/artifacts/<name>.log. */
+/**
+ * Starts hoist-dev with a bucket and queue of its own (seeded by scripts/seed.py, so
+ * wired as the template wires them: CORS, S3 events to the queue). Test files run in
+ * parallel and each stops its server when done: on a shared queue one server could
+ * take another's message with it. Its JSON logs go to tests/artifacts/<name>.log.
+ */
 export async function startServer (name) {
   const port = await freePort()
   mkdirSync(artifacts, { recursive: true })
   const log = openSync(join(artifacts, `${name}.log`), 'w')
+  const suffix = `${name}-${process.pid}-${port}`.toLowerCase().replace(/[^a-z0-9-]/g, '-')
+  const queue = `hoist-web-${suffix}`
+  const env = {
+    ...process.env,
+    HOIST_BUCKET: `hoist-web-${suffix}`.slice(0, 63),
+    HOIST_QUEUE_NAME: queue,
+    HOIST_QUEUE_URL: `${process.env.AWS_ENDPOINT_URL_SQS}/queue/${process.env.AWS_REGION}/000000000000/${queue}`,
+  }
+  execFileSync(process.env.HOIST_BOTO_PYTHON, [join(root, 'scripts', 'seed.py')], { env, stdio: ['ignore', log, log] })
   const server = spawn(bin, ['serve', '--port', String(port), '--template', join(root, 'template.yaml'), '--web-dir', join(root, 'web', 'dist')], {
     stdio: ['ignore', log, log],
+    env,
   })
   const base = `http://127.0.0.1:${port}`
   await waitFor(`${base}/`, 30000)

@@ -116,6 +116,24 @@ impl Queue {
         &self.url
     }
 
+    /// Brings a received message back after `after` instead of the queue's visibility
+    /// timeout (16 minutes in AWS): for a message that only came too early. Best effort:
+    /// if it fails, the timeout still brings the message back.
+    pub async fn retry_in(&self, receipt_handle: &str, after: std::time::Duration) {
+        let secs = i32::try_from(after.as_secs()).unwrap_or(i32::MAX).clamp(0, 43_200);
+        if let Err(e) = self
+            .client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(secs)
+            .send()
+            .await
+        {
+            tracing::warn!(error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "could not shorten a message's visibility");
+        }
+    }
+
     pub async fn send(&self, job: &ProcessJob) -> Result<(), QueueError> {
         let body = serde_json::to_string(job).map_err(|e| QueueError(e.to_string()))?;
         self.client

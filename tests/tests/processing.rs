@@ -268,4 +268,12 @@ async fn a_job_that_arrives_while_its_upload_is_still_completing_is_retried_not_
     assert_eq!((report.received, report.failed), (1, 1), "handed back to SQS, not deleted");
     let rec = h.app.store.get(&id).await.unwrap().unwrap();
     assert_eq!(rec.status.as_str(), "completing", "not marked failed even on its last allowed delivery");
+    // It comes back within seconds, not after the queue's visibility timeout (30 s here).
+    let started = std::time::Instant::now();
+    let mut back = false;
+    while started.elapsed() < std::time::Duration::from_secs(15) && !back {
+        let got = h.sqs.receive_message().queue_url(&h.queue_url).wait_time_seconds(2).send().await.unwrap();
+        back = !got.messages.unwrap_or_default().is_empty();
+    }
+    assert!(back, "the early job is visible again within 15 s");
 }

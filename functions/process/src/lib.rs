@@ -10,6 +10,9 @@ use shared::{pipeline, queue::QueueMessage, uploads, App};
 
 pub const FUNCTION: &str = "process";
 
+/// When a message that came too early (its upload still `completing`) is tried again.
+const RETRY_SOON: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Processor {
     pub app: Arc<App>,
     pub config: pipeline::ProcessConfig,
@@ -35,6 +38,15 @@ pub async fn handle(p: Arc<Processor>, event: LambdaEvent<SqsEvent>) -> Result<S
                     tracing::debug!(message_id, ?outcome, "job done");
                     true
                 }
+                Err(pipeline::PipelineError::NotYet) => {
+                    // Came before the status write it depends on, which lands in moments:
+                    // back in seconds, not after the whole visibility timeout.
+                    tracing::info!(message_id, upload_id = %job.upload_id, "upload still completing; retrying soon");
+                    if let Some(handle) = message.receipt_handle.as_deref() {
+                        p.app.queue.retry_in(handle, RETRY_SOON).await;
+                    }
+                    false
+                }
                 Err(e) => {
                     tracing::warn!(message_id, upload_id = %job.upload_id, receive_count, error = %e, "job failed; SQS will redeliver");
                     false
@@ -51,6 +63,12 @@ pub async fn handle(p: Arc<Processor>, event: LambdaEvent<SqsEvent>) -> Result<S
                         Ok(arrival) => tracing::info!(message_id, key, ?arrival, "object arrived"),
                         Err(e) => {
                             tracing::warn!(message_id, key, error = %e, "object event failed; SQS will redeliver");
+                            if matches!(e, shared::api::ApiError::Conflict { .. }) {
+                                // Another worker holds the completion lease: done in moments.
+                                if let Some(handle) = message.receipt_handle.as_deref() {
+                                    p.app.queue.retry_in(handle, RETRY_SOON).await;
+                                }
+                            }
                             all = false;
                         }
                     }

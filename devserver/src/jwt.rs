@@ -26,16 +26,16 @@ pub fn issue(secret: &str, owner: &str, ttl_secs: i64, now: i64) -> Result<Strin
 mod tests {
     use super::*;
 
-    #[test]
-    fn issued_tokens_pass_the_authorizer_and_forgeries_do_not() {
+    #[tokio::test]
+    async fn issued_tokens_pass_the_authorizer_and_forgeries_do_not() {
         let now = shared::now();
         let v = shared::authn::Verifier::dev("s3cret");
         let t = issue("s3cret", "alice", 60, now).unwrap();
-        assert_eq!(v.owner_of(&t).unwrap().as_str(), "alice");
-        assert!(shared::authn::Verifier::dev("other").owner_of(&t).is_none());
-        assert!(v.owner_of(&issue("s3cret", "alice", -120, now).unwrap()).is_none());
+        assert_eq!(v.owner_of(&t).await.unwrap().as_str(), "alice");
+        assert!(shared::authn::Verifier::dev("other").owner_of(&t).await.is_none());
+        assert!(v.owner_of(&issue("s3cret", "alice", -120, now).unwrap()).await.is_none());
         let mut tampered = t.clone();
         tampered.insert(t.len() / 2, 'x');
-        assert!(v.owner_of(&tampered).is_none());
+        assert!(v.owner_of(&tampered).await.is_none());
     }
 }

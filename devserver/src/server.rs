@@ -87,11 +87,11 @@ fn plain(status: StatusCode, msg: &str) -> AxResponse {
 pub const SESSION_COOKIE: &str = shared::authn::SESSION_COOKIE;
 
 /// The owner, decided by the same code as the Lambda authorizer in AWS.
-fn authorize(st: &DevState, headers: &http::HeaderMap) -> Option<shared::domain::Owner> {
+async fn authorize(st: &DevState, headers: &http::HeaderMap) -> Option<shared::domain::Owner> {
     let authorization = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let cookies =
         headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';'));
-    authorizer::decide(&st.verifier, authorization, cookies)
+    authorizer::decide(&st.verifier, authorization, cookies).await
 }
 
 /// `GET /dev/login?owner=NAME` (dev server only): sets the session cookie for NAME and
@@ -159,7 +159,7 @@ async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse
         return plain(StatusCode::NOT_IMPLEMENTED, "This route's function is not served by the dev server.");
     };
     let owner = if route.authorized {
-        match authorize(&st, &parts.headers) {
+        match authorize(&st, &parts.headers).await {
             Some(o) => Some(o),
             None => return to_axum(ApiError::Unauthorized.into_response()),
         }

@@ -13,12 +13,13 @@ use shared::{authn::Verifier, domain::Owner};
 pub const FUNCTION: &str = "authorizer";
 
 /// The owner a request is authorized as, from its Authorization header and cookies.
-pub fn decide<'a>(
+pub async fn decide<'a>(
     verifier: &Verifier,
     authorization: Option<&'a str>,
     cookies: impl IntoIterator<Item = &'a str>,
 ) -> Option<Owner> {
-    shared::authn::token_from(authorization, cookies).and_then(|t| verifier.owner_of(t))
+    let token = shared::authn::token_from(authorization, cookies)?;
+    verifier.owner_of(token).await
 }
 
 pub async fn handle(
@@ -27,7 +28,7 @@ pub async fn handle(
 ) -> Result<ApiGatewayV2CustomAuthorizerSimpleResponse, Error> {
     let req = event.payload;
     let authorization = req.headers.get("authorization").and_then(|v| v.to_str().ok());
-    let owner = decide(&verifier, authorization, req.cookies.iter().map(String::as_str));
+    let owner = decide(&verifier, authorization, req.cookies.iter().map(String::as_str)).await;
     let mut resp = ApiGatewayV2CustomAuthorizerSimpleResponse::default();
     match owner {
         Some(o) => {

@@ -190,6 +190,25 @@ impl Storage {
             .map_err(|e| StorageError::Other(e.to_string(), "presign"))
     }
 
+    /// The credentials to sign with, the signing time, and `expires_in` cut so that what
+    /// is signed never outlives the credentials (temporary ones, in Lambda).
+    async fn signing_credentials(
+        &self,
+        expires_in: Duration,
+    ) -> Result<(aws_sdk_s3::config::Credentials, std::time::SystemTime, Duration), StorageError> {
+        let creds = self
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(|e| StorageError::Other(e.to_string(), "credentials"))?;
+        let now = self.now();
+        let expires_in = match creds.expiry().and_then(|exp| exp.duration_since(now).ok()) {
+            Some(left) => expires_in.min(left.max(Duration::from_secs(1))),
+            None => expires_in,
+        };
+        Ok((creds, now, expires_in))
+    }
+
     fn now(&self) -> std::time::SystemTime {
         self.client.config().time_source().map(|t| t.now()).unwrap_or_else(std::time::SystemTime::now)
     }
@@ -279,16 +298,7 @@ impl Storage {
         };
         let sdk_err = |m: &str| StorageError::Other(m.to_owned(), "presign");
         let conf = self.client.config();
-        let creds = self
-            .credentials
-            .provide_credentials()
-            .await
-            .map_err(|e| StorageError::Other(e.to_string(), "credentials"))?;
-        let now = self.now();
-        let expires_in = match creds.expiry().and_then(|exp| exp.duration_since(now).ok()) {
-            Some(left) => expires_in.min(left.max(Duration::from_secs(1))),
-            None => expires_in,
-        };
+        let (creds, now, expires_in) = self.signing_credentials(expires_in).await?;
         // One SDK presign fixes the endpoint, addressing style and path encoding.
         let template = self.presign_part(key, upload_id, first_n, first_len, first_sha.as_ref(), expires_in).await?;
         let base = template.url.split('?').next().unwrap_or_default().to_owned();
@@ -362,16 +372,7 @@ impl Storage {
         metadata: &[(&str, String)],
         expires_in: Duration,
     ) -> Result<PresignedPost, StorageError> {
-        let creds = self
-            .credentials
-            .provide_credentials()
-            .await
-            .map_err(|e| StorageError::Other(e.to_string(), "credentials"))?;
-        let now = self.now();
-        let expires_in = match creds.expiry().and_then(|exp| exp.duration_since(now).ok()) {
-            Some(left) => expires_in.min(left.max(Duration::from_secs(1))),
-            None => expires_in,
-        };
+        let (creds, now, expires_in) = self.signing_credentials(expires_in).await?;
         let put = self
             .client
             .put_object()

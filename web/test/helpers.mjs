@@ -1,6 +1,8 @@
 // Shared by the browser tests: a hoist-dev server on a free port (the real handlers,
 // routes from template.yaml, the built pages) and headless Debian Chromium.
+import assert from 'node:assert/strict'
 import { spawn, execFileSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { mkdirSync, openSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join, resolve } from 'node:path'
@@ -66,4 +68,23 @@ export function launch () {
 /** A dev bearer token for `owner` (hoist-dev token). */
 export function token (owner) {
   return execFileSync(bin, ['token', owner]).toString().trim()
+}
+
+export const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex')
+
+/** Waits until the owner's file `name` is ready, then checks its bytes through a signed link. */
+export async function assertReadyWithBytes (base, auth, name, data) {
+  let file
+  for (let i = 0; i < 120; i++) {
+    const list = await (await fetch(`${base}/files`, { headers: auth })).json()
+    file = list.files.find((f) => f.filename === name)
+    if (file?.status === 'ready') break
+    await new Promise((r) => setTimeout(r, 500))
+  }
+  assert.equal(file?.status, 'ready', JSON.stringify(file))
+  assert.equal(file.size, data.length)
+  const link = await (await fetch(`${base}/files/${file.id}/links`, { method: 'POST', headers: auth })).json()
+  const got = Buffer.from(await (await fetch(link.url)).arrayBuffer())
+  assert.equal(sha256(got), sha256(data), 'downloaded bytes equal the source')
+  return file
 }

@@ -306,6 +306,10 @@ pub(crate) struct Session {
     pub single_post: bool,
 }
 
+/// How long a single-POST session stays open (its policy lives minutes; the rest is for
+/// a form still being sent).
+pub const SINGLE_POST_TTL: Duration = Duration::from_secs(6 * 3600);
+
 /// Opens the S3 multipart upload (unless the session is a single POST) and stores the
 /// session with its quota, in that order; undoes the first when the second is refused.
 pub(crate) async fn open_session(
@@ -335,7 +339,11 @@ pub(crate) async fn open_session(
             )
             .await?
     };
-    let expires_at = now + cfg.upload_ttl.as_secs() as i64;
+    // A single POST that was never sent leaves no trace a client would clean up (Uppy
+    // makes no call when such a file is removed): it frees its open-upload slot within
+    // hours, not days. The grace covers a form still in flight when its policy expires.
+    let ttl = if session.single_post { cfg.upload_ttl.min(SINGLE_POST_TTL) } else { cfg.upload_ttl };
+    let expires_at = now + ttl.as_secs() as i64;
     let (pk, sk, gsi1pk, gsi1sk) = UploadRecord::open_keys(&id, expires_at);
     let rec = UploadRecord {
         pk,

@@ -69,6 +69,9 @@ async fn single_post_is_completed_by_the_s3_event_and_ends_ready() {
     assert_eq!(fields["Content-Type"], "image/jpeg");
     let id = upload_id(&p);
     assert_eq!(fields["x-amz-meta-hoist-upload-id"], id);
+    // An unsent single POST frees its open-upload slot within hours, not days.
+    let rec = h.app.store.get(&shared::domain::UploadId::parse(&id).unwrap()).await.unwrap().unwrap();
+    assert!(rec.expires_at <= shared::now() + shared::uploads::SINGLE_POST_TTL.as_secs() as i64, "{}", rec.expires_at);
     assert_eq!(upload_status(&h, &owner, &id).await["status"], "uploading");
 
     let (s, body, etag) = post_form(&h, url, &fields, photo.clone()).await;

@@ -136,7 +136,7 @@ async fn sign(
     now: i64,
 ) -> Result<(Vec<(u32, String)>, u64), ApiError> {
     let rec = open_deferred(app, owner, id, now, "sign parts").await?;
-    let ttl = app.config.part_url_ttl.as_secs().min((rec.expires_at - now).max(1) as u64);
+    let ttl = uploads::url_ttl(app, &rec, now);
     let signed = app
         .storage
         .presign_batch(
@@ -248,7 +248,7 @@ pub async fn params(
     let session =
         Session { filename, content_type, plan: None, part_checksums: false, sha256: None, single_post: true };
     let rec = uploads::open_session(app, owner, session, now).await?;
-    let ttl = app.config.part_url_ttl.as_secs().min((rec.expires_at - now).max(1) as u64);
+    let ttl = uploads::url_ttl(app, &rec, now);
     let post = app
         .storage
         .presign_post(

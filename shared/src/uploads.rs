@@ -111,6 +111,12 @@ pub(crate) fn refuse_unless_open(rec: &UploadRecord, now: i64, action: &str) -> 
     }
 }
 
+/// Seconds a presigned URL or form for this session may live: the configured lifetime,
+/// never past the session's own expiry.
+pub(crate) fn url_ttl(app: &App, rec: &UploadRecord, now: i64) -> u64 {
+    app.config.part_url_ttl.as_secs().min((rec.expires_at - now).max(1) as u64)
+}
+
 fn refuse_deferred(rec: &UploadRecord) -> Result<(), ApiError> {
     if rec.deferred_size {
         return Err(ApiError::conflict(
@@ -482,7 +488,7 @@ pub async fn sign_parts(
     refuse_unless_open(&rec, now, "sign parts")?;
     refuse_deferred(&rec)?;
     let plan = plan_of(&rec)?;
-    let ttl = app.config.part_url_ttl.as_secs().min((rec.expires_at - now).max(1) as u64);
+    let ttl = url_ttl(app, &rec, now);
     let expires_at = rfc3339(now + ttl as i64);
     let mut wanted: Vec<(PartNumber, Option<Sha256Digest>)> = Vec::with_capacity(req.parts.len());
     for item in &req.parts {
@@ -788,14 +794,7 @@ async fn finish_deferred_object(app: &App, rec: &UploadRecord) -> Result<(String
     let size: u64 = stored.iter().map(|p| p.size).sum();
     if size > app.config.max_upload_size {
         // Enforced here because this protocol does not declare the size up front.
-        app.storage.abort(&rec.s3_key, &rec.s3_upload_id).await?;
-        return Err(ApiError::invalid(
-            "size",
-            format!(
-                "The upload is {size} bytes, above this service's limit of {} bytes; it was discarded.",
-                app.config.max_upload_size
-            ),
-        ));
+        return Err(discard_too_large(app, rec, size).await);
     }
     let mut parts = Vec::with_capacity(count as usize);
     let mut sorted = stored;
@@ -812,18 +811,24 @@ async fn finish_deferred_object(app: &App, rec: &UploadRecord) -> Result<(String
 async fn finish_single_object(app: &App, rec: &UploadRecord) -> Result<(String, u64), ApiError> {
     match app.storage.head(&rec.s3_key).await? {
         Some((size, etag)) if size <= app.config.max_upload_size => Ok((etag, size)),
-        Some((size, _)) => {
-            app.storage.delete_object(&rec.s3_key).await?;
-            Err(ApiError::invalid(
-                "size",
-                format!(
-                    "The upload is {size} bytes, above this service's limit of {} bytes; it was discarded.",
-                    app.config.max_upload_size
-                ),
-            ))
-        }
+        Some((size, _)) => Err(discard_too_large(app, rec, size).await),
         None => Err(ApiError::conflict("S3 has not received this upload's file yet.")),
     }
+}
+
+/// An upload whose size was not declared turned out above the limit: what S3 holds is
+/// thrown away, and the caller is told why.
+async fn discard_too_large(app: &App, rec: &UploadRecord, size: u64) -> ApiError {
+    if let Err(e) = discard_s3(app, rec).await {
+        return e.into();
+    }
+    ApiError::invalid(
+        "size",
+        format!(
+            "The upload is {size} bytes, above this service's limit of {} bytes; it was discarded.",
+            app.config.max_upload_size
+        ),
+    )
 }
 
 /// What became of an S3 ObjectCreated event.
@@ -964,16 +969,19 @@ pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, ApiError> {
         for rec in due {
             match rec.status {
                 UploadStatus::Uploading if rec.expires_at <= now => {
-                    // A single POST whose S3 event never came: its object is the upload.
+                    // A single POST whose S3 event never came: its object is the upload,
+                    // handled as the event would have been.
                     if rec.single_post && app.storage.head(&rec.s3_key).await?.is_some() {
-                        if app.store.begin_completion(&rec.id, now, app.config.complete_lease).await? {
-                            progressed = true;
-                            match drive_completion(app, rec.clone(), now).await {
-                                Ok(_) => report.completed += 1,
-                                Err(e) => {
-                                    report.errors += 1;
-                                    tracing::error!(error = %e, upload_id = %rec.id, "janitor could not complete a single POST");
-                                }
+                        match object_arrived(app, &rec.s3_key, now).await {
+                            Ok(Arrival::Completed) => {
+                                progressed = true;
+                                report.completed += 1;
+                            }
+                            Ok(Arrival::Discarded) => progressed = true,
+                            Ok(Arrival::Ignored) => {}
+                            Err(e) => {
+                                report.errors += 1;
+                                tracing::error!(error = %e, upload_id = %rec.id, "janitor could not complete a single POST");
                             }
                         }
                         continue;

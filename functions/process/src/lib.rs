@@ -13,6 +13,16 @@ pub const FUNCTION: &str = "process";
 /// When a message that came too early (its upload still `completing`) is tried again.
 const RETRY_SOON: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What became of one message; ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Handled {
+    Done,
+    /// Not yet possible (its upload is still being completed): retried in seconds.
+    TooEarly,
+    /// Retried after the visibility timeout; on the DLQ after maxReceiveCount.
+    Failed,
+}
+
 pub struct Processor {
     pub app: Arc<App>,
     pub config: pipeline::ProcessConfig,
@@ -32,28 +42,23 @@ pub async fn handle(p: Arc<Processor>, event: LambdaEvent<SqsEvent>) -> Result<S
                 continue;
             }
         };
-        let ok = match parsed {
+        let handled = match parsed {
             QueueMessage::Job(job) => match pipeline::process(&p.app, &p.config, &job, receive_count).await {
                 Ok(outcome) => {
                     tracing::debug!(message_id, ?outcome, "job done");
-                    true
+                    Handled::Done
                 }
                 Err(pipeline::PipelineError::NotYet) => {
-                    // Came before the status write it depends on, which lands in moments:
-                    // back in seconds, not after the whole visibility timeout.
                     tracing::info!(message_id, upload_id = %job.upload_id, "upload still completing; retrying soon");
-                    if let Some(handle) = message.receipt_handle.as_deref() {
-                        p.app.queue.retry_in(handle, RETRY_SOON).await;
-                    }
-                    false
+                    Handled::TooEarly
                 }
                 Err(e) => {
                     tracing::warn!(message_id, upload_id = %job.upload_id, receive_count, error = %e, "job failed; SQS will redeliver");
-                    false
+                    Handled::Failed
                 }
             },
             QueueMessage::ObjectsCreated(objects) => {
-                let mut all = true;
+                let mut handled = Handled::Done;
                 for (bucket, key) in objects {
                     if bucket != p.app.storage.bucket() {
                         tracing::warn!(message_id, bucket, key, "object event for another bucket ignored");
@@ -61,23 +66,29 @@ pub async fn handle(p: Arc<Processor>, event: LambdaEvent<SqsEvent>) -> Result<S
                     }
                     match uploads::object_arrived(&p.app, &key, shared::now()).await {
                         Ok(arrival) => tracing::info!(message_id, key, ?arrival, "object arrived"),
+                        // Another worker holds the completion lease: done in moments.
+                        Err(e @ shared::api::ApiError::Conflict { .. }) => {
+                            tracing::info!(message_id, key, error = %e, "object event too early; retrying soon");
+                            handled = handled.max(Handled::TooEarly);
+                        }
                         Err(e) => {
                             tracing::warn!(message_id, key, error = %e, "object event failed; SQS will redeliver");
-                            if matches!(e, shared::api::ApiError::Conflict { .. }) {
-                                // Another worker holds the completion lease: done in moments.
-                                if let Some(handle) = message.receipt_handle.as_deref() {
-                                    p.app.queue.retry_in(handle, RETRY_SOON).await;
-                                }
-                            }
-                            all = false;
+                            handled = Handled::Failed;
                         }
                     }
                 }
-                all
+                handled
             }
-            QueueMessage::S3Test => true,
+            QueueMessage::S3Test => Handled::Done,
         };
-        if !ok {
+        if handled == Handled::TooEarly {
+            // It came before a status write it depends on, which lands in moments: back in
+            // seconds, not after the whole visibility timeout.
+            if let Some(handle) = message.receipt_handle.as_deref() {
+                p.app.queue.retry_in(handle, RETRY_SOON).await;
+            }
+        }
+        if handled != Handled::Done {
             response.add_failure(message_id);
         }
     }

@@ -82,7 +82,7 @@ async fn main() {
     let mut c = under_time(&aws);
     c.args(["s3", "cp", "--no-progress", "--endpoint-url", &std::env::var("AWS_ENDPOINT_URL_S3").expect("endpoint")])
         .arg(&file)
-        .arg(format!("s3://{}/bench/{}", h.app.storage.bucket(), unique("awscli")))
+        .arg(format!("s3://{}/bench/{}", h.app.objects.bucket(), unique("awscli")))
         .env("AWS_CONFIG_FILE", &cfg);
     let (aws_secs, aws_rss) = timed(c).await;
 

@@ -4,8 +4,17 @@
 
 use std::time::Duration;
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use serde_json::{json, Value};
+use api_types::{
+    files::{FileList, FileView, LinkRequest, LinkResponse},
+    problem::{CompanionError, Problem},
+    uploads::{
+        CreateUploadRequest, RecordPartItem, RecordPartsRequest, RecordPartsResponse, SignPartItem, SignPartsRequest,
+        SignPartsResponse, SignedPart, UploadView,
+    },
+};
+use reqwest::Method;
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Number;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -42,52 +51,6 @@ pub struct Api {
     pub http: reqwest::Client,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Upload {
-    pub id: String,
-    pub status: String,
-    pub filename: String,
-    pub size: u64,
-    pub part_size: u64,
-    pub part_count: u32,
-    pub parts_done: u32,
-    pub bytes_done: u64,
-    pub missing_parts: Vec<[u32; 2]>,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct SignedPart {
-    pub number: u32,
-    pub url: String,
-    pub headers: std::collections::BTreeMap<String, String>,
-    pub content_length: u64,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct FileInfo {
-    pub id: String,
-    pub filename: String,
-    pub size: u64,
-    pub status: String,
-    #[serde(default)]
-    pub sha256: Option<String>,
-    #[serde(default)]
-    pub reason: Option<String>,
-    pub created_at: String,
-    #[serde(default)]
-    pub deleted_at: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RecordedPart {
-    pub number: u32,
-    pub etag: String,
-    pub size: u64,
-    pub sha256: String,
-}
-
 impl Api {
     pub fn new(base: &str, token: &str) -> Result<Self, CliError> {
         let http = reqwest::Client::builder()
@@ -99,14 +62,30 @@ impl Api {
         Ok(Self { base: base.trim_end_matches('/').to_owned(), token: token.to_owned(), http })
     }
 
+    /// One API call without a body (see [`Api::send`]).
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, idempotent: bool) -> Result<T, CliError> {
+        self.send::<(), T>(method, path, None, idempotent).await
+    }
+
+    /// One API call with a JSON body (see [`Api::send`]).
+    async fn call_with<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+        idempotent: bool,
+    ) -> Result<T, CliError> {
+        self.send(method, path, Some(body), idempotent).await
+    }
+
     /// One API call with retries. `idempotent` calls are retried after any transient
     /// failure; others only when the request provably did not happen (connect errors,
     /// 429, 503).
-    async fn call<T: DeserializeOwned>(
+    async fn send<B: Serialize, T: DeserializeOwned>(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&B>,
         idempotent: bool,
     ) -> Result<T, CliError> {
         let url = format!("{}{path}", self.base);
@@ -133,11 +112,7 @@ impl Api {
                     }
                     let transient = status == 429 || status == 503 || (idempotent && status >= 500);
                     if !transient || attempt + 1 >= MAX_ATTEMPTS {
-                        let detail = serde_json::from_str::<Value>(&text)
-                            .ok()
-                            .and_then(|v| v["detail"].as_str().or(v["error"].as_str()).map(str::to_owned))
-                            .unwrap_or_else(|| text.chars().take(200).collect());
-                        return Err(CliError::Api { status, detail });
+                        return Err(CliError::Api { status, detail: error_detail(&text) });
                     }
                     retry_after
                 }
@@ -161,60 +136,77 @@ impl Api {
         content_type: &str,
         sha256_hex: &str,
         part_size: u64,
-    ) -> Result<Upload, CliError> {
-        let body = json!({
-            "filename": filename, "size": size, "content_type": content_type,
-            "sha256": sha256_hex, "part_checksums": "SHA256", "part_size": part_size,
-        });
-        self.call(reqwest::Method::POST, "/uploads", Some(&body), false).await
+    ) -> Result<UploadView, CliError> {
+        let body = CreateUploadRequest {
+            filename: filename.to_owned(),
+            size: Number::from(size),
+            content_type: content_type.to_owned(),
+            sha256: Some(sha256_hex.to_owned()),
+            part_checksums: Some("SHA256".to_owned()),
+            part_size: Some(Number::from(part_size)),
+        };
+        self.call_with(Method::POST, "/uploads", &body, false).await
     }
 
-    pub async fn upload(&self, id: &str) -> Result<Upload, CliError> {
-        self.call(reqwest::Method::GET, &format!("/uploads/{id}"), None, true).await
+    pub async fn upload(&self, id: &str) -> Result<UploadView, CliError> {
+        self.call(Method::GET, &format!("/uploads/{id}"), true).await
     }
 
+    /// Signs parts `(number, base64 SHA-256)`.
     pub async fn sign(&self, id: &str, parts: &[(u32, String)]) -> Result<Vec<SignedPart>, CliError> {
-        let body =
-            json!({"parts": parts.iter().map(|(n, sha)| json!({"number": n, "sha256": sha})).collect::<Vec<_>>()});
-        #[derive(Deserialize)]
-        struct R {
-            parts: Vec<SignedPart>,
-        }
-        let r: R = self.call(reqwest::Method::POST, &format!("/uploads/{id}/parts/sign"), Some(&body), true).await?;
+        let body = SignPartsRequest {
+            parts: parts
+                .iter()
+                .map(|(n, sha)| SignPartItem { number: i64::from(*n), sha256: Some(sha.clone()) })
+                .collect(),
+        };
+        let r: SignPartsResponse =
+            self.call_with(Method::POST, &format!("/uploads/{id}/parts/sign"), &body, true).await?;
         Ok(r.parts)
     }
 
-    pub async fn record(&self, id: &str, parts: &[RecordedPart]) -> Result<(), CliError> {
-        let body = json!({ "parts": parts });
-        let _: Value = self.call(reqwest::Method::PUT, &format!("/uploads/{id}/parts"), Some(&body), true).await?;
-        Ok(())
+    pub async fn record(&self, id: &str, parts: Vec<RecordPartItem>) -> Result<RecordPartsResponse, CliError> {
+        let body = RecordPartsRequest { parts };
+        self.call_with(Method::PUT, &format!("/uploads/{id}/parts"), &body, true).await
     }
 
-    pub async fn complete(&self, id: &str) -> Result<Upload, CliError> {
-        self.call(reqwest::Method::POST, &format!("/uploads/{id}/complete"), None, true).await
+    pub async fn complete(&self, id: &str) -> Result<UploadView, CliError> {
+        self.call(Method::POST, &format!("/uploads/{id}/complete"), true).await
     }
 
-    pub async fn file(&self, id: &str) -> Result<FileInfo, CliError> {
-        self.call(reqwest::Method::GET, &format!("/files/{id}"), None, true).await
+    pub async fn file(&self, id: &str) -> Result<FileView, CliError> {
+        self.call(Method::GET, &format!("/files/{id}"), true).await
     }
 
-    pub async fn files(&self, query: &str) -> Result<Value, CliError> {
-        self.call(reqwest::Method::GET, &format!("/files{query}"), None, true).await
+    pub async fn files(&self, query: &str) -> Result<FileList, CliError> {
+        self.call(Method::GET, &format!("/files{query}"), true).await
     }
 
-    pub async fn link(&self, id: &str, expires_in: Option<u64>, inline: bool) -> Result<Value, CliError> {
-        let mut body = json!({"disposition": if inline { "inline" } else { "attachment" }});
-        if let Some(e) = expires_in {
-            body["expires_in"] = json!(e);
-        }
-        self.call(reqwest::Method::POST, &format!("/files/{id}/links"), Some(&body), true).await
+    pub async fn link(&self, id: &str, expires_in: Option<u64>, inline: bool) -> Result<LinkResponse, CliError> {
+        let body = LinkRequest {
+            expires_in: expires_in.map(Number::from),
+            disposition: Some(if inline { "inline" } else { "attachment" }.to_owned()),
+        };
+        self.call_with(Method::POST, &format!("/files/{id}/links"), &body, true).await
     }
 
-    pub async fn delete_file(&self, id: &str) -> Result<FileInfo, CliError> {
-        self.call(reqwest::Method::DELETE, &format!("/files/{id}"), None, true).await
+    pub async fn delete_file(&self, id: &str) -> Result<FileView, CliError> {
+        self.call(Method::DELETE, &format!("/files/{id}"), true).await
     }
 
-    pub async fn restore_file(&self, id: &str) -> Result<FileInfo, CliError> {
-        self.call(reqwest::Method::POST, &format!("/files/{id}/restore"), None, true).await
+    pub async fn restore_file(&self, id: &str) -> Result<FileView, CliError> {
+        self.call(Method::POST, &format!("/files/{id}/restore"), true).await
     }
+}
+
+/// The sentence of an error body: problem+json's `detail`, else Companion's `error`,
+/// else the start of the raw text.
+pub fn error_detail(text: &str) -> String {
+    if let Ok(p) = serde_json::from_str::<Problem>(text) {
+        return p.detail;
+    }
+    if let Ok(c) = serde_json::from_str::<CompanionError>(text) {
+        return c.error;
+    }
+    text.chars().take(200).collect()
 }

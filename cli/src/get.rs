@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use api_types::problem::Problem;
 use futures::StreamExt;
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
@@ -94,8 +95,7 @@ async fn fetch_from(
     bar: &ProgressBar,
 ) -> Result<(), CliError> {
     let link = api.link(id, Some(600), false).await?;
-    let url = link["url"].as_str().ok_or_else(|| CliError::Other("no url in link answer".into()))?;
-    let mut req = api.http.get(url);
+    let mut req = api.http.get(&link.url);
     if from > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={from}-"));
     }
@@ -107,10 +107,9 @@ async fn fetch_from(
         (_, 200) => false, // server ignored the range: start over
         (_, s) => {
             let text = resp.text().await.unwrap_or_default();
-            let detail = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["detail"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| text.chars().take(200).collect());
+            let detail = serde_json::from_str::<Problem>(&text)
+                .map(|p| p.detail)
+                .unwrap_or_else(|_| text.chars().take(200).collect());
             return Err(CliError::Api { status: s, detail });
         }
     };

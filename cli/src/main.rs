@@ -224,27 +224,27 @@ async fn run(cli: Cli, stop: Arc<AtomicBool>) -> Result<(), CliError> {
                     q.push(format!("cursor={c}"));
                 }
                 let page = api.files(&format!("?{}", q.join("&"))).await?;
-                for f in page["files"].as_array().into_iter().flatten() {
-                    print(json, f, || {
+                for f in &page.files {
+                    print(json, &serde_json::to_value(f).unwrap_or_default(), || {
                         format!(
-                            "{}  {:>12}  {:<11} {}{}",
-                            f["id"].as_str().unwrap_or(""),
-                            f["size"],
-                            f["status"].as_str().unwrap_or(""),
-                            f["filename"].as_str().unwrap_or(""),
-                            if f["deleted_at"].is_string() { "  (deleted)" } else { "" }
+                            "{}  {}  {:<11} {}{}",
+                            f.id,
+                            f.size,
+                            f.status,
+                            f.filename,
+                            if f.deleted_at.is_some() { "  (deleted)" } else { "" }
                         )
                     });
                 }
-                match page["next_cursor"].as_str() {
-                    Some(c) => cursor = Some(c.to_owned()),
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
                     None => break,
                 }
             }
         }
         Cmd::Link { id, expires_in, inline } => {
             let l = api.link(&id, expires_in, inline).await?;
-            print(json, &l, || l["url"].as_str().unwrap_or("").to_owned());
+            print(json, &serde_json::to_value(&l).unwrap_or_default(), || l.url.clone());
         }
         Cmd::Get { id, output } => {
             let mp = bars(json);

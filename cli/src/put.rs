@@ -12,6 +12,12 @@ use std::{
     time::{Duration, Instant, UNIX_EPOCH},
 };
 
+use api_types::{
+    plan::PartPlan,
+    ranges::expand,
+    uploads::{RecordPartItem, SignedPart},
+    ByteSize, PartNumber,
+};
 use base64::Engine as _;
 use futures::{stream, StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
@@ -19,9 +25,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::api::{backoff, Api, CliError, RecordedPart, SignedPart, MAX_ATTEMPTS};
+use crate::api::{backoff, Api, CliError, MAX_ATTEMPTS};
 
-const MIB: u64 = 1024 * 1024;
 /// Read buffer per part in flight: memory is concurrency x this, whatever the file size.
 const READ_BUF: usize = 256 * 1024;
 /// Parts recorded per API call while uploading (the rest at the end)...
@@ -29,12 +34,17 @@ const RECORD_EVERY: usize = 32;
 /// ...or at least this often.
 const RECORD_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The server's part-size rule (shared::plan): 16 MiB, grown in whole MiB until the
-/// file fits in S3's 10,000 parts. The CLI sends it explicitly so it can hash parts
-/// before the upload exists.
-pub fn default_part_size(size: u64) -> u64 {
-    let needed = size.div_ceil(10_000).div_ceil(MIB) * MIB;
-    (16 * MIB).max(needed)
+/// The part size the CLI sends: `--part-size` as given (the server validates it), else
+/// the server's own default plan (api_types::plan). The CLI sends it explicitly so it can
+/// hash parts before the upload exists.
+pub fn part_size_for(size: u64, requested: Option<u64>) -> Result<u64, CliError> {
+    match requested {
+        Some(p) => Ok(p),
+        None => {
+            let size = ByteSize::new(size).map_err(|e| CliError::Source(e.to_string()))?;
+            Ok(PartPlan::default_for(size).part_size())
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -198,10 +208,6 @@ async fn hash_file(
     Ok((hex::encode(whole.finalize()), parts))
 }
 
-fn expand(ranges: &[[u32; 2]]) -> Vec<u32> {
-    ranges.iter().flat_map(|r| r[0]..=r[1]).collect()
-}
-
 /// Streams one part from disk to its presigned URL. Returns the ETag.
 async fn send_part(
     http: &reqwest::Client,
@@ -336,7 +342,7 @@ pub async fn put_file(
     let state = match state {
         Some(s) => s,
         None => {
-            let part_size = opts.part_size.unwrap_or_else(|| default_part_size(size));
+            let part_size = part_size_for(size, opts.part_size)?;
             bar.set_message(format!("hashing {name}"));
             bar.set_length(size);
             let (sha256, part_sha256) = hash_file(&abs, size, part_size, &bar).await?;
@@ -360,7 +366,11 @@ pub async fn put_file(
     };
     let upload = upload.ok_or_else(|| CliError::Other("no upload".into()))?;
     let id = state.upload_id.clone();
-    let missing = expand(&upload.missing_parts);
+    let missing: Vec<u32> = expand(&upload.missing_parts).collect();
+    // The plan the server accepted for this upload: where each part starts in the file.
+    let plan = ByteSize::new(state.size)
+        .and_then(|size| PartPlan::new(size, Some(state.part_size), state.part_size))
+        .map_err(|e| CliError::Source(e.to_string()))?;
     bar.set_length(size);
     bar.set_position(upload.bytes_done);
     bar.set_message(name.clone());
@@ -383,23 +393,28 @@ pub async fn put_file(
             let id = id.clone();
             let abs = abs.clone();
             let sha = sha_of(signed.number);
-            let part_size = state.part_size;
             let stop = stop.clone();
             let limiter = opts.limit_rate.clone();
             async move {
                 let mut signed = signed;
-                let offset = u64::from(signed.number - 1) * part_size;
+                let offset = PartNumber::new(signed.number)
+                    .ok()
+                    .and_then(|n| plan.part_range(n))
+                    .map(|(offset, _)| offset)
+                    .ok_or_else(|| {
+                        CliError::Other(format!("the server signed part {}, outside this file", signed.number))
+                    })?;
                 for attempt in 0..MAX_ATTEMPTS {
                     if stop.load(Ordering::Relaxed) {
                         return Err(CliError::Interrupted);
                     }
                     match send_part(&api.http, &signed, &abs, offset, &bar, &limiter).await {
                         Ok(etag) => {
-                            return Ok(RecordedPart {
-                                number: signed.number,
+                            return Ok(RecordPartItem {
+                                number: i64::from(signed.number),
                                 etag,
-                                size: signed.content_length,
-                                sha256: sha,
+                                size: signed.content_length.into(),
+                                sha256: Some(sha),
                             })
                         }
                         Err(PartError::Fatal(e)) => return Err(e),
@@ -424,7 +439,7 @@ pub async fn put_file(
         })
         .try_buffer_unordered(opts.concurrency.max(1));
     tokio::pin!(uploads);
-    let mut pending: Vec<RecordedPart> = Vec::new();
+    let mut pending: Vec<RecordPartItem> = Vec::new();
     let mut parts_sent = 0usize;
     let mut last_record = Instant::now();
     let mut failure: Option<CliError> = None;
@@ -439,8 +454,7 @@ pub async fn put_file(
                 pending.push(part);
                 // Batched, but never more than a second behind: a crash loses little.
                 if pending.len() >= RECORD_EVERY || last_record.elapsed() >= RECORD_INTERVAL {
-                    api.record(&id, &pending).await?;
-                    pending.clear();
+                    api.record(&id, std::mem::take(&mut pending)).await?;
                     last_record = Instant::now();
                 }
             }
@@ -453,7 +467,7 @@ pub async fn put_file(
     }
     // Whatever happened, record what S3 accepted so a rerun does not send it again.
     if !pending.is_empty() {
-        api.record(&id, &pending).await?;
+        api.record(&id, pending).await?;
     }
     if let Some(e) = failure {
         return Err(e);
@@ -481,15 +495,27 @@ async fn wait_for(stop: Arc<AtomicBool>) {
 
 #[cfg(test)]
 mod tests {
+    use api_types::limits::{MIB, S3_MAX_OBJECT_SIZE};
+
     use super::*;
 
     #[test]
     fn part_size_rule_matches_the_server() {
-        assert_eq!(default_part_size(0), 16 * MIB);
-        assert_eq!(default_part_size(10 * 1024 * MIB), 16 * MIB);
-        assert_eq!(default_part_size(10_000 * 16 * MIB + 1), 17 * MIB);
+        let chosen = |size: u64| part_size_for(size, None).unwrap();
         let five_tib = 5 * 1024 * 1024 * MIB;
-        assert_eq!(default_part_size(five_tib), 525 * MIB);
+        // The rule, spelled out: 16 MiB, grown in whole MiB until the file fits in
+        // S3's 10,000 parts...
+        for (size, expected) in
+            [(0, 16 * MIB), (10 * 1024 * MIB, 16 * MIB), (10_000 * 16 * MIB + 1, 17 * MIB), (five_tib, 525 * MIB)]
+        {
+            assert_eq!(chosen(size), expected, "size {size}");
+            // ...which is the server's own plan, not a copy of it.
+            assert_eq!(chosen(size), PartPlan::default_for(ByteSize::new(size).unwrap()).part_size(), "size {size}");
+        }
+        // --part-size is sent as given: the server says what is wrong with it.
+        assert_eq!(part_size_for(five_tib, Some(5 * MIB)).unwrap(), 5 * MIB);
+        // A file larger than S3's largest object is refused before hashing it.
+        assert!(matches!(part_size_for(S3_MAX_OBJECT_SIZE + 1, None), Err(CliError::Source(_))));
     }
 
     #[tokio::test]

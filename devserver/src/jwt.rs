@@ -29,10 +29,10 @@ mod tests {
     #[tokio::test]
     async fn issued_tokens_pass_the_authorizer_and_forgeries_do_not() {
         let now = shared::now();
-        let v = shared::authn::Verifier::dev("s3cret");
+        let v = shared::http::authn::Verifier::dev("s3cret");
         let t = issue("s3cret", "alice", 60, now).unwrap();
         assert_eq!(v.owner_of(&t).await.unwrap().as_str(), "alice");
-        assert!(shared::authn::Verifier::dev("other").owner_of(&t).await.is_none());
+        assert!(shared::http::authn::Verifier::dev("other").owner_of(&t).await.is_none());
         assert!(v.owner_of(&issue("s3cret", "alice", -120, now).unwrap()).await.is_none());
         let mut tampered = t.clone();
         tampered.insert(t.len() / 2, 'x');

@@ -17,7 +17,7 @@ pub fn dev_state(app: Arc<App>, template: &routes::Template, jwt_secret: String)
         app,
         routes: template.routes.clone(),
         handlers: server::http_handlers(),
-        verifier: Arc::new(shared::authn::Verifier::dev(&jwt_secret)),
+        verifier: Arc::new(shared::http::authn::Verifier::dev(&jwt_secret)),
         jwt_secret,
         request_log: None,
         web_dir: None,

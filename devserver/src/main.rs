@@ -58,10 +58,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .or_else(|| parsed.schedules.iter().find(|s| s.binary == "janitor").map(|s| s.every_secs))
                 .unwrap_or(900);
             hoist_dev::spawn_janitor(app.clone(), Duration::from_secs(every));
-            let processor = std::sync::Arc::new(process::Processor {
-                config: shared::pipeline::ProcessConfig::from_env()?,
-                app: app.clone(),
-            });
+            let config = shared::config::ProcessConfig::from_env()?;
+            let scanner = std::sync::Arc::new(shared::clamd::Clamd { addr: config.clamd_addr.clone() });
+            let processor = std::sync::Arc::new(process::Processor { app: app.clone(), scanner, config });
             let sqs = aws_sdk_sqs::Client::new(&aws_config::load_from_env().await);
             hoist_dev::sqs::spawn_poller(processor, sqs, app.config.queue_url.clone());
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
-use shared::{api::ApiError, App};
+use shared::{http::ApiError, App};
 
 use crate::routes::{match_route, Route};
 
@@ -50,7 +50,7 @@ pub struct DevState {
     pub handlers: BTreeMap<&'static str, HttpHandler>,
     pub jwt_secret: String,
     /// Token verification: the authorizer's own code and settings.
-    pub verifier: Arc<shared::authn::Verifier>,
+    pub verifier: Arc<shared::http::authn::Verifier>,
     /// Every routed request as (route key, body), for tests that assert what the
     /// server saw. Off unless a test turns it on.
     pub request_log: Option<Arc<std::sync::Mutex<Vec<LoggedRequest>>>>,
@@ -84,7 +84,7 @@ fn plain(status: StatusCode, msg: &str) -> AxResponse {
 }
 
 /// The session cookie the web page authenticates with (shared with the authorizer).
-pub const SESSION_COOKIE: &str = shared::authn::SESSION_COOKIE;
+pub const SESSION_COOKIE: &str = shared::http::authn::SESSION_COOKIE;
 
 /// The owner, decided by the same code as the Lambda authorizer in AWS.
 async fn authorize(st: &DevState, headers: &http::HeaderMap) -> Option<shared::domain::Owner> {

@@ -4,8 +4,7 @@
 
 use shared::{
     config::{RECORD_BATCH_MAX, SIGN_BATCH_MAX},
-    domain::{ByteSize, GIB, MIB, TIB},
-    plan::PartPlan,
+    domain::{ByteSize, PartPlan, GIB, MIB, TIB},
 };
 
 fn main() {

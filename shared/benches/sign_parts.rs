@@ -6,9 +6,13 @@ use std::time::Duration;
 
 use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation, SharedCredentialsProvider};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shared::{domain::PartNumber, domain::Sha256Digest, storage::Storage};
+use shared::{
+    aws::S3Store,
+    domain::{PartNumber, Sha256Digest},
+    ports::ObjectStore,
+};
 
-fn storage() -> Storage {
+fn storage() -> S3Store {
     let creds = Credentials::new("AKIDEXAMPLE", "bench-only-secret", None, None, "bench");
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version_latest()
@@ -18,7 +22,7 @@ fn storage() -> Storage {
         .force_path_style(true)
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .build();
-    Storage::new(aws_sdk_s3::Client::from_conf(conf), "bench-bucket".into(), SharedCredentialsProvider::new(creds))
+    S3Store::new(aws_sdk_s3::Client::from_conf(conf), "bench-bucket".into(), SharedCredentialsProvider::new(creds))
 }
 
 fn bench(c: &mut Criterion) {
@@ -31,10 +35,10 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1000));
     g.bench_function("1000_urls_with_sha256", |b| {
         b.iter(|| {
-            rt.block_on(s.presign_batch(
+            rt.block_on(s.presign_parts(
                 key,
                 upload_id,
-                (1..=1000).map(|n| (PartNumber::new(n).expect("n"), 16 << 20, Some(sha))),
+                (1..=1000).map(|n| (PartNumber::new(n).expect("n"), 16 << 20, Some(sha))).collect(),
                 Duration::from_secs(900),
             ))
             .expect("presign")
@@ -42,10 +46,10 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("1000_urls_plain", |b| {
         b.iter(|| {
-            rt.block_on(s.presign_batch(
+            rt.block_on(s.presign_parts(
                 key,
                 upload_id,
-                (1..=1000).map(|n| (PartNumber::new(n).expect("n"), 16 << 20, None)),
+                (1..=1000).map(|n| (PartNumber::new(n).expect("n"), 16 << 20, None)).collect(),
                 Duration::from_secs(900),
             ))
             .expect("presign")

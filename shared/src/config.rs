@@ -1,8 +1,11 @@
-//! Configuration from the environment, read once at cold start.
+//! Configuration from the environment, read once at cold start, by one reader: the API
+//! settings ([`Config`]), processing's ([`ProcessConfig`]) and the authorizer's
+//! (`http::authn::Verifier::from_env`) all go through [`var`], [`required`] and [`number`].
 
 use std::time::Duration;
 
 use crate::domain::{ContentType, GIB, MIB, S3_MAX_OBJECT_SIZE, TIB};
+use crate::processing::UnscannedPolicy;
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration {name}: {detail}")]
@@ -114,7 +117,7 @@ pub struct Config {
     /// How long a completion may hold its lease before another may take over.
     pub complete_lease: Duration,
     /// Download-link signing keys (catalog and download functions).
-    pub link_keys: Option<crate::links::LinkKeys>,
+    pub link_keys: Option<crate::domain::links::LinkKeys>,
     pub link_default_ttl: Duration,
     pub link_max_ttl: Duration,
     /// How long a deleted file can be restored before the janitor purges it.
@@ -128,15 +131,16 @@ pub struct Config {
 pub const SIGN_BATCH_MAX: usize = 1000;
 pub const RECORD_BATCH_MAX: usize = 1000;
 
-fn var(name: &'static str) -> Option<String> {
+/// A set, non-blank environment variable.
+pub fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn required(name: &'static str) -> Result<String, ConfigError> {
+pub fn required(name: &'static str) -> Result<String, ConfigError> {
     var(name).ok_or(ConfigError { name, detail: "is required".into() })
 }
 
-fn number(name: &'static str, default: u64) -> Result<u64, ConfigError> {
+pub fn number(name: &'static str, default: u64) -> Result<u64, ConfigError> {
     match var(name) {
         None => Ok(default),
         Some(v) => v.trim().parse().map_err(|_| ConfigError { name, detail: format!("'{v}' is not a whole number") }),
@@ -152,7 +156,7 @@ impl Config {
                 detail: "is above S3's largest object (48.8 TiB)".into(),
             });
         }
-        let default_part_size = number("HOIST_DEFAULT_PART_SIZE", 16 * MIB)?;
+        let default_part_size = number("HOIST_DEFAULT_PART_SIZE", api_types::plan::DEFAULT_PART_SIZE)?;
         if !(5 * MIB..=5 * GIB).contains(&default_part_size) {
             return Err(ConfigError { name: "HOIST_DEFAULT_PART_SIZE", detail: "must be within 5 MiB..=5 GiB".into() });
         }
@@ -180,7 +184,7 @@ impl Config {
             complete_wait: Duration::from_secs(number("HOIST_COMPLETE_WAIT_SECONDS", 20)?),
             complete_lease: Duration::from_secs(number("HOIST_COMPLETE_LEASE_SECONDS", 120)?),
             link_keys: var("HOIST_LINK_KEYS")
-                .map(|k| crate::links::LinkKeys::parse(&k))
+                .map(|k| crate::domain::links::LinkKeys::parse(&k))
                 .transpose()
                 .map_err(|e| ConfigError { name: "HOIST_LINK_KEYS", detail: e.to_string() })?,
             link_default_ttl: Duration::from_secs(number("HOIST_LINK_DEFAULT_TTL_SECONDS", 3600)?),
@@ -188,6 +192,43 @@ impl Config {
             delete_retention: Duration::from_secs(number("HOIST_DELETE_RETENTION_SECONDS", 30 * 24 * 3600)?),
             public_base_url: var("HOIST_PUBLIC_BASE_URL"),
             job_delay_secs: number("HOIST_JOB_DELAY_SECONDS", 2)?.min(900) as i32,
+        })
+    }
+}
+
+/// Processing settings (the `process` function).
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    pub clamd_addr: String,
+    /// Files above this are not sent to clamd (its StreamMaxLength; ClamAV caps at 4 GB).
+    pub scan_limit: u64,
+    pub unscanned_policy: UnscannedPolicy,
+    /// Images up to this size are buffered during the pass to make a thumbnail.
+    pub thumbnail_max_bytes: u64,
+    pub thumbnail_side: u32,
+    /// The queue's maxReceiveCount: on the last delivery a failure is recorded as `failed`.
+    pub max_receives: u32,
+}
+
+impl ProcessConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let unscanned_policy = match var("HOIST_UNSCANNED_POLICY").as_deref() {
+            None | Some("block") => UnscannedPolicy::Block,
+            Some("allow") => UnscannedPolicy::Allow,
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "HOIST_UNSCANNED_POLICY",
+                    detail: format!("'{other}' is not block or allow"),
+                })
+            }
+        };
+        Ok(Self {
+            clamd_addr: var("HOIST_CLAMD_ADDR").unwrap_or_else(|| "127.0.0.1:3310".into()),
+            scan_limit: number("HOIST_SCAN_LIMIT_BYTES", GIB)?,
+            unscanned_policy,
+            thumbnail_max_bytes: number("HOIST_THUMBNAIL_MAX_BYTES", 64 * MIB)?,
+            thumbnail_side: number("HOIST_THUMBNAIL_SIDE", 256)?.min(4096) as u32,
+            max_receives: number("HOIST_MAX_RECEIVES", 5)?.min(1000) as u32,
         })
     }
 }

@@ -1,29 +1,35 @@
-//! Hoist's library: domain types, the upload service, AWS access, auth and errors.
-//! Handlers in `functions/` are thin wrappers over [`uploads`].
+//! Hoist's core: the domain, the use cases, the ports they need and the adapters that
+//! serve them. Read it top-down:
+//!
+//! - [`domain`]: newtypes that can only hold valid values, the upload entity, the state
+//!   machine ([`domain::Transition`]) and the domain error ([`domain::UploadError`]);
+//! - [`usecases`]: one module per use case (create, parts, complete, abort, arrival,
+//!   janitor, catalog, links, download), calling only [`ports`];
+//! - [`processing`]: the processing use case (one streaming pass) and its pure decisions;
+//! - [`ports`]: `UploadRepo`, `ObjectStore`, `JobQueue`, `Scanner`;
+//! - [`aws`]: the DynamoDB, S3 and SQS adapters (the only code importing the SDKs),
+//!   and [`clamd`], the scanner adapter;
+//! - [`http`]: the edge (parsing, problem+json, Companion, the authorizer's token check,
+//!   the Lambda glue); handlers in `functions/` are a few lines over it;
+//! - [`testing`] (feature `testing`): in-memory ports with fault injection.
+//!
+//! The wire types live in the `api-types` crate, shared with the CLI and the tests.
 
-pub mod api;
 pub mod app;
-pub mod auth;
-pub mod authn;
-pub mod companion;
+pub mod aws;
+pub mod clamd;
 pub mod config;
 pub mod domain;
-pub mod files;
-pub mod lambda;
-pub mod links;
-pub mod pipeline;
-pub mod plan;
+pub mod http;
+pub mod ports;
 pub mod processing;
-pub mod queue;
-pub mod ranges;
-pub mod scanner;
-pub mod storage;
-pub mod store;
 pub mod telemetry;
-pub mod thumbnail;
-pub mod uploads;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod usecases;
 
-pub use app::App;
+pub use api_types::ranges;
+pub use app::{App, StartupError};
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {

@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use hoist_e2e::{rand_like, unique, Harness};
-use shared::{pipeline, queue::ProcessJob, scanner::Instream};
+use shared::{clamd::Instream, config::ProcessConfig, domain::ProcessJob, processing};
 
 const MIB: usize = 1024 * 1024;
 
@@ -31,10 +31,9 @@ fn vm_hwm_kib() -> u64 {
 async fn child(job_json: &str) {
     let job: ProcessJob = serde_json::from_str(job_json).expect("job");
     let h = Harness::start().await;
-    let cfg = pipeline::ProcessConfig::from_env().expect("config");
     let before = vm_hwm_kib();
     let started = Instant::now();
-    let outcome = pipeline::process(&h.app, &cfg, &job, 1).await.expect("process");
+    let outcome = processing::process(&h.processor(5), &job, 1).await.expect("process");
     println!(
         "{{\"outcome\":\"{outcome:?}\",\"seconds\":{},\"vm_hwm_kib\":{},\"vm_hwm_before_kib\":{before}}}",
         started.elapsed().as_secs_f64(),
@@ -81,7 +80,7 @@ async fn main() {
     let small = (big / 10).max(8);
     let h = Harness::start().await;
     let owner = unique("bench");
-    let cfg = pipeline::ProcessConfig::from_env().expect("config");
+    let cfg = ProcessConfig::from_env().expect("config");
 
     println!(
         "## Processing benchmark ({big} MiB and {small} MiB inputs, {} cores)\n",
@@ -137,7 +136,7 @@ async fn main() {
     let mut times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let thumb = shared::thumbnail::make(&jpeg, 256).expect("thumbnail");
+        let thumb = shared::processing::thumbnail::make(&jpeg, 256).expect("thumbnail");
         times.push(t.elapsed().as_secs_f64());
         assert_eq!((thumb.width, thumb.height), (256, 171));
     }

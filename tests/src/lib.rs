@@ -14,6 +14,8 @@ pub struct Harness {
     pub http: reqwest::Client,
     pub app: Arc<App>,
     pub sqs: aws_sdk_sqs::Client,
+    /// The test's own S3 client, to look at the bucket independently of the app's adapter.
+    pub s3: aws_sdk_s3::Client,
     pub queue_url: String,
     secret: String,
     server: tokio::task::JoinHandle<()>,
@@ -116,7 +118,7 @@ impl Harness {
         // has landed): no delivery delay needed, and none to wait for.
         config.job_delay_secs = 0;
         tweak(&mut config);
-        let app = Arc::new(App::with_sdk_config(config, &sdk).expect("app"));
+        let app = Arc::new(shared::aws::app(config, &sdk).expect("app"));
         let secret = std::env::var("HOIST_DEV_JWT_SECRET").expect("HOIST_DEV_JWT_SECRET");
         let template =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template.yaml");
@@ -131,7 +133,8 @@ impl Harness {
         let server = tokio::spawn(async move {
             let _ = hoist_dev::server::serve(listener, state).await;
         });
-        Harness { base, http: reqwest::Client::new(), app, sqs, queue_url, secret, server, request_log }
+        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+        Harness { base, http: reqwest::Client::new(), app, sqs, s3, queue_url, secret, server, request_log }
     }
 
     pub fn token(&self, owner: &str) -> String {
@@ -275,11 +278,9 @@ impl Harness {
     /// The object's bytes in S3.
     pub async fn object_bytes(&self, id: &str) -> Vec<u8> {
         let out = self
-            .app
-            .storage
-            .client()
+            .s3
             .get_object()
-            .bucket(self.app.storage.bucket())
+            .bucket(self.app.objects.bucket())
             .key(format!("uploads/{id}"))
             .send()
             .await
@@ -310,9 +311,10 @@ impl Harness {
 
     /// A processor over this harness's app (the real process handler).
     pub fn processor(&self, max_receives: u32) -> Arc<process::Processor> {
-        let mut config = shared::pipeline::ProcessConfig::from_env().expect("process config");
+        let mut config = shared::config::ProcessConfig::from_env().expect("process config");
         config.max_receives = max_receives;
-        Arc::new(process::Processor { app: self.app.clone(), config })
+        let scanner = Arc::new(shared::clamd::Clamd { addr: config.clamd_addr.clone() });
+        Arc::new(process::Processor { app: self.app.clone(), scanner, config })
     }
 
     /// Feeds every job on this test's queue to the process handler, as Lambda's
@@ -355,16 +357,7 @@ impl Harness {
 
     /// The object's `hoist-status` tag.
     pub async fn status_tag(&self, key: &str) -> Option<String> {
-        let out = self
-            .app
-            .storage
-            .client()
-            .get_object_tagging()
-            .bucket(self.app.storage.bucket())
-            .key(key)
-            .send()
-            .await
-            .ok()?;
+        let out = self.s3.get_object_tagging().bucket(self.app.objects.bucket()).key(key).send().await.ok()?;
         out.tag_set().iter().find(|t| t.key() == "hoist-status").map(|t| t.value().to_owned())
     }
 

@@ -17,7 +17,7 @@ async fn create(h: &Harness, owner: &str, name: &str, ct: &str) -> (String, Stri
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["bucket"], h.app.storage.bucket());
+    assert_eq!(v["bucket"], h.app.objects.bucket());
     (v["uploadId"].as_str().unwrap().to_owned(), v["key"].as_str().unwrap().to_owned())
 }
 
@@ -88,7 +88,7 @@ async fn size_limit_is_enforced_at_completion() {
     assert_eq!(s, 422, "{v}");
     assert!(v["error"].as_str().unwrap().contains("limit"), "Companion error shape: {v}");
     assert_eq!(headers["content-type"], "application/json");
-    assert!(h.app.storage.head(&key).await.unwrap().is_none(), "no object was made");
+    assert!(h.app.objects.head(&key).await.unwrap().is_none(), "no object was made");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,9 +150,9 @@ async fn retention_over_means_purged_by_the_janitor() {
     let id = ready_file(&h, &owner, "gone.jpg", "text/plain", b"bye").await;
     let (s, _, _) = h.call(Some(&owner), "DELETE", &format!("/files/{id}"), None).await;
     assert_eq!(s, 200);
-    let report = shared::uploads::sweep(&h.app, shared::now() + 5).await.unwrap();
+    let report = shared::usecases::janitor::sweep(&h.app, shared::now() + 5).await.unwrap();
     assert!(report.purged >= 1, "{report:?}");
-    assert!(h.app.storage.head(&format!("uploads/{id}")).await.unwrap().is_none(), "object purged");
+    assert!(h.app.objects.head(&format!("uploads/{id}")).await.unwrap().is_none(), "object purged");
     let (s, _, _) = h.call(Some(&owner), "POST", &format!("/files/{id}/restore"), None).await;
     assert_eq!(s, 404, "nothing left to restore");
 }
@@ -170,9 +170,9 @@ async fn unsafe_files_are_never_redirected() {
     let keys = h.app.config.link_keys.clone().unwrap();
     let forged = keys.sign(
         &shared::domain::UploadId::parse(&bad).unwrap(),
-        shared::links::Variant::File,
+        shared::domain::links::Variant::File,
         shared::now() + 60,
-        shared::links::Disposition::Attachment,
+        shared::domain::links::Disposition::Attachment,
     );
     let (s, loc, body, _) = follow(&h, &format!("{}{forged}", h.base), None).await;
     assert_eq!((s, loc), (403, None), "{}", String::from_utf8_lossy(&body));
@@ -180,9 +180,9 @@ async fn unsafe_files_are_never_redirected() {
     let pending = h.upload_file(&owner, "later.txt", "text/plain", b"wait for it", None).await;
     let forged = keys.sign(
         &shared::domain::UploadId::parse(&pending).unwrap(),
-        shared::links::Variant::File,
+        shared::domain::links::Variant::File,
         shared::now() + 60,
-        shared::links::Disposition::Attachment,
+        shared::domain::links::Disposition::Attachment,
     );
     let (s, loc, _, headers) = follow(&h, &format!("{}{forged}", h.base), None).await;
     assert_eq!((s, loc), (409, None));

@@ -64,14 +64,18 @@ async fn single_post_is_completed_by_the_s3_event_and_ends_ready() {
     assert_eq!(p["method"], "POST");
     assert_eq!(p["headers"], json!({}));
     let url = p["url"].as_str().unwrap();
-    assert!(url.ends_with(&format!("/{}/", h.app.storage.bucket())), "the form goes to the bucket: {url}");
+    assert!(url.ends_with(&format!("/{}/", h.app.objects.bucket())), "the form goes to the bucket: {url}");
     let fields = fields_of(&p);
     assert_eq!(fields["Content-Type"], "image/jpeg");
     let id = upload_id(&p);
     assert_eq!(fields["x-amz-meta-hoist-upload-id"], id);
     // An unsent single POST frees its open-upload slot within hours, not days.
-    let rec = h.app.store.get(&shared::domain::UploadId::parse(&id).unwrap()).await.unwrap().unwrap();
-    assert!(rec.expires_at <= shared::now() + shared::uploads::SINGLE_POST_TTL.as_secs() as i64, "{}", rec.expires_at);
+    let rec = h.app.repo.get(&shared::domain::UploadId::parse(&id).unwrap()).await.unwrap().unwrap();
+    assert!(
+        rec.expires_at <= shared::now() + shared::usecases::create::SINGLE_POST_TTL.as_secs() as i64,
+        "{}",
+        rec.expires_at
+    );
     assert_eq!(upload_status(&h, &owner, &id).await["status"], "uploading");
 
     let (s, body, etag) = post_form(&h, url, &fields, photo.clone()).await;
@@ -92,7 +96,7 @@ async fn single_post_is_completed_by_the_s3_event_and_ends_ready() {
 
     // Events are at-least-once: the same event again changes nothing and queues nothing.
     let event = json!({"Records": [{"eventName": "ObjectCreated:Post",
-        "s3": {"bucket": {"name": h.app.storage.bucket()}, "object": {"key": format!("uploads/{id}"), "size": photo.len()}}}]});
+        "s3": {"bucket": {"name": h.app.objects.bucket()}, "object": {"key": format!("uploads/{id}"), "size": photo.len()}}}]});
     h.sqs.send_message().queue_url(&h.queue_url).message_body(event.to_string()).send().await.unwrap();
     assert_eq!(h.process_all().await, 1, "only the repeated event itself");
     assert_eq!(upload_status(&h, &owner, &id).await["status"], "ready");
@@ -150,7 +154,7 @@ print(auth.signature(f["policy"], req))
     let (s, body, _) = post_form(&h, &url, &other_type, b"<script>".to_vec()).await;
     assert_eq!(s, 403, "{body}");
     let id = upload_id(&p);
-    assert!(h.app.storage.head(&format!("uploads/{id}")).await.unwrap().is_none(), "nothing was stored");
+    assert!(h.app.objects.head(&format!("uploads/{id}")).await.unwrap().is_none(), "nothing was stored");
     assert_eq!(h.process_all().await, 0, "no event for a refused POST");
     assert_eq!(upload_status(&h, &owner, &id).await["status"], "uploading");
 
@@ -211,7 +215,7 @@ async fn bad_params_abort_and_a_late_arrival() {
     let (s, body, _) = post_form(&h, p["url"].as_str().unwrap(), &fields_of(&p), rand_like::bytes(1000)).await;
     assert_eq!(s, 204, "{body}");
     assert_eq!(h.process_all().await, 1, "the event, and no job");
-    assert!(h.app.storage.head(&key).await.unwrap().is_none(), "the late object was deleted");
+    assert!(h.app.objects.head(&key).await.unwrap().is_none(), "the late object was deleted");
     assert_eq!(upload_status(&h, &owner, &id).await["status"], "aborted");
 }
 
@@ -232,7 +236,7 @@ async fn janitor_completes_a_single_post_whose_event_was_lost() {
     assert_eq!(upload_status(&h, &owner, &id).await["status"], "uploading");
 
     let later = shared::now() + 60;
-    let report = shared::uploads::sweep(&h.app, later).await.unwrap();
+    let report = shared::usecases::janitor::sweep(&h.app, later).await.unwrap();
     assert!(report.completed >= 1 && report.expired >= 1, "{report:?}");
     assert_eq!(upload_status(&h, &owner, &abandoned_id).await["status"], "expired");
     h.process_all().await;

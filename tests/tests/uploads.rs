@@ -108,7 +108,7 @@ async fn resume_after_crash_sends_only_missing_parts() {
 
     // S3 saw exactly four parts: nothing was sent twice.
     let parts =
-        h.app.storage.list_parts(&format!("uploads/{id}"), &upload_s3_id(&h, &id).await).await.unwrap().unwrap();
+        h.app.objects.list_parts(&format!("uploads/{id}"), &upload_s3_id(&h, &id).await).await.unwrap().unwrap();
     assert_eq!(parts.iter().map(|p| p.number).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
 
     let (s, done, _) = h.call(Some(&owner), "POST", &format!("/uploads/{id}/complete"), None).await;
@@ -117,7 +117,7 @@ async fn resume_after_crash_sends_only_missing_parts() {
 }
 
 async fn upload_s3_id(h: &Harness, id: &str) -> String {
-    let rec = h.app.store.get(&shared::domain::UploadId::parse(id).unwrap()).await.unwrap().unwrap();
+    let rec = h.app.repo.get(&shared::domain::UploadId::parse(id).unwrap()).await.unwrap().unwrap();
     rec.s3_upload_id
 }
 
@@ -180,7 +180,7 @@ async fn abort_discards_parts_and_frees_quota() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["status"], "aborted");
     assert!(
-        h.app.storage.list_parts(&format!("uploads/{a}"), &s3_id).await.unwrap().is_none(),
+        h.app.objects.list_parts(&format!("uploads/{a}"), &s3_id).await.unwrap().is_none(),
         "S3 forgot the multipart upload"
     );
     let (s, _, _) = h.call(Some(&owner), "DELETE", &format!("/uploads/{a}"), None).await;
@@ -356,18 +356,18 @@ async fn janitor_expires_abandoned_uploads_and_aborts_their_parts() {
     let id = id_of(&h.create(&owner, "old.bin", &data, PART as u64, false).await);
     h.upload_parts(&owner, &id, &data, PART, &[1], false).await;
     let s3_id = upload_s3_id(&h, &id).await;
-    let quota_before = h.app.store.quota(&shared::domain::Owner::parse(&owner).unwrap()).await.unwrap();
+    let quota_before = h.app.repo.quota(&shared::domain::Owner::parse(&owner).unwrap()).await.unwrap();
     assert_eq!(quota_before.open_uploads, 1);
 
-    let report = shared::uploads::sweep(&h.app, shared::now() + 60).await.unwrap();
+    let report = shared::usecases::janitor::sweep(&h.app, shared::now() + 60).await.unwrap();
     assert!(report.expired >= 1, "{report:?}");
     assert!(
-        h.app.storage.list_parts(&format!("uploads/{id}"), &s3_id).await.unwrap().is_none(),
+        h.app.objects.list_parts(&format!("uploads/{id}"), &s3_id).await.unwrap().is_none(),
         "multipart upload aborted in S3"
     );
     let (s, v, _) = h.call(Some(&owner), "GET", &format!("/uploads/{id}"), None).await;
     assert_eq!((s, v["status"].as_str()), (200, Some("expired")), "{v}");
-    let quota_after = h.app.store.quota(&shared::domain::Owner::parse(&owner).unwrap()).await.unwrap();
+    let quota_after = h.app.repo.quota(&shared::domain::Owner::parse(&owner).unwrap()).await.unwrap();
     assert_eq!(quota_after.open_uploads, 0, "quota released");
     assert_eq!(quota_after.bytes_in_flight, 0);
     let (s, _, _) = h.call(Some(&owner), "POST", &format!("/uploads/{id}/complete"), None).await;

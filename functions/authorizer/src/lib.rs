@@ -8,7 +8,7 @@ use aws_lambda_events::event::apigw::{
     ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request,
 };
 use lambda_runtime::{Error, LambdaEvent};
-use shared::{authn::Verifier, domain::Owner};
+use shared::{domain::Owner, http::authn::Verifier};
 
 pub const FUNCTION: &str = "authorizer";
 
@@ -18,7 +18,7 @@ pub async fn decide<'a>(
     authorization: Option<&'a str>,
     cookies: impl IntoIterator<Item = &'a str>,
 ) -> Option<Owner> {
-    let token = shared::authn::token_from(authorization, cookies)?;
+    let token = shared::http::authn::token_from(authorization, cookies)?;
     verifier.owner_of(token).await
 }
 

@@ -3,39 +3,44 @@
 //! (they share one least-privilege policy); API Gateway's route key picks the action.
 use std::sync::Arc;
 
+use api_types::files::LinkRequest;
 use lambda_http::{http::StatusCode, Body, Request, Response};
-use shared::{api, api::ApiError, auth, files, App};
+use shared::{
+    http::{self, auth, ApiError},
+    usecases::{catalog, links},
+    App,
+};
 
 pub const FUNCTION: &str = "catalog";
 
 pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
-    api::respond(
+    http::respond(
         async {
             let owner = auth::owner(&req)?;
-            let base = api::base_url(&req, app.config.public_base_url.as_deref());
+            let base = http::base_url(&req, app.config.public_base_url.as_deref());
             let now = shared::now();
-            let id = || files::parse_file_id(api::path_param(&req, "id"));
-            match api::route_key(&req).as_str() {
+            let id = || http::file_id(http::path_param(&req, "id"));
+            match http::route_key(&req).as_str() {
                 "GET /files" => {
-                    let q = files::ListQuery::parse(
-                        api::query_param(&req, "status"),
-                        api::query_param(&req, "include_deleted"),
-                        api::query_param(&req, "limit"),
-                        api::query_param(&req, "cursor"),
+                    let q = catalog::ListQuery::parse(
+                        http::query_param(&req, "status"),
+                        http::query_param(&req, "include_deleted"),
+                        http::query_param(&req, "limit"),
+                        http::query_param(&req, "cursor"),
                     )?;
-                    api::json(StatusCode::OK, &files::list(&app, &owner, q, &base, now).await?)
+                    http::json(StatusCode::OK, &catalog::list(&app, &owner, q, &base, now).await?)
                 }
-                "GET /files/{id}" => api::json(StatusCode::OK, &files::get(&app, &owner, &id()?, &base, now).await?),
+                "GET /files/{id}" => http::json(StatusCode::OK, &catalog::get(&app, &owner, &id()?, &base, now).await?),
                 "DELETE /files/{id}" => {
-                    api::json(StatusCode::OK, &files::delete(&app, &owner, &id()?, &base, now).await?)
+                    http::json(StatusCode::OK, &catalog::delete(&app, &owner, &id()?, &base, now).await?)
                 }
                 "POST /files/{id}/restore" => {
-                    api::json(StatusCode::OK, &files::restore(&app, &owner, &id()?, &base, now).await?)
+                    http::json(StatusCode::OK, &catalog::restore(&app, &owner, &id()?, &base, now).await?)
                 }
                 "POST /files/{id}/links" => {
-                    let body: files::LinkRequest =
-                        if req.body().is_empty() { files::LinkRequest::default() } else { api::json_body(&req)? };
-                    api::json(StatusCode::CREATED, &files::create_link(&app, &owner, &id()?, body, &base, now).await?)
+                    let body: LinkRequest =
+                        if req.body().is_empty() { LinkRequest::default() } else { http::json_body(&req)? };
+                    http::json(StatusCode::CREATED, &links::create_link(&app, &owner, &id()?, body, &base, now).await?)
                 }
                 _ => Err(ApiError::NotFound("No such route.")),
             }

@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::lambda::run_http(catalog::FUNCTION, catalog::handle).await
+    shared::http::lambda::run_http(catalog::FUNCTION, catalog::handle).await
 }

@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::lambda::run_http(complete_upload::FUNCTION, complete_upload::handle).await
+    shared::http::lambda::run_http(complete_upload::FUNCTION, complete_upload::handle).await
 }

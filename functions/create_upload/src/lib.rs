@@ -2,18 +2,22 @@
 use std::sync::Arc;
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
-use shared::{api, auth, uploads, App};
+use shared::{
+    http::{self, auth},
+    usecases::create::{self, NewUpload},
+    App,
+};
 
 pub const FUNCTION: &str = "create_upload";
 
 pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
-    api::respond(
+    http::respond(
         async {
             let owner = auth::owner(&req)?;
-            let body: uploads::CreateUploadRequest = api::json_body(&req)?;
-            let new = uploads::NewUpload::parse(body, app.config.max_upload_size, &app.config.content_types)?;
-            let created = uploads::create(&app, &owner, new, shared::now()).await?;
-            api::json(StatusCode::CREATED, &created)
+            let body: api_types::uploads::CreateUploadRequest = http::json_body(&req)?;
+            let new = NewUpload::parse(body, app.config.max_upload_size, &app.config.content_types)?;
+            let created = create::create(&app, &owner, new, shared::now()).await?;
+            http::json(StatusCode::CREATED, &created)
         }
         .await,
     )

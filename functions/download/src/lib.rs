@@ -4,22 +4,27 @@
 use std::sync::Arc;
 
 use lambda_http::{http::header, http::StatusCode, Body, Request, Response};
-use shared::{api, api::ApiError, files, links::LinkQuery, App};
+use shared::{
+    domain::links::LinkQuery,
+    http::{self, ApiError},
+    usecases::download,
+    App,
+};
 
 pub const FUNCTION: &str = "download";
 
 pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
-    api::respond(
+    http::respond(
         async {
             let q = LinkQuery {
-                v: api::query_param(&req, "v"),
-                e: api::query_param(&req, "e"),
-                d: api::query_param(&req, "d"),
-                k: api::query_param(&req, "k"),
-                s: api::query_param(&req, "s"),
+                v: http::query_param(&req, "v"),
+                e: http::query_param(&req, "e"),
+                d: http::query_param(&req, "d"),
+                k: http::query_param(&req, "k"),
+                s: http::query_param(&req, "s"),
             };
-            let id = api::path_param(&req, "id").unwrap_or("");
-            let redirect = files::download(&app, id, &q, shared::now()).await?;
+            let id = http::path_param(&req, "id").unwrap_or("");
+            let redirect = download::download(&app, id, &q, shared::now()).await?;
             Response::builder()
                 .status(StatusCode::FOUND)
                 .header(header::LOCATION, redirect.location)

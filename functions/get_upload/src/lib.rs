@@ -2,17 +2,21 @@
 use std::sync::Arc;
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
-use shared::{api, auth, uploads, App};
+use shared::{
+    http::{self, auth},
+    usecases::parts,
+    App,
+};
 
 pub const FUNCTION: &str = "get_upload";
 
 pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
-    api::respond(
+    http::respond(
         async {
             let owner = auth::owner(&req)?;
-            let id = uploads::parse_upload_id(api::path_param(&req, "id"))?;
-            let status = uploads::status(&app, &owner, &id, shared::now()).await?;
-            api::json(StatusCode::OK, &status)
+            let id = http::upload_id(http::path_param(&req, "id"))?;
+            let status = parts::status(&app, &owner, &id, shared::now()).await?;
+            http::json(StatusCode::OK, &status)
         }
         .await,
     )

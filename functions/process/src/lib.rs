@@ -6,7 +6,12 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent};
-use shared::{pipeline, queue::QueueMessage, uploads, App};
+use shared::{
+    processing::{self, PipelineError, QueueMessage},
+    usecases::arrival,
+};
+
+pub use shared::processing::Processor;
 
 pub const FUNCTION: &str = "process";
 
@@ -21,11 +26,6 @@ enum Handled {
     TooEarly,
     /// Retried after the visibility timeout; on the DLQ after maxReceiveCount.
     Failed,
-}
-
-pub struct Processor {
-    pub app: Arc<App>,
-    pub config: pipeline::ProcessConfig,
 }
 
 pub async fn handle(p: Arc<Processor>, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
@@ -43,12 +43,12 @@ pub async fn handle(p: Arc<Processor>, event: LambdaEvent<SqsEvent>) -> Result<S
             }
         };
         let handled = match parsed {
-            QueueMessage::Job(job) => match pipeline::process(&p.app, &p.config, &job, receive_count).await {
+            QueueMessage::Job(job) => match processing::process(&p, &job, receive_count).await {
                 Ok(outcome) => {
                     tracing::debug!(message_id, ?outcome, "job done");
                     Handled::Done
                 }
-                Err(pipeline::PipelineError::NotYet) => {
+                Err(PipelineError::NotYet) => {
                     tracing::info!(message_id, upload_id = %job.upload_id, "upload still completing; retrying soon");
                     Handled::TooEarly
                 }
@@ -60,14 +60,14 @@ pub async fn handle(p: Arc<Processor>, event: LambdaEvent<SqsEvent>) -> Result<S
             QueueMessage::ObjectsCreated(objects) => {
                 let mut handled = Handled::Done;
                 for (bucket, key) in objects {
-                    if bucket != p.app.storage.bucket() {
+                    if bucket != p.app.objects.bucket() {
                         tracing::warn!(message_id, bucket, key, "object event for another bucket ignored");
                         continue;
                     }
-                    match uploads::object_arrived(&p.app, &key, shared::now()).await {
+                    match arrival::object_arrived(&p.app, &key, shared::now()).await {
                         Ok(arrival) => tracing::info!(message_id, key, ?arrival, "object arrived"),
                         // Another worker holds the completion lease: done in moments.
-                        Err(e @ shared::api::ApiError::Conflict { .. }) => {
+                        Err(e) if e.is_transient_conflict() => {
                             tracing::info!(message_id, key, error = %e, "object event too early; retrying soon");
                             handled = handled.max(Handled::TooEarly);
                         }
@@ -85,7 +85,7 @@ pub async fn handle(p: Arc<Processor>, event: LambdaEvent<SqsEvent>) -> Result<S
             // It came before a status write it depends on, which lands in moments: back in
             // seconds, not after the whole visibility timeout.
             if let Some(handle) = message.receipt_handle.as_deref() {
-                p.app.queue.retry_in(handle, RETRY_SOON).await;
+                p.app.jobs.retry_in(handle, RETRY_SOON).await;
             }
         }
         if handled != Handled::Done {

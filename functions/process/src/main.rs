@@ -1,9 +1,9 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init(process::FUNCTION);
-    let processor = std::sync::Arc::new(process::Processor {
-        app: shared::App::from_env().await?,
-        config: shared::pipeline::ProcessConfig::from_env()?,
-    });
+    let config = shared::config::ProcessConfig::from_env()?;
+    let scanner = std::sync::Arc::new(shared::clamd::Clamd { addr: config.clamd_addr.clone() });
+    let processor =
+        std::sync::Arc::new(shared::processing::Processor { app: shared::App::from_env().await?, scanner, config });
     lambda_runtime::run(lambda_runtime::service_fn(|ev| process::handle(processor.clone(), ev))).await
 }

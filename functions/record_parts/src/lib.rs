@@ -2,18 +2,22 @@
 use std::sync::Arc;
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
-use shared::{api, auth, uploads, App};
+use shared::{
+    http::{self, auth},
+    usecases::parts,
+    App,
+};
 
 pub const FUNCTION: &str = "record_parts";
 
 pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
-    api::respond(
+    http::respond(
         async {
             let owner = auth::owner(&req)?;
-            let id = uploads::parse_upload_id(api::path_param(&req, "id"))?;
-            let body: uploads::RecordPartsRequest = api::json_body(&req)?;
-            let recorded = uploads::record_parts(&app, &owner, &id, body, shared::now()).await?;
-            api::json(StatusCode::OK, &recorded)
+            let id = http::upload_id(http::path_param(&req, "id"))?;
+            let body: api_types::uploads::RecordPartsRequest = http::json_body(&req)?;
+            let recorded = parts::record_parts(&app, &owner, &id, body, shared::now()).await?;
+            http::json(StatusCode::OK, &recorded)
         }
         .await,
     )

@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::lambda::run_http(record_parts::FUNCTION, record_parts::handle).await
+    shared::http::lambda::run_http(record_parts::FUNCTION, record_parts::handle).await
 }

@@ -4,7 +4,8 @@
 
 use lambda_http::{request::RequestContext, Request, RequestExt};
 
-use crate::{api::ApiError, domain::Owner};
+use super::problem::ApiError;
+use crate::domain::Owner;
 
 pub fn owner(req: &Request) -> Result<Owner, ApiError> {
     let Some(RequestContext::ApiGatewayV2(ctx)) = req.request_context_ref() else {

@@ -1,29 +1,11 @@
-//! SQS: the processing job sent when an upload's object exists, and the other messages
-//! the processing queue carries.
+//! What arrives on the processing queue: our own jobs, and S3's ObjectCreated
+//! notifications for `uploads/` (single-POST uploads finish in S3, not in our API).
 
-use aws_sdk_sqs::{error::ProvideErrorMetadata, Client};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::domain::{ContentType, Owner, Sha256Digest, UploadId};
+use crate::domain::ProcessJob;
 
-/// The message the processing function receives. Delivered at least once:
-/// consumers make every effect conditional, so a duplicate is harmless.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessJob {
-    pub version: u8,
-    pub upload_id: UploadId,
-    pub owner: Owner,
-    pub bucket: String,
-    pub key: String,
-    pub size: u64,
-    pub etag: String,
-    pub content_type: ContentType,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<Sha256Digest>,
-}
-
-/// What arrives on the processing queue: our own jobs, and S3's ObjectCreated
-/// notifications for `uploads/` (single-POST uploads finish in S3, not in our API).
+/// One message of the processing queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueMessage {
     Job(ProcessJob),
@@ -94,69 +76,10 @@ fn decode_key(raw: &str) -> String {
     percent_encoding::percent_decode_str(&raw.replace('+', " ")).decode_utf8_lossy().into_owned()
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("sqs SendMessage: {0}")]
-pub struct QueueError(String);
-
-#[derive(Clone)]
-pub struct Queue {
-    client: Client,
-    url: String,
-    /// Delivery delay of each job, so the status write that follows the send lands
-    /// first (the consumer also retries a job that arrives too early).
-    delay_secs: i32,
-}
-
-impl Queue {
-    pub fn new(client: Client, url: String, delay_secs: i32) -> Self {
-        Self { client, url, delay_secs: delay_secs.clamp(0, 900) }
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// Brings a received message back after `after` instead of the queue's visibility
-    /// timeout (16 minutes in AWS): for a message that only came too early. Best effort:
-    /// if it fails, the timeout still brings the message back.
-    pub async fn retry_in(&self, receipt_handle: &str, after: std::time::Duration) {
-        let secs = i32::try_from(after.as_secs()).unwrap_or(i32::MAX).clamp(0, 43_200);
-        if let Err(e) = self
-            .client
-            .change_message_visibility()
-            .queue_url(&self.url)
-            .receipt_handle(receipt_handle)
-            .visibility_timeout(secs)
-            .send()
-            .await
-        {
-            tracing::warn!(error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "could not shorten a message's visibility");
-        }
-    }
-
-    pub async fn send(&self, job: &ProcessJob) -> Result<(), QueueError> {
-        let body = serde_json::to_string(job).map_err(|e| QueueError(e.to_string()))?;
-        self.client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body)
-            .delay_seconds(self.delay_secs)
-            .send()
-            .await
-            .map_err(|e| {
-                QueueError(format!(
-                    "{}: {}",
-                    e.code().unwrap_or("error"),
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
-                ))
-            })?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{ContentType, Owner, UploadId};
 
     #[test]
     fn parses_jobs_s3_events_and_test_events() {

@@ -1,4 +1,5 @@
-//! S3 access: multipart lifecycle and just-in-time presigned part URLs.
+//! The object store on S3: multipart lifecycle, just-in-time presigned part URLs, the
+//! POST-policy signer, and the object operations processing needs.
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use aws_sdk_s3::config::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_s3::{
     error::{ProvideErrorMetadata, SdkError},
     presigning::PresigningConfig,
-    types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart},
+    types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Tag, Tagging},
     Client,
 };
 use aws_sigv4::http_request::{
@@ -14,34 +15,22 @@ use aws_sigv4::http_request::{
     UriPathNormalizationMode,
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use serde::Serialize;
 
 /// RFC 3986 query-value encoding, as SigV4 canonicalizes it (unreserved characters stay).
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
+use async_trait::async_trait;
+
 use crate::domain::{ETag, PartNumber, Sha256Digest};
+use crate::ports::{
+    ByteStream, CompleteOutcome, ObjectInfo, ObjectStore, ObjectStoreError, PartToSign, PresignedPart, PresignedPost,
+    StoredPart,
+};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("s3 {op}: {code}: {message}")]
-    Service { op: &'static str, code: String, message: String, throttled: bool },
-    #[error("s3 {op}: {0}", op = .1)]
-    Other(String, &'static str),
-}
+/// The object tag every processed object carries; the bucket policy reads it.
+pub const STATUS_TAG: &str = "hoist-status";
 
-impl StorageError {
-    pub fn is_throttling(&self) -> bool {
-        matches!(self, StorageError::Service { throttled: true, .. })
-    }
-    fn code(&self) -> Option<&str> {
-        match self {
-            StorageError::Service { code, .. } => Some(code),
-            StorageError::Other(..) => None,
-        }
-    }
-}
-
-fn map_err<E, R>(op: &'static str, e: SdkError<E, R>) -> StorageError
+fn map_err<E, R>(op: &'static str, e: SdkError<E, R>) -> ObjectStoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
@@ -51,41 +40,14 @@ where
             let code = se.code().unwrap_or("Unknown").to_owned();
             let throttled =
                 matches!(code.as_str(), "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded");
-            StorageError::Service { op, code, message: se.message().unwrap_or("").to_owned(), throttled }
+            ObjectStoreError::Service { op, code, message: se.message().unwrap_or("").to_owned(), throttled }
         }
         None => {
             // Raw responses (e.g. 412 without a parsed body) keep their status in the debug form.
             let text = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e));
-            StorageError::Other(text, op)
+            ObjectStoreError::Other { op, detail: text }
         }
     }
-}
-
-/// A part as S3 holds it (ListParts).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredPart {
-    pub number: u32,
-    pub etag: String,
-    pub size: u64,
-    pub checksum_sha256: Option<String>,
-}
-
-/// What a client needs to PUT one part: the URL, the method and the headers to send verbatim.
-#[derive(Debug, Clone, Serialize)]
-pub struct PresignedPart {
-    pub url: String,
-    pub method: String,
-    /// Signed headers the PUT must carry exactly (Content-Length excepted: clients send the
-    /// body of `content_length` bytes and their HTTP stack sets it; it is signed all the same).
-    pub headers: std::collections::BTreeMap<String, String>,
-}
-
-/// An S3 POST-policy upload (a browser form): POST `fields` and then the file, as
-/// `multipart/form-data`, to `url`. Every field is pinned by the signed policy.
-#[derive(Debug, Clone, Serialize)]
-pub struct PresignedPost {
-    pub url: String,
-    pub fields: std::collections::BTreeMap<String, String>,
 }
 
 /// What a POST policy allows: exactly one key, one Content-Type, a size range and our
@@ -152,42 +114,27 @@ impl PostPolicy<'_> {
     }
 }
 
-pub enum CompleteOutcome {
-    Completed {
-        etag: String,
-    },
-    /// `If-None-Match: *` refused: an object already sits at the key.
-    AlreadyExists,
-    /// S3 no longer knows the multipart upload (completed or aborted earlier).
-    NoSuchUpload,
-    /// S3 refused the part list (e.g. InvalidPart, InvalidPartOrder, EntityTooSmall).
-    Refused {
-        code: String,
-        message: String,
-    },
-}
-
 #[derive(Clone)]
-pub struct Storage {
+pub struct S3Store {
     client: Client,
     bucket: String,
     /// The provider the client signs with (the client's config no longer exposes it).
     credentials: SharedCredentialsProvider,
 }
 
-impl Storage {
+impl S3Store {
     pub fn new(client: Client, bucket: String, credentials: SharedCredentialsProvider) -> Self {
         Self { client, bucket, credentials }
     }
 
     /// Presigning settings at the client's clock (its time source), like every other
     /// request it makes.
-    fn presigning(&self, expires_in: Duration) -> Result<PresigningConfig, StorageError> {
+    fn presigning(&self, expires_in: Duration) -> Result<PresigningConfig, ObjectStoreError> {
         PresigningConfig::builder()
             .start_time(self.now())
             .expires_in(expires_in)
             .build()
-            .map_err(|e| StorageError::Other(e.to_string(), "presign"))
+            .map_err(|e| ObjectStoreError::Other { op: "presign", detail: e.to_string() })
     }
 
     /// The credentials to sign with, the signing time, and `expires_in` cut so that what
@@ -195,12 +142,12 @@ impl Storage {
     async fn signing_credentials(
         &self,
         expires_in: Duration,
-    ) -> Result<(aws_sdk_s3::config::Credentials, std::time::SystemTime, Duration), StorageError> {
+    ) -> Result<(aws_sdk_s3::config::Credentials, std::time::SystemTime, Duration), ObjectStoreError> {
         let creds = self
             .credentials
             .provide_credentials()
             .await
-            .map_err(|e| StorageError::Other(e.to_string(), "credentials"))?;
+            .map_err(|e| ObjectStoreError::Other { op: "credentials", detail: e.to_string() })?;
         let now = self.now();
         let expires_in = match creds.expiry().and_then(|exp| exp.duration_since(now).ok()) {
             Some(left) => expires_in.min(left.max(Duration::from_secs(1))),
@@ -213,34 +160,6 @@ impl Storage {
         self.client.config().time_source().map(|t| t.now()).unwrap_or_else(std::time::SystemTime::now)
     }
 
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub async fn create_multipart(
-        &self,
-        key: &str,
-        content_type: &str,
-        sha256_parts: bool,
-        metadata: &[(&str, String)],
-    ) -> Result<String, StorageError> {
-        let mut req = self.client.create_multipart_upload().bucket(&self.bucket).key(key).content_type(content_type);
-        if sha256_parts {
-            req = req.checksum_algorithm(ChecksumAlgorithm::Sha256);
-        }
-        for (k, v) in metadata {
-            req = req.metadata(*k, v);
-        }
-        let out = req.send().await.map_err(|e| map_err("CreateMultipartUpload", e))?;
-        out.upload_id()
-            .map(str::to_owned)
-            .ok_or_else(|| StorageError::Other("no UploadId in answer".into(), "CreateMultipartUpload"))
-    }
-
     /// Presigns one UploadPart. Content-Length (and the SHA-256 when given) become
     /// signed headers, so S3 refuses a body of another length or other bytes.
     pub async fn presign_part(
@@ -251,7 +170,7 @@ impl Storage {
         content_length: u64,
         sha256: Option<&Sha256Digest>,
         expires_in: Duration,
-    ) -> Result<PresignedPart, StorageError> {
+    ) -> Result<PresignedPart, ObjectStoreError> {
         let mut req = self
             .client
             .upload_part()
@@ -277,6 +196,34 @@ impl Storage {
             .collect();
         Ok(PresignedPart { url: presigned.uri().to_owned(), method: presigned.method().to_owned(), headers })
     }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    async fn create_multipart(
+        &self,
+        key: &str,
+        content_type: &str,
+        sha256_parts: bool,
+        metadata: &[(&str, String)],
+    ) -> Result<String, ObjectStoreError> {
+        let mut req = self.client.create_multipart_upload().bucket(&self.bucket).key(key).content_type(content_type);
+        if sha256_parts {
+            req = req.checksum_algorithm(ChecksumAlgorithm::Sha256);
+        }
+        for (k, v) in metadata {
+            req = req.metadata(*k, v);
+        }
+        let out = req.send().await.map_err(|e| map_err("CreateMultipartUpload", e))?;
+        out.upload_id().map(str::to_owned).ok_or_else(|| ObjectStoreError::Other {
+            op: "CreateMultipartUpload",
+            detail: "no UploadId in answer".to_owned(),
+        })
+    }
 
     /// Presigns a batch of parts (number, exact length, optional SHA-256).
     ///
@@ -285,18 +232,17 @@ impl Storage {
     /// signs each part with the SDK's own SigV4 signer (`aws-sigv4`), ~10x faster.
     /// A unit test proves the URLs equal the SDK presigner's, byte for byte.
     /// URLs never outlive the credentials that sign them.
-    pub async fn presign_batch(
+    async fn presign_parts(
         &self,
         key: &str,
         upload_id: &str,
-        parts: impl IntoIterator<Item = (PartNumber, u64, Option<Sha256Digest>)>,
+        parts: Vec<PartToSign>,
         expires_in: Duration,
-    ) -> Result<Vec<(PartNumber, PresignedPart)>, StorageError> {
-        let parts: Vec<(PartNumber, u64, Option<Sha256Digest>)> = parts.into_iter().collect();
+    ) -> Result<Vec<(PartNumber, PresignedPart)>, ObjectStoreError> {
         let Some((first_n, first_len, first_sha)) = parts.first().cloned() else {
             return Ok(Vec::new());
         };
-        let sdk_err = |m: &str| StorageError::Other(m.to_owned(), "presign");
+        let sdk_err = |m: &str| ObjectStoreError::Other { op: "presign", detail: m.to_owned() };
         let conf = self.client.config();
         let (creds, now, expires_in) = self.signing_credentials(expires_in).await?;
         // One SDK presign fixes the endpoint, addressing style and path encoding.
@@ -323,7 +269,7 @@ impl Storage {
             .time(now)
             .settings(settings)
             .build()
-            .map_err(|e| StorageError::Other(e.to_string(), "presign"))?
+            .map_err(|e| ObjectStoreError::Other { op: "presign", detail: e.to_string() })?
             .into();
         let upload_id_q = utf8_percent_encode(upload_id, QUERY_VALUE).to_string();
         let mut out = Vec::with_capacity(parts.len());
@@ -340,9 +286,9 @@ impl Storage {
                 headers.push(("x-amz-checksum-sha256", b.as_str()));
             }
             let signable = SignableRequest::new("PUT", &uri, headers.iter().copied(), SignableBody::UnsignedPayload)
-                .map_err(|e| StorageError::Other(e.to_string(), "presign"))?;
+                .map_err(|e| ObjectStoreError::Other { op: "presign", detail: e.to_string() })?;
             let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)
-                .map_err(|e| StorageError::Other(e.to_string(), "presign"))?
+                .map_err(|e| ObjectStoreError::Other { op: "presign", detail: e.to_string() })?
                 .into_parts();
             let mut url = uri;
             for (k, v) in instructions.params() {
@@ -364,14 +310,14 @@ impl Storage {
     /// uses for small files. The SDK has no POST presigner; the policy is ours, the
     /// endpoint and addressing style come from one SDK presign, the signing key from
     /// `aws-sigv4`. Like part URLs, it never outlives the credentials that sign it.
-    pub async fn presign_post(
+    async fn presign_post(
         &self,
         key: &str,
         content_type: &str,
         max_len: u64,
         metadata: &[(&str, String)],
         expires_in: Duration,
-    ) -> Result<PresignedPost, StorageError> {
+    ) -> Result<PresignedPost, ObjectStoreError> {
         let (creds, now, expires_in) = self.signing_credentials(expires_in).await?;
         let put = self
             .client
@@ -386,27 +332,30 @@ impl Storage {
         let url = object_url
             .strip_suffix(key)
             .filter(|u| u.ends_with('/'))
-            .ok_or_else(|| StorageError::Other(format!("unexpected object URL {object_url}"), "presign"))?
+            .ok_or_else(|| ObjectStoreError::Other {
+                op: "presign",
+                detail: format!("unexpected object URL {object_url}"),
+            })?
             .to_owned();
         let region = self
             .client
             .config()
             .region()
             .map(|r| r.to_string())
-            .ok_or_else(|| StorageError::Other("no region".into(), "presign"))?;
+            .ok_or_else(|| ObjectStoreError::Other { op: "presign", detail: "no region".to_owned() })?;
         let policy = PostPolicy { bucket: &self.bucket, key, content_type, max_len, metadata };
         Ok(PresignedPost { url, fields: policy.sign(&creds, &region, now, expires_in) })
     }
 
     /// A short-lived presigned GET that makes S3 answer with our Content-Type and
     /// Content-Disposition (Range requests work as with any GET).
-    pub async fn presign_get(
+    async fn presign_get(
         &self,
         key: &str,
         content_type: &str,
         disposition: &str,
         expires_in: Duration,
-    ) -> Result<String, StorageError> {
+    ) -> Result<String, ObjectStoreError> {
         let cfg = self.presigning(expires_in)?;
         let req = self
             .client
@@ -422,7 +371,7 @@ impl Storage {
     }
 
     /// Deletes an object; an absent one counts as deleted.
-    pub async fn delete_object(&self, key: &str) -> Result<(), StorageError> {
+    async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
         self.client
             .delete_object()
             .bucket(&self.bucket)
@@ -434,7 +383,7 @@ impl Storage {
     }
 
     /// Every part S3 holds for the upload, all pages.
-    pub async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Option<Vec<StoredPart>>, StorageError> {
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Option<Vec<StoredPart>>, ObjectStoreError> {
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -470,13 +419,13 @@ impl Storage {
 
     /// CompleteMultipartUpload that never overwrites (If-None-Match: *) and makes S3
     /// check the assembled size.
-    pub async fn complete(
+    async fn complete(
         &self,
         key: &str,
         upload_id: &str,
         parts: &[(PartNumber, ETag, Option<String>)],
         size: u64,
-    ) -> Result<CompleteOutcome, StorageError> {
+    ) -> Result<CompleteOutcome, ObjectStoreError> {
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(
                 parts
@@ -519,8 +468,10 @@ impl Storage {
                     ) => {
                         let code = code.to_owned();
                         let message = match &err {
-                            StorageError::Service { message, .. } => message.clone(),
-                            StorageError::Other(m, _) => m.clone(),
+                            ObjectStoreError::Service { message, .. } => message.clone(),
+                            ObjectStoreError::Other { detail, .. } | ObjectStoreError::Injected(detail) => {
+                                detail.clone()
+                            }
                         };
                         Ok(CompleteOutcome::Refused { code, message })
                     }
@@ -531,12 +482,12 @@ impl Storage {
     }
 
     /// Size and ETag of an object, or None when absent.
-    pub async fn head(&self, key: &str) -> Result<Option<(u64, String)>, StorageError> {
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, ObjectStoreError> {
         match self.client.head_object().bucket(&self.bucket).key(key).send().await {
-            Ok(o) => Ok(Some((
-                o.content_length().unwrap_or(0).max(0) as u64,
-                o.e_tag().unwrap_or("").trim_matches('"').to_owned(),
-            ))),
+            Ok(o) => Ok(Some(ObjectInfo {
+                size: o.content_length().unwrap_or(0).max(0) as u64,
+                etag: o.e_tag().unwrap_or("").trim_matches('"').to_owned(),
+            })),
             Err(e) => {
                 if e.raw_response().map(|r| r.status().as_u16()) == Some(404) {
                     return Ok(None);
@@ -547,7 +498,7 @@ impl Storage {
     }
 
     /// Aborts a multipart upload; one S3 no longer knows counts as done.
-    pub async fn abort(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
+    async fn abort(&self, key: &str, upload_id: &str) -> Result<(), ObjectStoreError> {
         match self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -560,6 +511,62 @@ impl Storage {
             }
         }
     }
+
+    async fn read(&self, key: &str, etag: &str) -> Result<ByteStream, ObjectStoreError> {
+        let obj = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_match(format!("\"{etag}\""))
+            .send()
+            .await
+            .map_err(|e| map_err("GetObject", e))?;
+        let body = obj.body;
+        Ok(Box::pin(futures::stream::unfold(body, |mut body| async move {
+            match body.next().await {
+                Some(Ok(chunk)) => Some((Ok(chunk), body)),
+                Some(Err(e)) => Some((Err(ObjectStoreError::Other { op: "GetObject", detail: e.to_string() }), body)),
+                None => None,
+            }
+        })))
+    }
+
+    async fn put(&self, key: &str, content_type: &str, body: Vec<u8>, status: &str) -> Result<(), ObjectStoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .tagging(format!("{STATUS_TAG}={status}"))
+            .body(aws_sdk_s3::primitives::ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| map_err("PutObject", e))?;
+        Ok(())
+    }
+
+    /// Retried twice: a file whose tag did not land is not readable under the bucket policy.
+    async fn tag_status(&self, key: &str, status: &str) -> Result<(), ObjectStoreError> {
+        let other = |e: aws_sdk_s3::error::BuildError| ObjectStoreError::Other {
+            op: "PutObjectTagging",
+            detail: e.to_string(),
+        };
+        let tag = Tag::builder().key(STATUS_TAG).value(status).build().map_err(other)?;
+        let tagging = Tagging::builder().tag_set(tag).build().map_err(other)?;
+        let mut attempt = 0;
+        loop {
+            match self.client.put_object_tagging().bucket(&self.bucket).key(key).tagging(tagging.clone()).send().await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 2 => {
+                    attempt += 1;
+                    tracing::warn!(error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "tagging failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(map_err("PutObjectTagging", e)),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -569,7 +576,7 @@ mod tests {
     use std::collections::BTreeSet;
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    fn storage(path_style: bool) -> Storage {
+    fn storage(path_style: bool) -> S3Store {
         let fixed = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_262_400);
         let creds = Credentials::new("AKIDEXAMPLE", "test-only-secret", Some("session/token+x".into()), None, "t");
         let conf = aws_sdk_s3::Config::builder()
@@ -580,7 +587,7 @@ mod tests {
             .force_path_style(path_style)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .build();
-        Storage::new(aws_sdk_s3::Client::from_conf(conf), "my-bucket".into(), SharedCredentialsProvider::new(creds))
+        S3Store::new(aws_sdk_s3::Client::from_conf(conf), "my-bucket".into(), SharedCredentialsProvider::new(creds))
     }
 
     /// The POST policy pins every field, and its signature is SigV4's (HMAC chain written
@@ -649,7 +656,7 @@ mod tests {
                 (PartNumber::new(10_000).unwrap(), 0, Some(sha)),
             ];
             let batch =
-                s.presign_batch("uploads/k1", upload_id, parts.clone(), Duration::from_secs(900)).await.unwrap();
+                s.presign_parts("uploads/k1", upload_id, parts.clone(), Duration::from_secs(900)).await.unwrap();
             for ((n, len, sha), (bn, fast)) in parts.iter().zip(batch) {
                 assert_eq!(*n, bn);
                 let sdk = s

@@ -1,16 +1,31 @@
-//! The one API error type, problem+json responses (RFC 9457), and request parsing.
+//! The one API error type and its problem+json responses (RFC 9457). The only place
+//! that decides which HTTP status a domain error becomes ([`From<UploadError>`]).
 //!
-//! Clients see a status, a short title and a sentence; internals are logged, never sent.
+//! Clients see a status, a short title and a sentence; internals are logged with their
+//! whole source chain, never sent.
 
+use api_types::problem::{CompanionError, Problem, PROBLEM_JSON};
 use http::{header, HeaderValue, StatusCode};
-use lambda_http::{Body, Request, RequestExt, Response};
-use serde::{de::DeserializeOwned, Serialize};
+use lambda_http::{Body, Response};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::domain::Invalid;
+use crate::domain::{Invalid, UploadError};
 
-/// Largest JSON body we parse (a full sign/record batch of 1,000 parts fits easily).
-pub const MAX_JSON_BODY: usize = 1024 * 1024;
+/// An error and every error it came from, `: `-separated (for logs).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -40,8 +55,60 @@ pub enum ApiError {
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_secs: u64 },
     /// Anything unexpected: logged with its cause, shown as a generic sentence.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        let detail = e.to_string();
+        match e {
+            UploadError::Invalid(i) => i.into(),
+            UploadError::NotFound | UploadError::FileNotFound | UploadError::NoThumbnail => {
+                ApiError::NotFound(match e {
+                    UploadError::NotFound => "No upload with this id exists.",
+                    UploadError::FileNotFound => "No file with this id exists.",
+                    _ => "This file has no thumbnail.",
+                })
+            }
+            UploadError::TooLarge { .. } => ApiError::Invalid { field: Some("size".into()), detail },
+            UploadError::Incomplete { missing_parts, mismatched_parts, .. } => {
+                let mut extra = Map::new();
+                extra.insert("missing_parts".into(), json!(missing_parts));
+                if let Some(m) = mismatched_parts {
+                    extra.insert("mismatched_parts".into(), json!(m));
+                }
+                ApiError::Conflict { detail, extra }
+            }
+            UploadError::AssemblyRefused { code, .. } => {
+                ApiError::Conflict { detail, extra: Map::from_iter([("s3_code".to_owned(), Value::String(code))]) }
+            }
+            UploadError::NotOpen { .. }
+            | UploadError::LeaseHeld
+            | UploadError::WrongProtocol(_)
+            | UploadError::NoPartsYet
+            | UploadError::PartsGone
+            | UploadError::NoObject
+            | UploadError::NotArrived => ApiError::conflict(detail),
+            UploadError::StillProcessing => ApiError::ConflictRetry { detail, retry_after_secs: 5 },
+            UploadError::QuotaExceeded { .. } => ApiError::TooManyRequests { detail, retry_after_secs: 60 },
+            UploadError::NotServable { .. } | UploadError::LinkInvalid | UploadError::LinkExpired => {
+                ApiError::Forbidden(detail)
+            }
+            UploadError::Gone(_) => ApiError::Gone(detail),
+            e @ (UploadError::Repo(_) | UploadError::Storage(_)) if e.is_throttling() => {
+                tracing::warn!(error = %chain(&e), "throttled");
+                let what = if matches!(e, UploadError::Repo(_)) { "The service" } else { "Storage" };
+                ApiError::Unavailable {
+                    detail: format!("{what} is busy; please retry in a moment."),
+                    retry_after_secs: 1,
+                }
+            }
+            e @ (UploadError::Repo(_) | UploadError::Storage(_) | UploadError::Queue(_) | UploadError::Internal(_)) => {
+                ApiError::Internal(Box::new(e))
+            }
+        }
+    }
 }
 
 impl From<Invalid> for ApiError {
@@ -52,7 +119,7 @@ impl From<Invalid> for ApiError {
 
 impl ApiError {
     pub fn internal(e: impl std::fmt::Display) -> Self {
-        ApiError::Internal(e.to_string())
+        ApiError::Internal(e.to_string().into())
     }
 
     pub fn invalid(field: &str, detail: impl Into<String>) -> Self {
@@ -108,40 +175,43 @@ impl ApiError {
         }
     }
 
-    /// The problem+json response. Internal errors are logged here, with their cause.
+    /// The problem+json body.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        let mut p = Problem {
+            kind: format!("urn:hoist:problem:{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            field: None,
+            extra: Map::new(),
+        };
+        match self {
+            ApiError::Invalid { field, .. } => p.field = field.clone(),
+            ApiError::Conflict { extra, .. } => p.extra = extra.clone(),
+            _ => {}
+        }
+        p
+    }
+
+    /// The problem+json response. Errors are logged here, internal ones with their causes.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(error = %self, status = status.as_u16(), "request failed");
+            tracing::error!(error = %chain(&self), status = status.as_u16(), "request failed");
         } else {
             tracing::info!(error = %self, status = status.as_u16(), "request refused");
         }
-        let mut body = json!({
-            "type": format!("urn:hoist:problem:{}", self.slug()),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": self.detail(),
-        });
-        let mut retry_after = None;
-        match &self {
-            ApiError::Invalid { field: Some(f), .. } => {
-                body["field"] = json!(f);
-            }
-            ApiError::Conflict { extra, .. } => {
-                for (k, v) in extra {
-                    body[k] = v.clone();
-                }
-            }
+        let body = self.problem();
+        let retry_after = match &self {
             ApiError::TooManyRequests { retry_after_secs, .. }
             | ApiError::Unavailable { retry_after_secs, .. }
-            | ApiError::ConflictRetry { retry_after_secs, .. } => {
-                retry_after = Some(*retry_after_secs);
-            }
-            _ => {}
-        }
+            | ApiError::ConflictRetry { retry_after_secs, .. } => Some(*retry_after_secs),
+            _ => None,
+        };
         let mut resp = Response::builder()
             .status(status)
-            .header(header::CONTENT_TYPE, "application/problem+json")
+            .header(header::CONTENT_TYPE, PROBLEM_JSON)
             .header(header::CACHE_CONTROL, "no-store");
         if let Some(s) = retry_after {
             resp = resp.header(header::RETRY_AFTER, s.to_string());
@@ -149,7 +219,8 @@ impl ApiError {
         if matches!(self, ApiError::Unauthorized) {
             resp = resp.header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        resp.body(Body::Text(body.to_string())).unwrap_or_else(|_| Response::new(Body::Empty))
+        let text = serde_json::to_string(&body).unwrap_or_default();
+        resp.body(Body::Text(text)).unwrap_or_else(|_| Response::new(Body::Empty))
     }
 }
 
@@ -168,89 +239,17 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body
 /// `{"error": "<sentence>"}` (Uppy throws on any `error` field), same status codes.
 pub fn respond_companion(result: Result<Response<Body>, ApiError>) -> Response<Body> {
     result.unwrap_or_else(|e| {
-        let problem = e.into_response();
-        let (mut parts, body) = problem.into_parts();
-        let detail = match &body {
-            Body::Text(t) => {
-                serde_json::from_str::<Value>(t).ok().and_then(|v| v["detail"].as_str().map(str::to_owned))
-            }
-            _ => None,
-        }
-        .unwrap_or_else(|| "Request failed.".into());
+        let error = e.detail();
+        let (mut parts, _) = e.into_response().into_parts();
         parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        Response::from_parts(parts, Body::Text(json!({ "error": detail }).to_string()))
+        let body = serde_json::to_string(&CompanionError { error }).unwrap_or_default();
+        Response::from_parts(parts, Body::Text(body))
     })
 }
 
 /// Collapses a handler's result into a response.
 pub fn respond(result: Result<Response<Body>, ApiError>) -> Response<Body> {
     result.unwrap_or_else(ApiError::into_response)
-}
-
-/// Parses a JSON body into `T`, refusing unknown fields (T's serde attributes),
-/// wrong media types and oversized bodies with a sentence saying which.
-pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        if essence != "application/json" && !essence.ends_with("+json") {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "Send the request body as application/json, not '{essence}'."
-            )));
-        }
-    }
-    let bytes: &[u8] = req.body().as_ref();
-    if bytes.len() > MAX_JSON_BODY {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "The request body is {} bytes; at most {MAX_JSON_BODY} are accepted.",
-            bytes.len()
-        )));
-    }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest("The request body is empty; a JSON object was expected.".into()));
-    }
-    parse_json(bytes)
-}
-
-/// Parses JSON bytes: syntax errors are 400, well-formed JSON of the wrong shape 422.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => {
-            ApiError::Invalid { field: None, detail: format!("The request body does not fit this route: {e}.") }
-        }
-        _ => ApiError::BadRequest(format!("The request body is not valid JSON: {e}.")),
-    })
-}
-
-/// The public base URL of this API (for links it hands out): configured, or the
-/// request's own scheme and host as API Gateway forwards them.
-pub fn base_url(req: &Request, configured: Option<&str>) -> String {
-    if let Some(c) = configured {
-        return c.trim_end_matches('/').to_owned();
-    }
-    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
-    let host = header("x-forwarded-host").or_else(|| header("host")).unwrap_or("localhost");
-    let proto = header("x-forwarded-proto")
-        .unwrap_or(if host.starts_with("127.0.0.1") || host.starts_with("localhost") { "http" } else { "https" });
-    format!("{proto}://{host}")
-}
-
-/// The route API Gateway matched, e.g. `GET /files/{id}` (for binaries serving several).
-pub fn route_key(req: &Request) -> String {
-    match req.request_context_ref() {
-        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => ctx.route_key.clone().unwrap_or_default(),
-        _ => String::new(),
-    }
-}
-
-/// A path parameter as API Gateway extracted it.
-pub fn path_param<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
-    req.path_parameters_ref().and_then(|p| p.first(name))
-}
-
-/// A query-string parameter.
-pub fn query_param<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
-    req.query_string_parameters_ref().and_then(|q| q.first(name))
 }
 
 #[cfg(test)]
@@ -282,19 +281,5 @@ mod tests {
         assert_eq!(b["status"], 429);
         assert_eq!(b["detail"], "slow down");
         assert_eq!(b["type"], "urn:hoist:problem:quota-exceeded");
-    }
-
-    #[test]
-    fn json_errors_are_classified() {
-        #[derive(serde::Deserialize, Debug)]
-        #[serde(deny_unknown_fields)]
-        #[allow(dead_code)]
-        struct T {
-            a: u32,
-        }
-        assert_eq!(parse_json::<T>(b"{").unwrap_err().status(), 400);
-        assert_eq!(parse_json::<T>(b"{\"a\":1,\"b\":2}").unwrap_err().status(), 422);
-        assert_eq!(parse_json::<T>(b"{\"a\":-1}").unwrap_err().status(), 422);
-        assert!(parse_json::<T>(b"{\"a\":1}").is_ok());
     }
 }

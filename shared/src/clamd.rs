@@ -1,4 +1,4 @@
-//! clamd's INSTREAM protocol over TCP, fed chunk by chunk while the object streams
+//! The scanner on ClamAV: clamd's INSTREAM protocol over TCP, fed chunk by chunk while the object streams
 //! past, so the file is read once and never held whole.
 //!
 //! Written here rather than with `clamav-client`: we must tee one S3 stream into
@@ -12,13 +12,32 @@ use tokio::{
     net::TcpStream,
 };
 
+use async_trait::async_trait;
+
+use crate::ports::{ScanSession, Scanner, ScannerError};
 use crate::processing::ScanReply;
 
-#[derive(Debug, thiserror::Error)]
-#[error("clamd at {addr}: {detail}")]
-pub struct ScannerError {
+/// [`Scanner`] on a clamd reachable over TCP.
+#[derive(Debug, Clone)]
+pub struct Clamd {
     pub addr: String,
-    pub detail: String,
+}
+
+#[async_trait]
+impl Scanner for Clamd {
+    async fn start(&self) -> Result<Box<dyn ScanSession>, ScannerError> {
+        Ok(Box::new(Instream::start(&self.addr).await?))
+    }
+}
+
+#[async_trait]
+impl ScanSession for Instream {
+    async fn send(&mut self, chunk: &[u8]) -> Result<(), ScannerError> {
+        Instream::send(self, chunk).await
+    }
+    async fn finish(self: Box<Self>) -> Result<ScanReply, ScannerError> {
+        Instream::finish(*self).await
+    }
 }
 
 /// Largest chunk sent in one INSTREAM frame.

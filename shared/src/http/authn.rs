@@ -13,7 +13,10 @@ use jsonwebtoken::{
 };
 use serde::Deserialize;
 
-use crate::{config::ConfigError, domain::Owner};
+use crate::{
+    config::{var, ConfigError},
+    domain::Owner,
+};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "hoist_session";
@@ -134,10 +137,6 @@ struct Claims {
     sub: String,
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
 impl Verifier {
     /// `HOIST_AUTH_JWKS_URL` (the provider's JWKS URL, preferred) or `HOIST_AUTH_JWKS`
     /// (its JWKS document), with `HOIST_AUTH_ISSUER` and `HOIST_AUTH_AUDIENCE`
@@ -145,7 +144,7 @@ impl Verifier {
     /// (issuer `hoist-dev`, audience `hoist`).
     pub fn from_env() -> Result<Self, ConfigError> {
         let keys =
-            match (env("HOIST_AUTH_JWKS_URL"), env("HOIST_AUTH_JWKS")) {
+            match (var("HOIST_AUTH_JWKS_URL"), var("HOIST_AUTH_JWKS")) {
                 (Some(url), _) => Some(KeyRing::from_url(&url, JWKS_REFRESH_EVERY)?),
                 (None, Some(jwks)) => Some(KeyRing::fixed(serde_json::from_str(&jwks).map_err(|e| ConfigError {
                     name: "HOIST_AUTH_JWKS",
@@ -154,11 +153,11 @@ impl Verifier {
                 (None, None) => None,
             };
         if let Some(keys) = keys {
-            let issuer = env("HOIST_AUTH_ISSUER").ok_or(ConfigError {
+            let issuer = var("HOIST_AUTH_ISSUER").ok_or(ConfigError {
                 name: "HOIST_AUTH_ISSUER",
                 detail: "is required with the provider's keys".into(),
             })?;
-            let audience: Vec<String> = env("HOIST_AUTH_AUDIENCE")
+            let audience: Vec<String> = var("HOIST_AUTH_AUDIENCE")
                 .ok_or(ConfigError {
                     name: "HOIST_AUTH_AUDIENCE",
                     detail: "is required with the provider's keys".into(),
@@ -169,7 +168,7 @@ impl Verifier {
                 .collect();
             return Ok(Verifier::Jwks { keys, issuer, audience });
         }
-        if let Some(secret) = env("HOIST_DEV_JWT_SECRET") {
+        if let Some(secret) = var("HOIST_DEV_JWT_SECRET") {
             return Ok(Verifier::dev(&secret));
         }
         Err(ConfigError {

@@ -7,7 +7,10 @@
 
 use serde::Serialize;
 
-use crate::domain::{ByteSize, Invalid, PartNumber, MIB, S3_MAX_PARTS, S3_MAX_PART_SIZE, S3_MIN_PART_SIZE};
+use crate::limits::{ByteSize, Invalid, PartNumber, MIB, S3_MAX_PARTS, S3_MAX_PART_SIZE, S3_MIN_PART_SIZE};
+
+/// The server's default part size (`HOIST_DEFAULT_PART_SIZE` may change it there).
+pub const DEFAULT_PART_SIZE: u64 = 16 * MIB;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PartPlan {
@@ -60,6 +63,15 @@ impl PartPlan {
         Ok(Self { size, part_size, part_count: part_count as u32 })
     }
 
+    /// The plan the server makes when the client names no part size (default settings).
+    pub fn default_for(size: ByteSize) -> Self {
+        match Self::new(size, None, DEFAULT_PART_SIZE) {
+            Ok(p) => p,
+            // Unreachable: with no requested size the rule always fits ByteSize's range.
+            Err(_) => Self { size: size.get(), part_size: S3_MAX_PART_SIZE, part_count: S3_MAX_PARTS },
+        }
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -98,7 +110,7 @@ impl PartPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{GIB, S3_MAX_OBJECT_SIZE, TIB};
+    use crate::limits::{GIB, S3_MAX_OBJECT_SIZE, TIB};
 
     const DEFAULT: u64 = 16 * MIB;
 

@@ -1,0 +1,115 @@
+//! Bodies of the upload routes (`/uploads...`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /uploads`. Numbers stay `serde_json::Number` so the server can name the field
+/// of a negative or fractional value in its error instead of a generic parse error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUploadRequest {
+    pub filename: String,
+    pub size: serde_json::Number,
+    pub content_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// `"SHA256"`: pin every part's SHA-256 (S3 refuses a part with other bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_checksums: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_size: Option<serde_json::Number>,
+}
+
+/// An upload as `POST /uploads`, `GET /uploads/{id}`, `complete` and `DELETE` answer it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UploadView {
+    pub id: String,
+    pub status: String,
+    pub filename: String,
+    pub content_type: String,
+    pub size: u64,
+    pub part_size: u64,
+    pub part_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_checksums: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub parts_done: u32,
+    pub bytes_done: u64,
+    /// Inclusive ranges `[first, last]` of part numbers not yet recorded.
+    pub missing_parts: Vec<[u32; 2]>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub expires_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The type processing read from the bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    #[serde(default)]
+    pub has_thumbnail: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed_at: Option<String>,
+}
+
+/// `POST /uploads/{id}/parts/sign`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignPartsRequest {
+    pub parts: Vec<SignPartItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignPartItem {
+    pub number: i64,
+    /// Base64 or hex SHA-256 of the part (required when the upload pins checksums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SignedPart {
+    pub number: u32,
+    pub url: String,
+    pub method: String,
+    /// Send these headers verbatim with the PUT.
+    pub headers: BTreeMap<String, String>,
+    /// The exact body length S3 will accept for this part (signed).
+    pub content_length: u64,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SignPartsResponse {
+    pub parts: Vec<SignedPart>,
+}
+
+/// `PUT /uploads/{id}/parts`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordPartsRequest {
+    pub parts: Vec<RecordPartItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordPartItem {
+    pub number: i64,
+    pub etag: String,
+    pub size: serde_json::Number,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordPartsResponse {
+    pub recorded: u32,
+}

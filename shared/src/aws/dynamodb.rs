@@ -1,0 +1,678 @@
+//! The upload repository on DynamoDB. One table:
+//!
+//! | item              | pk                | sk           | notes                                   |
+//! |-------------------|-------------------|--------------|-----------------------------------------|
+//! | upload            | `UPLOAD#<id>`     | `META`       | the `Upload` entity plus the keys below |
+//! | recorded part     | `UPLOAD#<id>`     | `PART#00042` | etag, size, sha256; TTL'd               |
+//! | owner quota       | `OWNER#<owner>`   | `QUOTA`      | open_uploads, bytes_in_flight counters  |
+//!
+//! GSI `gsi1` (gsi1pk, gsi1sk) holds only uploads that still need the janitor (`OPEN`,
+//! keyed by the time it should look; `PURGE` for deleted files, keyed by purge time), so
+//! its query is sparse. GSI `gsi2` (owner, completion time + id) is the owner's catalog.
+//! `ttl` lets DynamoDB forget closed uploads. These keys exist only here: the domain's
+//! `Upload` carries none of them. Every status change is a [`Transition`] turned into a
+//! condition expression; quota counters move in the same transaction as the status.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::{
+    error::{ProvideErrorMetadata, SdkError},
+    types::{AttributeValue, Put, PutRequest, TransactWriteItem, Update, WriteRequest},
+    Client,
+};
+use futures::{stream, StreamExt, TryStreamExt};
+
+use crate::domain::{
+    catalog_sort_key, CatalogPosition, FilePage, Owner, PartRecord, ProcessingOutcome, Quota, QuotaLimits, Transition,
+    Upload, UploadId, UploadStatus, CLOSED_RETENTION_SECS,
+};
+use crate::ports::{CreateError, RepoError, UploadRepo};
+
+pub const GSI_OPEN: &str = "gsi1";
+pub const GSI_FILES: &str = "gsi2";
+const OPEN: &str = "OPEN";
+const PURGE: &str = "PURGE";
+
+fn map_err<E, R>(op: &'static str, e: SdkError<E, R>) -> RepoError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(se) => {
+            let code = se.code().unwrap_or("Unknown").to_owned();
+            let throttled = matches!(
+                code.as_str(),
+                "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded"
+            );
+            RepoError::Service { op, code, message: se.message().unwrap_or("").to_owned(), throttled }
+        }
+        None => RepoError::Other { op, detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string() },
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> RepoError {
+    RepoError::Corrupt(e.to_string())
+}
+
+fn is_conditional_failure(e: &RepoError) -> bool {
+    matches!(e, RepoError::Service { code, .. } if code == "ConditionalCheckFailedException")
+}
+
+fn is_cancelled_by_condition(e: &RepoError) -> bool {
+    matches!(e, RepoError::Service { code, message, .. }
+        if code == "TransactionCanceledException" && message.contains("ConditionalCheckFailed"))
+}
+
+/// A conditional write's outcome: true when written, false when its condition failed.
+fn conditional(res: Result<(), RepoError>) -> Result<bool, RepoError> {
+    match res {
+        Ok(()) => Ok(true),
+        Err(e) if is_conditional_failure(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn sv(s: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(s.into())
+}
+fn nv(n: impl ToString) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+fn upload_pk(id: &UploadId) -> String {
+    format!("UPLOAD#{id}")
+}
+fn part_sk(n: u32) -> String {
+    format!("PART#{n:05}")
+}
+fn owner_pk(owner: &Owner) -> String {
+    format!("OWNER#{owner}")
+}
+
+/// The condition under which `t` may be applied, over `#s` (status) and `:now`, as
+/// [`Transition::allowed`] decides it: the values it names are added to `values`.
+fn transition_condition(t: Transition, values: &mut Vec<(String, AttributeValue)>) -> String {
+    let clauses: Vec<String> = t
+        .from()
+        .iter()
+        .map(|from| {
+            let name = format!(":from_{}", from.as_str());
+            values.push((name.clone(), sv(from.as_str())));
+            if t.needs_stale_lease(*from) {
+                format!("(#s = {name} AND lease_until < :now)")
+            } else {
+                format!("#s = {name}")
+            }
+        })
+        .collect();
+    format!("({})", clauses.join(" OR "))
+}
+
+/// What a transition writes besides the status and `updated_at`.
+#[derive(Default)]
+struct Effects<'a> {
+    set: &'a str,
+    remove: &'a str,
+    values: Vec<(&'a str, AttributeValue)>,
+    names: Vec<(&'a str, &'a str)>,
+}
+
+/// A transition as DynamoDB expressions: update, condition, and the names and values they use.
+struct TransitionWrite {
+    update: String,
+    condition: String,
+    values: Vec<(String, AttributeValue)>,
+    names: Vec<(String, String)>,
+}
+
+impl TransitionWrite {
+    fn new(t: Transition, now: i64, e: Effects<'_>) -> Self {
+        let mut values = vec![(":to".to_owned(), sv(t.to().as_str())), (":now".to_owned(), nv(now))];
+        let condition = transition_condition(t, &mut values);
+        let set = if e.set.is_empty() { String::new() } else { format!(", {}", e.set) };
+        let remove = if e.remove.is_empty() { String::new() } else { format!(" REMOVE {}", e.remove) };
+        values.extend(e.values.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        let mut names = vec![("#s".to_owned(), "status".to_owned())];
+        names.extend(e.names.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())));
+        Self { update: format!("SET #s = :to, updated_at = :now{set}{remove}"), condition, values, names }
+    }
+}
+
+/// A stored upload item: the entity, plus the keys that file it.
+fn upload_item(upload: &Upload, forget_at: i64) -> Result<HashMap<String, AttributeValue>, RepoError> {
+    let mut item: HashMap<String, AttributeValue> = serde_dynamo::to_item(upload).map_err(corrupt)?;
+    item.insert("pk".into(), sv(upload_pk(&upload.id)));
+    item.insert("sk".into(), sv("META"));
+    // A new upload is open: the janitor looks at it when it expires.
+    item.insert("gsi1pk".into(), sv(OPEN));
+    item.insert("gsi1sk".into(), nv(upload.expires_at));
+    // A backstop only: the janitor expires uploads long before DynamoDB forgets them.
+    item.insert("ttl".into(), nv(forget_at));
+    Ok(item)
+}
+
+fn from_item(item: HashMap<String, AttributeValue>) -> Result<Upload, RepoError> {
+    serde_dynamo::from_item(item).map_err(corrupt)
+}
+
+/// [`UploadRepo`] on one DynamoDB table.
+#[derive(Clone)]
+pub struct DynamoRepo {
+    client: Client,
+    table: String,
+}
+
+type UpdateBuilder = aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+
+impl DynamoRepo {
+    pub fn new(client: Client, table: String) -> Self {
+        Self { client, table }
+    }
+
+    fn quota_update(&self, owner: &Owner, open_delta: i64, bytes_delta: i128) -> Result<Update, RepoError> {
+        Update::builder()
+            .table_name(&self.table)
+            .key("pk", sv(owner_pk(owner)))
+            .key("sk", sv("QUOTA"))
+            .update_expression("ADD open_uploads :d, bytes_in_flight :b")
+            .expression_attribute_values(":d", nv(open_delta))
+            .expression_attribute_values(":b", nv(bytes_delta))
+            .build()
+            .map_err(corrupt)
+    }
+
+    /// An UpdateItem on an upload's item.
+    fn update_upload(&self, id: &UploadId) -> UpdateBuilder {
+        self.client.update_item().table_name(&self.table).key("pk", sv(upload_pk(id))).key("sk", sv("META"))
+    }
+
+    /// An UpdateItem applying transition `t` at `now` with its `effects`.
+    fn transition(&self, id: &UploadId, t: Transition, now: i64, effects: Effects<'_>) -> UpdateBuilder {
+        let w = TransitionWrite::new(t, now, effects);
+        let mut req = self.update_upload(id).update_expression(w.update).condition_expression(w.condition);
+        for (k, v) in w.values {
+            req = req.expression_attribute_values(k, v);
+        }
+        for (k, v) in w.names {
+            req = req.expression_attribute_names(k, v);
+        }
+        req
+    }
+
+    /// The same, as one item of a transaction.
+    fn transition_in_transaction(
+        &self,
+        upload: &Upload,
+        t: Transition,
+        now: i64,
+        effects: Effects<'_>,
+    ) -> Result<Update, RepoError> {
+        let w = TransitionWrite::new(t, now, effects);
+        let mut b = Update::builder()
+            .table_name(&self.table)
+            .key("pk", sv(upload_pk(&upload.id)))
+            .key("sk", sv("META"))
+            .update_expression(w.update)
+            .condition_expression(w.condition);
+        for (k, v) in w.values {
+            b = b.expression_attribute_values(k, v);
+        }
+        for (k, v) in w.names {
+            b = b.expression_attribute_names(k, v);
+        }
+        b.build().map_err(corrupt)
+    }
+
+    /// A status change and the owner's quota release, in one transaction.
+    async fn transition_with_quota(&self, session: Update, upload: &Upload) -> Result<bool, RepoError> {
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(session).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(self.quota_update(&upload.owner, -1, -(upload.reserved_bytes() as i128))?)
+                    .build(),
+            )
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let err = map_err("TransactWriteItems", e);
+                if is_cancelled_by_condition(&err) {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn batch_write_all(&self, mut pending: Vec<WriteRequest>) -> Result<(), RepoError> {
+        let mut attempt = 0u32;
+        while !pending.is_empty() {
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, pending)
+                .send()
+                .await
+                .map_err(|e| map_err("BatchWriteItem", e))?;
+            pending = out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
+            if !pending.is_empty() {
+                attempt += 1;
+                if attempt > 8 {
+                    return Err(RepoError::Service {
+                        op: "BatchWriteItem",
+                        code: "Unprocessed".into(),
+                        message: format!("{} items left unprocessed", pending.len()),
+                        throttled: true,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn due_in(&self, partition: &str, now: i64, limit: u32) -> Result<Vec<Upload>, RepoError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI_OPEN)
+            .key_condition_expression("gsi1pk = :open AND gsi1sk <= :now")
+            .expression_attribute_values(":open", sv(partition))
+            .expression_attribute_values(":now", nv(now))
+            .limit(limit.min(i32::MAX as u32) as i32)
+            .send()
+            .await
+            .map_err(|e| map_err("Query", e))?;
+        let mut uploads = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            // The index projects keys only when configured so: read the full item.
+            let id = item
+                .get("pk")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|pk| pk.strip_prefix("UPLOAD#"))
+                .and_then(|s| UploadId::parse(s).ok());
+            if let Some(id) = id {
+                if let Some(u) = self.get(&id).await? {
+                    uploads.push(u);
+                }
+            }
+        }
+        Ok(uploads)
+    }
+}
+
+#[async_trait]
+impl UploadRepo for DynamoRepo {
+    async fn quota(&self, owner: &Owner) -> Result<Quota, RepoError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", sv(owner_pk(owner)))
+            .key("sk", sv("QUOTA"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_err("GetItem", e))?;
+        let num = |k: &str| -> u64 {
+            out.item()
+                .and_then(|i| i.get(k))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<i64>().ok())
+                .unwrap_or(0)
+                .max(0) as u64
+        };
+        Ok(Quota { open_uploads: num("open_uploads"), bytes_in_flight: num("bytes_in_flight") })
+    }
+
+    async fn create(&self, upload: &Upload, limits: QuotaLimits) -> Result<(), CreateError> {
+        let forget_at = upload.expires_at + CLOSED_RETENTION_SECS;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(upload_item(upload, forget_at)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(corrupt)?;
+        // QuotaLimits::admits, as a condition: one more open upload and its bytes fit.
+        let room = limits.max_bytes.saturating_sub(upload.reserved_bytes());
+        let quota = Update::builder()
+            .table_name(&self.table)
+            .key("pk", sv(owner_pk(&upload.owner)))
+            .key("sk", sv("QUOTA"))
+            .update_expression("ADD open_uploads :one, bytes_in_flight :size")
+            .condition_expression(
+                "attribute_not_exists(open_uploads) OR (open_uploads < :max_open AND bytes_in_flight <= :room)",
+            )
+            .expression_attribute_values(":one", nv(1))
+            .expression_attribute_values(":size", nv(upload.reserved_bytes()))
+            .expression_attribute_values(":max_open", nv(limits.max_open))
+            .expression_attribute_values(":room", nv(room))
+            .build()
+            .map_err(corrupt)?;
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().update(quota).build())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let err = map_err("TransactWriteItems", e);
+                // The upload's key is fresh and random, so a cancelled condition is the quota's.
+                if is_cancelled_by_condition(&err) {
+                    return Err(CreateError::QuotaExceeded);
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn get(&self, id: &UploadId) -> Result<Option<Upload>, RepoError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", sv(upload_pk(id)))
+            .key("sk", sv("META"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_err("GetItem", e))?;
+        out.item.map(from_item).transpose()
+    }
+
+    async fn put_parts(&self, id: &UploadId, parts: &[PartRecord], forget_at: i64, now: i64) -> Result<(), RepoError> {
+        let pk = upload_pk(id);
+        let requests: Vec<WriteRequest> = parts
+            .iter()
+            .map(|p| {
+                let mut item: HashMap<String, AttributeValue> = HashMap::new();
+                item.insert("pk".into(), sv(pk.clone()));
+                item.insert("sk".into(), sv(part_sk(p.number)));
+                item.insert("number".into(), nv(p.number));
+                item.insert("etag".into(), sv(p.etag.clone()));
+                item.insert("size".into(), nv(p.size));
+                if let Some(s) = &p.sha256 {
+                    item.insert("sha256".into(), sv(s.clone()));
+                }
+                item.insert("recorded_at".into(), nv(now));
+                item.insert("ttl".into(), nv(forget_at));
+                PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+                    .map_err(corrupt)
+            })
+            .collect::<Result<_, _>>()?;
+        let chunks: Vec<Vec<WriteRequest>> = requests.chunks(25).map(<[WriteRequest]>::to_vec).collect();
+        stream::iter(chunks)
+            .map(|chunk| self.batch_write_all(chunk))
+            .buffer_unordered(4)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+
+    async fn parts(&self, id: &UploadId) -> Result<Vec<PartRecord>, RepoError> {
+        let items: Vec<HashMap<String, AttributeValue>> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", sv(upload_pk(id)))
+            .expression_attribute_values(":p", sv("PART#"))
+            .projection_expression("#n, etag, #sz, sha256")
+            .expression_attribute_names("#n", "number")
+            .expression_attribute_names("#sz", "size")
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| map_err("Query", e))?;
+        items.into_iter().map(|i| serde_dynamo::from_item(i).map_err(corrupt)).collect()
+    }
+
+    async fn begin_completion(&self, id: &UploadId, now: i64, lease: Duration) -> Result<bool, RepoError> {
+        let until = now + lease.as_secs() as i64;
+        // The janitor looks again when the lease runs out.
+        let res = self
+            .transition(
+                id,
+                Transition::BeginCompletion,
+                now,
+                Effects {
+                    set: "lease_until = :until, gsi1sk = :until",
+                    values: vec![(":until", nv(until))],
+                    ..Effects::default()
+                },
+            )
+            .send()
+            .await;
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    async fn release_completion(&self, upload: &Upload, now: i64) -> Result<bool, RepoError> {
+        let res = self
+            .transition(
+                &upload.id,
+                Transition::ReleaseCompletion,
+                now,
+                Effects {
+                    set: "gsi1sk = :exp",
+                    remove: "lease_until",
+                    values: vec![(":exp", nv(upload.expires_at))],
+                    ..Effects::default()
+                },
+            )
+            .send()
+            .await;
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    async fn finish_completion(&self, upload: &Upload, etag: &str, now: i64) -> Result<bool, RepoError> {
+        let sort_key = catalog_sort_key(crate::now_millis().max(now * 1000), &upload.id);
+        let session = self.transition_in_transaction(
+            upload,
+            Transition::FinishCompletion,
+            now,
+            Effects {
+                set: "etag = :etag, #sz = :size, completed_at = :now, gsi2pk = :g2pk, gsi2sk = :g2sk",
+                remove: "gsi1pk, gsi1sk, lease_until, #ttl",
+                values: vec![
+                    (":etag", sv(etag)),
+                    (":size", nv(upload.size)),
+                    (":g2pk", sv(owner_pk(&upload.owner))),
+                    (":g2sk", sv(sort_key)),
+                ],
+                names: vec![("#sz", "size"), ("#ttl", "ttl")],
+            },
+        )?;
+        self.transition_with_quota(session, upload).await
+    }
+
+    async fn close_open(
+        &self,
+        upload: &Upload,
+        to: UploadStatus,
+        reason: &str,
+        forget_at: i64,
+        now: i64,
+    ) -> Result<bool, RepoError> {
+        let session = self.transition_in_transaction(
+            upload,
+            Transition::Close(to),
+            now,
+            Effects {
+                set: "reason = :reason, #ttl = :ttl",
+                remove: "gsi1pk, gsi1sk, lease_until",
+                values: vec![(":reason", sv(reason)), (":ttl", nv(forget_at))],
+                names: vec![("#ttl", "ttl")],
+            },
+        )?;
+        self.transition_with_quota(session, upload).await
+    }
+
+    async fn finish_processing(&self, id: &UploadId, outcome: &ProcessingOutcome, now: i64) -> Result<bool, RepoError> {
+        let mut set = vec!["reason = :reason", "processed_at = :now"];
+        let mut values = vec![(":reason", sv(outcome.reason.clone()))];
+        let optional: [(&str, &str, Option<AttributeValue>); 5] = [
+            ("detected_type = :dt", ":dt", outcome.detected_type.clone().map(sv)),
+            ("content_sha256 = :cs", ":cs", outcome.content_sha256.clone().map(sv)),
+            ("thumbnail_key = :tk", ":tk", outcome.thumbnail_key.clone().map(sv)),
+            ("width = :w", ":w", outcome.width.map(nv)),
+            ("height = :h", ":h", outcome.height.map(nv)),
+        ];
+        for (clause, name, value) in optional {
+            if let Some(v) = value {
+                set.push(clause);
+                values.push((name, v));
+            }
+        }
+        let set = set.join(", ");
+        let effects = Effects { set: &set, values, ..Effects::default() };
+        let req = self.transition(id, Transition::FinishProcessing(outcome.status), now, effects);
+        conditional(req.send().await.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    async fn list_files(
+        &self,
+        owner: &Owner,
+        limit: u32,
+        start: Option<CatalogPosition>,
+        status: Option<UploadStatus>,
+        include_deleted: bool,
+    ) -> Result<FilePage, RepoError> {
+        let owner_pk = owner_pk(owner);
+        let mut filters = Vec::new();
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI_FILES)
+            .key_condition_expression("gsi2pk = :o")
+            .expression_attribute_values(":o", sv(owner_pk.clone()))
+            .scan_index_forward(false)
+            .limit(limit.min(i32::MAX as u32) as i32);
+        if let Some(s) = status {
+            filters.push("#s = :status");
+            req = req.expression_attribute_names("#s", "status").expression_attribute_values(":status", sv(s.as_str()));
+        }
+        if !include_deleted {
+            filters.push("attribute_not_exists(deleted_at)");
+        }
+        if !filters.is_empty() {
+            req = req.filter_expression(filters.join(" AND "));
+        }
+        if let Some(pos) = start {
+            // Rebuilt from the caller's owner: a cursor only ever names a position.
+            req = req
+                .exclusive_start_key("pk", sv(upload_pk(&pos.id)))
+                .exclusive_start_key("sk", sv("META"))
+                .exclusive_start_key("gsi2pk", sv(owner_pk))
+                .exclusive_start_key("gsi2sk", sv(pos.sort_key));
+        }
+        let out = req.send().await.map_err(|e| map_err("Query", e))?;
+        let items = out.items.unwrap_or_default().into_iter().map(from_item).collect::<Result<Vec<Upload>, _>>()?;
+        let next = out.last_evaluated_key.and_then(|k| {
+            let sort_key = k.get("gsi2sk")?.as_s().ok()?.clone();
+            let id = UploadId::parse(k.get("pk")?.as_s().ok()?.strip_prefix("UPLOAD#")?).ok()?;
+            Some(CatalogPosition { sort_key, id })
+        });
+        Ok(FilePage { items, next })
+    }
+
+    async fn soft_delete(&self, id: &UploadId, now: i64, purge_at: i64) -> Result<bool, RepoError> {
+        let res = self
+            .update_upload(id)
+            .update_expression("SET deleted_at = :now, purge_at = :p, updated_at = :now, gsi1pk = :purge, gsi1sk = :p")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(deleted_at)")
+            .expression_attribute_values(":now", nv(now))
+            .expression_attribute_values(":p", nv(purge_at))
+            .expression_attribute_values(":purge", sv(PURGE))
+            .send()
+            .await;
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    async fn restore(&self, id: &UploadId, now: i64) -> Result<bool, RepoError> {
+        let res = self
+            .update_upload(id)
+            .update_expression("SET updated_at = :now REMOVE deleted_at, purge_at, gsi1pk, gsi1sk")
+            .condition_expression("attribute_exists(deleted_at) AND purge_at > :now")
+            .expression_attribute_values(":now", nv(now))
+            .send()
+            .await;
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    async fn due(&self, now: i64, limit: u32) -> Result<Vec<Upload>, RepoError> {
+        self.due_in(OPEN, now, limit).await
+    }
+
+    async fn due_purges(&self, now: i64, limit: u32) -> Result<Vec<Upload>, RepoError> {
+        self.due_in(PURGE, now, limit).await
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> Result<(), RepoError> {
+        let keys: Vec<HashMap<String, AttributeValue>> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", sv(upload_pk(id)))
+            .projection_expression("pk, sk")
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| map_err("Query", e))?;
+        for chunk in keys.chunks(25) {
+            let requests = chunk
+                .iter()
+                .map(|k| {
+                    aws_sdk_dynamodb::types::DeleteRequest::builder()
+                        .set_key(Some(k.clone()))
+                        .build()
+                        .map(|d| WriteRequest::builder().delete_request(d).build())
+                        .map_err(corrupt)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.batch_write_all(requests).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The condition DynamoDB evaluates is the state machine's, clause for clause.
+    #[test]
+    fn conditions_come_from_the_state_machine() {
+        let mut v = Vec::new();
+        let c = transition_condition(Transition::BeginCompletion, &mut v);
+        assert_eq!(c, "(#s = :from_uploading OR (#s = :from_completing AND lease_until < :now))");
+        assert_eq!(v.len(), 2);
+        let mut v = Vec::new();
+        assert_eq!(
+            transition_condition(Transition::FinishProcessing(UploadStatus::Ready), &mut v),
+            "(#s = :from_processing)"
+        );
+        assert_eq!(v, vec![(":from_processing".to_owned(), sv("processing"))]);
+    }
+}

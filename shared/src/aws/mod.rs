@@ -1,0 +1,39 @@
+//! The AWS adapters: the only code that imports the AWS SDKs and knows table keys,
+//! indexes, buckets and queues. Each implements a port of [`crate::ports`].
+
+pub mod dynamodb;
+pub mod s3;
+pub mod sqs;
+
+use std::sync::Arc;
+
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+
+pub use dynamodb::DynamoRepo;
+pub use s3::{PostPolicy, S3Store, STATUS_TAG};
+pub use sqs::SqsQueue;
+
+use crate::{config::Config, App, StartupError};
+
+/// Builds the app on DynamoDB, S3 and SQS from the standard AWS configuration
+/// (AWS_ENDPOINT_URL_* point the clients at the local stack in development).
+pub fn app(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, StartupError> {
+    let s3 = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(config.s3_force_path_style)
+        // Otherwise the presigner bakes a CRC32 of an empty body into part URLs.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    let credentials = sdk.credentials_provider().ok_or(StartupError::NoCredentials)?;
+    let objects = S3Store::new(aws_sdk_s3::Client::from_conf(s3), config.bucket.clone(), credentials);
+    let repo = DynamoRepo::new(aws_sdk_dynamodb::Client::new(sdk), config.table.clone());
+    let jobs = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), config.queue_url.clone(), config.job_delay_secs);
+    Ok(App::new(config, Arc::new(repo), Arc::new(objects), Arc::new(jobs)))
+}
+
+/// Reads the configuration and the AWS environment once, at cold start.
+pub async fn app_from_env() -> Result<Arc<App>, StartupError> {
+    let config = Config::from_env()?;
+    let sdk = aws_config::load_from_env().await;
+    Ok(Arc::new(app(config, &sdk)?))
+}

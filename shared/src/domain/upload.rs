@@ -1,0 +1,140 @@
+//! The upload entity and what the service records about it. No storage keys here:
+//! how an upload is filed (partition keys, indexes, TTL) is the repository adapter's business.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ContentType, FileName, Owner, Sha256Digest, UploadId, UploadStatus};
+
+/// How long records of closed uploads and their parts stay before the repository forgets them.
+pub const CLOSED_RETENTION_SECS: i64 = 7 * 24 * 3600;
+
+/// One upload, from its creation to its verdict (and, as a file, to its purge).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Upload {
+    pub id: UploadId,
+    pub owner: Owner,
+    pub status: UploadStatus,
+    pub filename: FileName,
+    pub content_type: ContentType,
+    pub size: u64,
+    pub part_size: u64,
+    pub part_count: u32,
+    /// Parts carry SHA-256 checksums (fixed at CreateMultipartUpload).
+    pub part_checksums: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Digest>,
+    pub s3_key: String,
+    pub s3_upload_id: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What processing read from the bytes (MIME type), if recognised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_type: Option<String>,
+    /// SHA-256 of the stored object as processing computed it (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed_at: Option<i64>,
+    /// Soft delete: when, and when the janitor purges it for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_at: Option<i64>,
+    /// The size was not declared (Uppy's Companion protocol): `size` is 0 and no bytes are
+    /// reserved in the quota until completion learns it.
+    #[serde(default)]
+    pub deferred_size: bool,
+    /// Sent as one presigned POST (Uppy's `/s3/params`), not multipart: `s3_upload_id` is
+    /// empty, and S3's ObjectCreated event (not a client call) completes the session.
+    #[serde(default)]
+    pub single_post: bool,
+}
+
+impl Upload {
+    /// Bytes this session holds in its owner's in-flight quota.
+    pub fn reserved_bytes(&self) -> u64 {
+        if self.deferred_size {
+            0
+        } else {
+            self.size
+        }
+    }
+}
+
+/// A part the client reported as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub number: u32,
+    pub etag: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// What processing found, written in one conditional update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessingOutcome {
+    pub status: UploadStatus,
+    pub reason: String,
+    pub detected_type: Option<String>,
+    pub content_sha256: Option<String>,
+    pub thumbnail_key: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+/// An owner's open uploads and the bytes they reserve.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    pub open_uploads: u64,
+    pub bytes_in_flight: u64,
+}
+
+/// The ceilings a new upload must stay within.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaLimits {
+    pub max_open: u64,
+    pub max_bytes: u64,
+}
+
+impl QuotaLimits {
+    /// Whether one more upload reserving `bytes` fits next to `current`.
+    pub fn admits(&self, current: Quota, bytes: u64) -> bool {
+        current.open_uploads < self.max_open && current.bytes_in_flight.saturating_add(bytes) <= self.max_bytes
+    }
+}
+
+/// Where a catalog page ends: the listing's sort key (completion time in ms + id) and the
+/// id. Only ever a position; the owner always comes from the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogPosition {
+    pub sort_key: String,
+    pub id: UploadId,
+}
+
+/// Sort key of a file in its owner's catalog: completion time in milliseconds, then id.
+pub fn catalog_sort_key(completed_at_ms: i64, id: &UploadId) -> String {
+    format!("{completed_at_ms:015}#{id}")
+}
+
+/// A page of the catalog and where the next one starts.
+#[derive(Debug, Clone)]
+pub struct FilePage {
+    pub items: Vec<Upload>,
+    pub next: Option<CatalogPosition>,
+}

@@ -1,0 +1,226 @@
+//! The processing pass: read the object once, as a stream, feeding the type sniffer,
+//! SHA-256 and clamd's INSTREAM at the same time; then decide, mark the object, make
+//! a thumbnail for images, and write the final status conditionally (duplicates of
+//! a job are harmless).
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+pub mod decide;
+pub mod message;
+pub mod thumbnail;
+
+pub use decide::{check_type, decide, detect, ScanReply, UnscannedPolicy, Verdict, SNIFF_BYTES};
+pub use message::QueueMessage;
+
+use crate::{
+    config::ProcessConfig,
+    domain::{ProcessJob, ProcessingOutcome, Upload, UploadStatus},
+    ports::{ObjectStoreError, RepoError, Scanner, ScannerError},
+    telemetry, App,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Storage(#[from] ObjectStoreError),
+    #[error("reading the object: {0}")]
+    Read(String),
+    #[error(transparent)]
+    Scanner(#[from] ScannerError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("{0}")]
+    Other(String),
+    #[error("the upload is still completing; the job will be retried")]
+    NotYet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    Finished(UploadStatus),
+    /// Already processed (a duplicate delivery) or no longer exists.
+    Skipped,
+}
+
+/// The key of an upload's thumbnail: `thumbnails/<upload id>.jpg`, beside `uploads/<id>`.
+pub fn thumbnail_key(upload: &Upload) -> String {
+    format!("thumbnails/{}.jpg", upload.id)
+}
+
+/// What processing needs besides the app: the scanner and its settings.
+pub struct Processor {
+    pub app: std::sync::Arc<App>,
+    pub scanner: std::sync::Arc<dyn Scanner>,
+    pub config: ProcessConfig,
+}
+
+/// Processes one job. `receive_count` is SQS's ApproximateReceiveCount: on the last
+/// allowed delivery a failure is recorded as `failed` before the message moves to the DLQ.
+pub async fn process(p: &Processor, job: &ProcessJob, receive_count: u32) -> Result<JobOutcome, PipelineError> {
+    let (app, cfg) = (&*p.app, &p.config);
+    let Some(rec) = app.repo.get(&job.upload_id).await? else {
+        tracing::warn!(upload_id = %job.upload_id, "job for an unknown upload; dropping");
+        return Ok(JobOutcome::Skipped);
+    };
+    if rec.status == UploadStatus::Completing && rec.owner == job.owner {
+        // The job is sent just before the status moves to `processing`: this delivery
+        // raced that write. Not done, not failed: let SQS bring it back.
+        return Err(PipelineError::NotYet);
+    }
+    if rec.status != UploadStatus::Processing || rec.owner != job.owner {
+        tracing::info!(upload_id = %job.upload_id, status = rec.status.as_str(), "already processed; duplicate delivery ignored");
+        return Ok(JobOutcome::Skipped);
+    }
+    match run(p, &rec).await {
+        Ok(status) => Ok(JobOutcome::Finished(status)),
+        Err(e) => {
+            if receive_count >= cfg.max_receives {
+                let outcome = ProcessingOutcome {
+                    status: UploadStatus::Failed,
+                    reason: format!("Processing failed {receive_count} times; the job was set aside for an operator. Last error: {e}"),
+                    detected_type: None,
+                    content_sha256: None,
+                    thumbnail_key: None,
+                    width: None,
+                    height: None,
+                };
+                if let Err(se) = app.repo.finish_processing(&job.upload_id, &outcome, crate::now()).await {
+                    tracing::error!(error = %se, "could not record failure");
+                }
+                let _ = app.objects.tag_status(&rec.s3_key, "failed").await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// What one pass over the bytes found.
+struct PassResult {
+    head: Vec<u8>,
+    sha256: [u8; 32],
+    scan: Option<ScanReply>,
+    image: Option<Vec<u8>>,
+}
+
+/// Reads the stored object (the record's key and ETag, never the job's word for them).
+async fn stream_pass(p: &Processor, rec: &Upload) -> Result<PassResult, PipelineError> {
+    let (app, cfg) = (&*p.app, &p.config);
+    let etag = rec.etag.clone().ok_or_else(|| PipelineError::Other("the upload has no object ETag".into()))?;
+    let mut body = app.objects.read(&rec.s3_key, &etag).await?;
+    // Reading from S3 runs ahead in its own task while we feed clamd: a small bounded
+    // channel overlaps the two without ever holding more than a few chunks.
+    let (tx, mut rx) = mpsc::channel::<Result<bytes::Bytes, String>>(8);
+    let reader = tokio::spawn(async move {
+        while let Some(chunk) = body.next().await {
+            let failed = chunk.is_err();
+            if tx.send(chunk.map_err(|e| e.to_string())).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let mut scanner = if rec.size <= cfg.scan_limit { Some(p.scanner.start().await?) } else { None };
+    let mut image = (rec.content_type.top_level() == "image" && rec.size <= cfg.thumbnail_max_bytes)
+        .then(|| Vec::with_capacity(rec.size as usize));
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    let mut hasher = Sha256::new();
+    let mut total: u64 = 0;
+    while let Some(chunk) = rx.recv().await {
+        let chunk = chunk.map_err(PipelineError::Read)?;
+        total += chunk.len() as u64;
+        if head.len() < SNIFF_BYTES {
+            let take = (SNIFF_BYTES - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
+        hasher.update(&chunk);
+        if let Some(s) = scanner.as_mut() {
+            s.send(&chunk).await?;
+        }
+        if let Some(buf) = image.as_mut() {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    let _ = reader.await;
+    if total != rec.size {
+        return Err(PipelineError::Read(format!("read {total} bytes of {} (stream cut short)", rec.size)));
+    }
+    let scan = match scanner {
+        Some(s) => Some(s.finish().await?),
+        None => None,
+    };
+    Ok(PassResult { head, sha256: hasher.finalize().into(), scan, image })
+}
+
+async fn run(p: &Processor, rec: &Upload) -> Result<UploadStatus, PipelineError> {
+    let (app, cfg) = (&*p.app, &p.config);
+    let started = std::time::Instant::now();
+    let pass = stream_pass(p, rec).await?;
+    let type_check = check_type(&rec.content_type, &pass.head);
+    let declared = rec.sha256.map(|d| *d.as_bytes());
+    let verdict = decide(pass.scan.as_ref(), &type_check, declared, pass.sha256, cfg.unscanned_policy)
+        .map_err(PipelineError::Other)?;
+    let mut outcome = ProcessingOutcome {
+        status: status_of(&verdict),
+        reason: verdict.reason(),
+        detected_type: type_check.as_ref().ok().cloned().flatten().or_else(|| detect(&pass.head)),
+        content_sha256: Some(hex::encode(pass.sha256)),
+        thumbnail_key: None,
+        width: None,
+        height: None,
+    };
+    if verdict == Verdict::Ready && pass.scan.is_none() {
+        outcome.reason =
+            "Type and checksum verified; not scanned for malware (larger than the scanner accepts), served by policy."
+                .into();
+    }
+    if verdict == Verdict::Ready {
+        if let Some(bytes) = pass.image {
+            let side = cfg.thumbnail_side;
+            match tokio::task::spawn_blocking(move || thumbnail::make(&bytes, side)).await {
+                Ok(Ok(t)) => {
+                    let key = thumbnail_key(rec);
+                    app.objects.put(&key, "image/jpeg", t.jpeg, UploadStatus::Ready.as_str()).await?;
+                    outcome.thumbnail_key = Some(key);
+                    outcome.width = Some(t.source_width);
+                    outcome.height = Some(t.source_height);
+                }
+                Ok(Err(thumbnail::ThumbnailError::TooLarge { width, height })) => {
+                    outcome.width = Some(width);
+                    outcome.height = Some(height);
+                    outcome.reason = format!(
+                        "{} No thumbnail: the image is {width}x{height} pixels, above the {max}x{max} decoding limit.",
+                        outcome.reason,
+                        max = thumbnail::MAX_SIDE
+                    );
+                }
+                Ok(Err(e)) => outcome.reason = format!("{} No thumbnail: {e}.", outcome.reason),
+                Err(e) => return Err(PipelineError::Other(format!("thumbnail task: {e}"))),
+            }
+        }
+    }
+    app.objects.tag_status(&rec.s3_key, outcome.status.as_str()).await?;
+    let written = app.repo.finish_processing(&rec.id, &outcome, crate::now()).await?;
+    tracing::info!(
+        upload_id = %rec.id, owner = %rec.owner, status = outcome.status.as_str(), written,
+        millis = started.elapsed().as_millis() as u64, size = rec.size, "processed"
+    );
+    telemetry::metric("process", &format!("Files{}", capitalized(outcome.status.as_str())), 1.0, "Count");
+    telemetry::metric("process", "ProcessSeconds", started.elapsed().as_secs_f64(), "Seconds");
+    Ok(outcome.status)
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+}
+
+fn status_of(v: &Verdict) -> UploadStatus {
+    match v {
+        Verdict::Quarantined { .. } => UploadStatus::Quarantined,
+        Verdict::Rejected { .. } => UploadStatus::Rejected,
+        Verdict::Corrupt { .. } => UploadStatus::Corrupt,
+        Verdict::Unscanned { .. } => UploadStatus::Unscanned,
+        Verdict::Ready => UploadStatus::Ready,
+    }
+}

@@ -1,0 +1,74 @@
+//! Arrival: S3 says an object was created. For a single-POST upload (Uppy's
+//! `/s3/params`) that is the end of the upload, since there is no completion call on
+//! that path.
+
+use crate::{
+    domain::{UploadError, UploadId, UploadStatus, CLOSED_RETENTION_SECS},
+    App,
+};
+
+use super::complete::drive_completion;
+
+/// What became of an S3 ObjectCreated event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// A single POST's upload moved to processing (its job is queued).
+    Completed,
+    /// The object landed after its upload was aborted or expired: deleted.
+    Discarded,
+    /// Not a single-POST upload of ours, or already handled (events repeat).
+    Ignored,
+}
+
+/// An object was created at `key`. A single-POST upload completes here, even past its
+/// expiry time: the policy was signed while the upload was open. Safe to run any
+/// number of times, concurrently (the completion lease decides); answers
+/// [`UploadError::LeaseHeld`] when another worker is completing it right now.
+pub async fn object_arrived(app: &App, key: &str, now: i64) -> Result<Arrival, UploadError> {
+    let Some(id) = key.strip_prefix("uploads/").and_then(|s| UploadId::parse(s).ok()) else {
+        return Ok(Arrival::Ignored);
+    };
+    let Some(upload) = app.repo.get(&id).await? else {
+        tracing::warn!(key, "object created for an unknown upload");
+        return Ok(Arrival::Ignored);
+    };
+    if !upload.single_post {
+        return Ok(Arrival::Ignored);
+    }
+    match upload.status {
+        UploadStatus::Uploading | UploadStatus::Completing => {
+            if app.repo.begin_completion(&id, now, app.config.complete_lease).await? {
+                return match drive_completion(app, upload.clone(), now).await {
+                    Ok(_) => Ok(Arrival::Completed),
+                    // Too large (the limit was lowered after signing): the object is gone,
+                    // and so is the upload; retrying would change nothing.
+                    Err(e @ UploadError::TooLarge { .. }) => {
+                        app.repo
+                            .close_open(
+                                &upload,
+                                UploadStatus::Aborted,
+                                &e.to_string(),
+                                now + CLOSED_RETENTION_SECS,
+                                now,
+                            )
+                            .await?;
+                        Ok(Arrival::Discarded)
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+            let current = app.repo.get(&id).await?.unwrap_or(upload);
+            if current.status == UploadStatus::Completing {
+                // Someone holds a live lease: hand the event back to be redelivered.
+                return Err(UploadError::LeaseHeld);
+            }
+            Ok(Arrival::Ignored)
+        }
+        UploadStatus::Aborted | UploadStatus::Expired => {
+            app.objects.delete(&upload.s3_key).await?;
+            tracing::info!(upload_id = %id, owner = %upload.owner, "object arrived after its upload closed; deleted");
+            Ok(Arrival::Discarded)
+        }
+        _ => Ok(Arrival::Ignored),
+    }
+}

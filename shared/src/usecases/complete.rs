@@ -1,0 +1,239 @@
+//! Complete: assemble the object exactly once and queue its processing job.
+//!
+//! One caller takes a lease with a conditional write (`uploading → completing`, or a
+//! stale lease); only it reconciles parts with S3, completes the object, sends the job
+//! and moves to `processing`. Concurrent callers wait for its result. The job is sent
+//! before the status changes, so there is never an object without a job; a crash at any
+//! point leaves `completing` with a lease that runs out, and the next `complete` (or the
+//! janitor) finishes the work: S3 answers "already done", which is resolved against the
+//! object itself.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use api_types::uploads::UploadView;
+
+use crate::{
+    domain::{ETag, Owner, PartNumber, PartRecord, ProcessJob, Upload, UploadError, UploadId, UploadStatus},
+    ports::{CompleteOutcome, StoredPart},
+    ranges::missing_ranges,
+    telemetry, App,
+};
+
+use super::{describe_ranges, discard_s3, effective_status, load_owned, plan_of, refuse_unless_open, view};
+
+/// `POST /uploads/{id}/complete`. Safe to call any number of times, concurrently: one
+/// caller takes a lease and does the work; the others wait for its result and return it.
+pub async fn complete(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Result<UploadView, UploadError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        // `now` advances while we wait for another caller's completion.
+        let t = now + started.elapsed().as_secs() as i64;
+        let upload = load_owned(app, owner, id).await?;
+        match effective_status(&upload, t) {
+            s if s.is_completed() => return Ok(view(&upload, None, t)),
+            UploadStatus::Uploading => {
+                if app.repo.begin_completion(id, t, app.config.complete_lease).await? {
+                    return drive_completion(app, upload, t).await;
+                }
+            }
+            UploadStatus::Completing => {
+                // A completion that died holding its lease is taken over (the transition
+                // only lets a stale lease go).
+                if upload.lease_until.is_some_and(|l| l < t)
+                    && app.repo.begin_completion(id, t, app.config.complete_lease).await?
+                {
+                    return drive_completion(app, upload, t).await;
+                }
+            }
+            _ => refuse_unless_open(&upload, t, "complete")?,
+        }
+        if started.elapsed() >= app.config.complete_wait {
+            return Err(UploadError::LeaseHeld);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs with the completion lease held; gives it back on any failure before the job is
+/// sent. After the job is sent, a failure keeps the lease: whoever takes it over next
+/// finds the object done and sends the (idempotent) job again.
+pub(crate) async fn drive_completion(app: &App, mut upload: Upload, now: i64) -> Result<UploadView, UploadError> {
+    let finished = if upload.single_post {
+        finish_single_object(app, &upload).await
+    } else if upload.deferred_size {
+        finish_deferred_object(app, &upload).await
+    } else {
+        finish_object(app, &upload).await
+    };
+    let (etag, size) = match finished {
+        Ok(done) => done,
+        Err(e) => {
+            if let Err(release) = app.repo.release_completion(&upload, now).await {
+                tracing::error!(error = %release, upload_id = %upload.id, "could not release completion lease");
+            }
+            return Err(e);
+        }
+    };
+    // A deferred-size upload learns its size now.
+    upload.size = size;
+    let job = ProcessJob {
+        version: 1,
+        upload_id: upload.id.clone(),
+        owner: upload.owner.clone(),
+        bucket: app.objects.bucket().to_owned(),
+        key: upload.s3_key.clone(),
+        size: upload.size,
+        etag: etag.clone(),
+        content_type: upload.content_type.clone(),
+        sha256: upload.sha256,
+    };
+    // Job first, status second: a crash between them leaves `completing`, which a
+    // retry or the janitor drives again (the job is idempotent by design).
+    if let Err(e) = app.jobs.send(&job).await {
+        let _ = app.repo.release_completion(&upload, now).await;
+        return Err(e.into());
+    }
+    app.repo.finish_completion(&upload, &etag, now).await?;
+    tracing::info!(upload_id = %upload.id, owner = %upload.owner, size = upload.size, "upload completed");
+    telemetry::metric("complete_upload", "UploadsCompleted", 1.0, "Count");
+    telemetry::metric("complete_upload", "BytesCompleted", upload.size as f64, "Bytes");
+    let done = app.repo.get(&upload.id).await?.unwrap_or(upload);
+    Ok(view(&done, None, now))
+}
+
+/// Makes sure the object exists, assembled from exactly the planned parts; returns its
+/// ETag and size.
+async fn finish_object(app: &App, upload: &Upload) -> Result<(String, u64), UploadError> {
+    let Some(stored) = app.objects.list_parts(&upload.s3_key, &upload.s3_upload_id).await? else {
+        // S3 no longer knows the multipart upload: our own earlier completion (that
+        // crashed before recording it), or an abort by the lifecycle rule.
+        return existing_object(app, upload).await?.map(|e| (e, upload.size)).ok_or(UploadError::PartsGone);
+    };
+    let plan = plan_of(upload)?;
+    let recorded: HashMap<u32, PartRecord> =
+        app.repo.parts(&upload.id).await?.into_iter().map(|p| (p.number, p)).collect();
+    let in_s3: HashMap<u32, &StoredPart> = stored.iter().map(|p| (p.number, p)).collect();
+    let mut missing = Vec::new();
+    let mut mismatched = Vec::new();
+    let mut parts = Vec::with_capacity(upload.part_count as usize);
+    for n in 1..=upload.part_count {
+        let number = PartNumber::new(n)?;
+        let Some(s3) = in_s3.get(&n) else {
+            missing.push(n);
+            continue;
+        };
+        let planned = plan.part_len(number).unwrap_or(0);
+        let etag_differs = recorded.get(&n).is_some_and(|r| r.etag != s3.etag);
+        let checksum_missing = upload.part_checksums && s3.checksum_sha256.is_none();
+        if s3.size != planned || etag_differs || checksum_missing {
+            mismatched.push(n);
+            continue;
+        }
+        let etag = ETag::parse(&s3.etag)
+            .map_err(|_| UploadError::Internal(format!("S3 returned an unusable ETag for part {n}")))?;
+        parts.push((number, etag, upload.part_checksums.then(|| s3.checksum_sha256.clone()).flatten()));
+    }
+    if !missing.is_empty() || !mismatched.is_empty() {
+        let missing_parts = missing_ranges(upload.part_count, (1..=upload.part_count).filter(|n| !missing.contains(n)));
+        let mut detail = String::from("The upload cannot be completed yet:");
+        if !missing.is_empty() {
+            detail.push_str(&format!(" {} part(s) are not in S3 ({})", missing.len(), describe_ranges(&missing_parts)));
+        }
+        if !mismatched.is_empty() {
+            if !missing.is_empty() {
+                detail.push(';');
+            }
+            detail.push_str(&format!(
+                " part(s) {} in S3 differ from what was recorded (re-send or re-record them)",
+                mismatched.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        detail.push('.');
+        return Err(UploadError::Incomplete { detail, missing_parts, mismatched_parts: Some(mismatched) });
+    }
+    complete_parts(app, upload, &parts, upload.size).await
+}
+
+/// CompleteMultipartUpload, resolving "already done" answers against the object itself.
+async fn complete_parts(
+    app: &App,
+    upload: &Upload,
+    parts: &[(PartNumber, ETag, Option<String>)],
+    size: u64,
+) -> Result<(String, u64), UploadError> {
+    match app.objects.complete(&upload.s3_key, &upload.s3_upload_id, parts, size).await? {
+        CompleteOutcome::Completed { etag } => Ok((etag, size)),
+        CompleteOutcome::AlreadyExists | CompleteOutcome::NoSuchUpload => {
+            existing_object(app, upload).await?.map(|e| (e, size)).ok_or(UploadError::NoObject)
+        }
+        CompleteOutcome::Refused { code, message } => Err(UploadError::AssemblyRefused { code, message }),
+    }
+}
+
+/// Completes an upload whose size was not declared (Uppy's Companion protocol): the
+/// parts are whatever S3 holds, which must run 1..=n without gaps; the total must be
+/// within the service's limit, or the upload is aborted.
+async fn finish_deferred_object(app: &App, upload: &Upload) -> Result<(String, u64), UploadError> {
+    let Some(mut stored) = app.objects.list_parts(&upload.s3_key, &upload.s3_upload_id).await? else {
+        return match app.objects.head(&upload.s3_key).await? {
+            Some(o) => Ok((o.etag, o.size)),
+            None => Err(UploadError::PartsGone),
+        };
+    };
+    if stored.is_empty() {
+        return Err(UploadError::NoPartsYet);
+    }
+    stored.sort_by_key(|p| p.number);
+    let last = stored.last().map_or(0, |p| p.number);
+    let gaps = missing_ranges(last, stored.iter().map(|p| p.number));
+    if !gaps.is_empty() {
+        return Err(UploadError::Incomplete {
+            detail: format!("The upload cannot be completed yet: part(s) {} are not in S3.", describe_ranges(&gaps)),
+            missing_parts: gaps,
+            mismatched_parts: None,
+        });
+    }
+    let size: u64 = stored.iter().map(|p| p.size).sum();
+    if size > app.config.max_upload_size {
+        // Enforced here because this protocol does not declare the size up front.
+        return Err(discard_too_large(app, upload, size).await);
+    }
+    let mut parts = Vec::with_capacity(stored.len());
+    for p in stored {
+        let etag = ETag::parse(&p.etag).map_err(|_| UploadError::Internal("S3 returned an unusable ETag".into()))?;
+        parts.push((PartNumber::new(p.number)?, etag, None));
+    }
+    complete_parts(app, upload, &parts, size).await
+}
+
+/// A single POST's object is whatever S3 received (the signed policy bounded its size
+/// and pinned its key and type).
+async fn finish_single_object(app: &App, upload: &Upload) -> Result<(String, u64), UploadError> {
+    match app.objects.head(&upload.s3_key).await? {
+        Some(o) if o.size <= app.config.max_upload_size => Ok((o.etag, o.size)),
+        Some(o) => Err(discard_too_large(app, upload, o.size).await),
+        None => Err(UploadError::NotArrived),
+    }
+}
+
+/// An upload whose size was not declared turned out above the limit: what S3 holds is
+/// thrown away, and the caller is told why.
+async fn discard_too_large(app: &App, upload: &Upload, size: u64) -> UploadError {
+    if let Err(e) = discard_s3(app, upload).await {
+        return e;
+    }
+    UploadError::TooLarge { size, limit: app.config.max_upload_size }
+}
+
+/// The object at the upload's key, if it is the one this upload produced (right size).
+async fn existing_object(app: &App, upload: &Upload) -> Result<Option<String>, UploadError> {
+    Ok(match app.objects.head(&upload.s3_key).await? {
+        Some(o) if o.size == upload.size || upload.deferred_size => Some(o.etag),
+        Some(o) => {
+            tracing::error!(upload_id = %upload.id, size = o.size, expected = upload.size, "object at upload key has the wrong size");
+            None
+        }
+        None => None,
+    })
+}

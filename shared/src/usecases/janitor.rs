@@ -1,0 +1,120 @@
+//! The janitor (every 15 minutes): expires abandoned uploads, finishes completions whose
+//! caller died holding the lease, completes single POSTs whose S3 event was lost, and
+//! purges deleted files whose retention is over.
+
+use serde::Serialize;
+
+use crate::{
+    domain::{UploadError, UploadStatus, CLOSED_RETENTION_SECS},
+    telemetry, App,
+};
+
+use super::{
+    arrival::{object_arrived, Arrival},
+    complete::drive_completion,
+    discard_s3,
+};
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub expired: u32,
+    pub completed: u32,
+    /// Stuck completions that turned out refusable (missing parts...): back to `uploading`.
+    pub released: u32,
+    pub purged: u32,
+    pub errors: u32,
+}
+
+/// One janitor run.
+// The lease is taken inside the arm, not in a guard: a guard that awaits and writes hides a side effect.
+#[allow(clippy::collapsible_match)]
+pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, UploadError> {
+    let mut report = SweepReport::default();
+    // Bounded: a run does at most 20 pages of 100; the next run continues.
+    for _ in 0..20 {
+        let due = app.repo.due(now, 100).await?;
+        if due.is_empty() {
+            break;
+        }
+        let mut progressed = false;
+        for upload in due {
+            match upload.status {
+                UploadStatus::Uploading if upload.expires_at <= now => {
+                    // A single POST whose S3 event never came: its object is the upload,
+                    // handled as the event would have been.
+                    if upload.single_post && app.objects.head(&upload.s3_key).await?.is_some() {
+                        match object_arrived(app, &upload.s3_key, now).await {
+                            Ok(Arrival::Completed) => {
+                                progressed = true;
+                                report.completed += 1;
+                            }
+                            Ok(Arrival::Discarded) => progressed = true,
+                            Ok(Arrival::Ignored) => {}
+                            Err(e) => {
+                                report.errors += 1;
+                                tracing::error!(error = %e, upload_id = %upload.id, "janitor could not complete a single POST");
+                            }
+                        }
+                        continue;
+                    }
+                    let reason = "Expired before it was completed; its parts were discarded.";
+                    if app
+                        .repo
+                        .close_open(&upload, UploadStatus::Expired, reason, now + CLOSED_RETENTION_SECS, now)
+                        .await?
+                    {
+                        progressed = true;
+                        report.expired += 1;
+                        // DynamoDB first (no new signatures, no completion), then S3; if S3
+                        // fails, the bucket's lifecycle rule aborts the parts later.
+                        if let Err(e) = discard_s3(app, &upload).await {
+                            report.errors += 1;
+                            tracing::error!(error = %e, upload_id = %upload.id, "janitor could not abort multipart upload");
+                        }
+                        tracing::info!(upload_id = %upload.id, owner = %upload.owner, "upload expired");
+                    }
+                }
+                UploadStatus::Completing if upload.lease_until.is_some_and(|l| l < now) => {
+                    if app.repo.begin_completion(&upload.id, now, app.config.complete_lease).await? {
+                        progressed = true;
+                        match drive_completion(app, upload.clone(), now).await {
+                            Ok(_) => report.completed += 1,
+                            Err(e) if e.is_completion_refused() => report.released += 1,
+                            Err(e) => {
+                                report.errors += 1;
+                                tracing::error!(error = %e, upload_id = %upload.id, "janitor could not finish completion");
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    report.purged = purge_due(app, now).await?;
+    telemetry::metric("janitor", "FilesPurged", f64::from(report.purged), "Count");
+    telemetry::metric("janitor", "UploadsExpired", f64::from(report.expired), "Count");
+    Ok(report)
+}
+
+/// Permanently removes files whose retention after deletion is over: object,
+/// thumbnail, and every record of the upload.
+async fn purge_due(app: &App, now: i64) -> Result<u32, UploadError> {
+    let mut purged = 0;
+    for upload in app.repo.due_purges(now, 100).await? {
+        if upload.deleted_at.is_none() || upload.purge_at.is_none_or(|p| p > now) {
+            continue;
+        }
+        app.objects.delete(&upload.s3_key).await?;
+        if let Some(t) = &upload.thumbnail_key {
+            app.objects.delete(t).await?;
+        }
+        app.repo.delete_upload(&upload.id).await?;
+        tracing::info!(upload_id = %upload.id, owner = %upload.owner, "file purged");
+        purged += 1;
+    }
+    Ok(purged)
+}

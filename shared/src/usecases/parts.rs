@@ -1,0 +1,150 @@
+//! Parts: sign part URLs just in time, record what was sent, and report what is missing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use api_types::uploads::{
+    RecordPartsRequest, RecordPartsResponse, SignPartsRequest, SignPartsResponse, SignedPart, UploadView,
+};
+
+use crate::{
+    config::{RECORD_BATCH_MAX, SIGN_BATCH_MAX},
+    domain::{
+        ETag, Invalid, Owner, PartNumber, PartPlan, PartRecord, Sha256Digest, Upload, UploadError, UploadId,
+        CLOSED_RETENTION_SECS,
+    },
+    rfc3339, telemetry, App,
+};
+
+use super::{create::whole_number, load_owned, plan_of, refuse_unless_open, url_ttl, view};
+
+fn part_in_plan(plan: &PartPlan, raw: i64) -> Result<PartNumber, UploadError> {
+    let n = PartNumber::try_from(raw)?;
+    if !plan.contains(n) {
+        return Err(Invalid::new(
+            "number",
+            format!("part {n} is not in this upload's plan of {} parts.", plan.part_count()),
+        )
+        .into());
+    }
+    Ok(n)
+}
+
+/// Parts of Companion-protocol uploads are signed and listed on the `/s3` routes.
+fn refuse_deferred(u: &Upload) -> Result<(), UploadError> {
+    if u.deferred_size {
+        return Err(UploadError::WrongProtocol(
+            "This upload was started through the Companion (/s3) routes; continue it there.",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /uploads/{id}/parts/sign`.
+pub async fn sign_parts(
+    app: &App,
+    owner: &Owner,
+    id: &UploadId,
+    req: SignPartsRequest,
+    now: i64,
+) -> Result<SignPartsResponse, UploadError> {
+    if req.parts.is_empty() {
+        return Err(Invalid::new("parts", "parts must name at least one part to sign.").into());
+    }
+    if req.parts.len() > SIGN_BATCH_MAX {
+        return Err(Invalid::new("parts", format!("at most {SIGN_BATCH_MAX} parts can be signed per request.")).into());
+    }
+    let upload = load_owned(app, owner, id).await?;
+    refuse_unless_open(&upload, now, "sign parts")?;
+    refuse_deferred(&upload)?;
+    let plan = plan_of(&upload)?;
+    let ttl = url_ttl(app, &upload, now);
+    let expires_at = rfc3339(now + ttl as i64);
+    let mut wanted = Vec::with_capacity(req.parts.len());
+    for item in &req.parts {
+        let n = part_in_plan(&plan, item.number)?;
+        let sha = item.sha256.as_deref().map(|s| Sha256Digest::parse("sha256", s)).transpose()?;
+        match (upload.part_checksums, &sha) {
+            (true, None) => {
+                return Err(Invalid::new(
+                    "sha256",
+                    format!("part {n} needs its sha256: this upload pins a SHA-256 checksum on every part."),
+                )
+                .into())
+            }
+            (false, Some(_)) => {
+                return Err(Invalid::new(
+                    "sha256",
+                    "this upload was created without part_checksums, so parts cannot carry a sha256; create it with part_checksums: \"SHA256\".",
+                )
+                .into())
+            }
+            _ => {}
+        }
+        wanted.push((n, plan.part_len(n).unwrap_or(0), sha));
+    }
+    let signed =
+        app.objects.presign_parts(&upload.s3_key, &upload.s3_upload_id, wanted, Duration::from_secs(ttl)).await?;
+    let parts: Vec<SignedPart> = signed
+        .into_iter()
+        .map(|(n, p)| SignedPart {
+            number: n.get(),
+            url: p.url,
+            method: p.method,
+            headers: p.headers,
+            content_length: plan.part_len(n).unwrap_or(0),
+            expires_at: expires_at.clone(),
+        })
+        .collect();
+    telemetry::metric("sign_parts", "PartsSigned", parts.len() as f64, "Count");
+    Ok(SignPartsResponse { parts })
+}
+
+/// `PUT /uploads/{id}/parts`.
+pub async fn record_parts(
+    app: &App,
+    owner: &Owner,
+    id: &UploadId,
+    req: RecordPartsRequest,
+    now: i64,
+) -> Result<RecordPartsResponse, UploadError> {
+    if req.parts.is_empty() {
+        return Err(Invalid::new("parts", "parts must list at least one uploaded part.").into());
+    }
+    if req.parts.len() > RECORD_BATCH_MAX {
+        return Err(
+            Invalid::new("parts", format!("at most {RECORD_BATCH_MAX} parts can be recorded per request.")).into()
+        );
+    }
+    let upload = load_owned(app, owner, id).await?;
+    refuse_unless_open(&upload, now, "record parts")?;
+    refuse_deferred(&upload)?;
+    let plan = plan_of(&upload)?;
+    // Last write wins within a batch, as it does in S3 for a re-sent part.
+    let mut by_number: BTreeMap<u32, PartRecord> = BTreeMap::new();
+    for item in req.parts {
+        let n = part_in_plan(&plan, item.number)?;
+        let etag = ETag::parse(&item.etag)?;
+        let size = whole_number("size", &item.size)?;
+        let planned = plan.part_len(n).unwrap_or(0);
+        if size != planned {
+            return Err(Invalid::new("size", format!("part {n} must be {planned} bytes, not {size}.")).into());
+        }
+        let sha256 =
+            item.sha256.as_deref().map(|s| Sha256Digest::parse("sha256", s)).transpose()?.map(|d| d.to_base64());
+        by_number.insert(n.get(), PartRecord { number: n.get(), etag: etag.as_str().to_owned(), size, sha256 });
+    }
+    let parts: Vec<PartRecord> = by_number.into_values().collect();
+    app.repo.put_parts(id, &parts, upload.expires_at + CLOSED_RETENTION_SECS, now).await?;
+    Ok(RecordPartsResponse { recorded: parts.len() as u32 })
+}
+
+/// `GET /uploads/{id}`: status, and for an open upload what is still missing.
+pub async fn status(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Result<UploadView, UploadError> {
+    let upload = load_owned(app, owner, id).await?;
+    if upload.status.is_completed() {
+        return Ok(view(&upload, None, now));
+    }
+    let parts = app.repo.parts(id).await?;
+    Ok(view(&upload, Some(&parts), now))
+}

@@ -1,12 +1,18 @@
 # The two commands: `make dev` runs the whole thing locally, `make test` runs every test.
 SHELL := /bin/bash
-.PHONY: dev test stack stop token bench fmt lint
+.PHONY: dev test unit mutants stack stop token bench fmt lint
 
 dev: ## Stack + API on http://127.0.0.1:8787 (Ctrl-C stops the API; `make stop` the stack)
 	bash scripts/dev.sh
 
 test: ## Every test: lint, unit, end-to-end (real local stack), template, Lambda smoke
 	bash scripts/test.sh
+
+unit: ## Tests that need no local stack (seconds): unit, crash windows on in-memory ports, IAM vs template
+	bash scripts/unit.sh
+
+mutants: ## Break the completion protocol on purpose; fails if the unit tests miss a break
+	bash scripts/mutants.sh
 
 stack: ## Only the local AWS stack
 	bash scripts/stack.sh start

@@ -28,7 +28,11 @@ if [ $started_stack -eq 1 ] && [ "${HOIST_KEEP_STACK:-0}" != 1 ]; then
   trap 'bash scripts/stack.sh stop clamd moto localstack' EXIT
 fi
 
-step "unit and end-to-end tests"
+step "unit tests (no stack) and the protocol's mutants"
+bash scripts/unit.sh
+bash scripts/mutants.sh
+
+step "end-to-end tests (local stack)"
 cargo test --workspace --all-targets 2>&1 | grep -v '^{"' 
 
 step "web uploader in headless Chromium (Uppy -> Companion routes -> S3 -> ready -> download)"

@@ -8,8 +8,9 @@
 
 use std::{process::Command, sync::Arc, time::Instant};
 
+use api_types::uploads::{CreateUploadRequest, SignPartItem, SignPartsRequest, SignPartsResponse};
 use futures::StreamExt;
-use hoist_e2e::{rand_like, unique, Harness};
+use hoist_e2e::{rand_like, to_json, unique, Harness};
 
 const MIB: u64 = 1024 * 1024;
 const PART: u64 = 16 * MIB;
@@ -87,24 +88,26 @@ async fn main() {
     let (aws_secs, aws_rss) = timed(c).await;
 
     // 3. Ceiling: the same presigned, checksum-free part URLs PUT from memory, no disk, no hashing.
-    let (_, created, _) = h
-        .call(
-            Some(&owner),
-            "POST",
-            "/uploads",
-            Some(serde_json::json!({"filename": "ceiling.bin", "size": mib * MIB, "content_type": "application/octet-stream", "part_size": PART})),
-        )
-        .await;
-    let id = created["id"].as_str().expect("id").to_owned();
+    let create = CreateUploadRequest {
+        filename: "ceiling.bin".into(),
+        size: (mib * MIB).into(),
+        content_type: "application/octet-stream".into(),
+        sha256: None,
+        part_checksums: None,
+        part_size: Some(PART.into()),
+    };
+    let id = h.post_upload(&owner, &create).await.id;
     let parts = (mib * MIB).div_ceil(PART) as u32;
     let body = Arc::new(bytes_of(PART as usize));
     let started = Instant::now();
     let mut signed = Vec::new();
     for chunk in (1..=parts).collect::<Vec<_>>().chunks(1000) {
-        let req =
-            serde_json::json!({"parts": chunk.iter().map(|n| serde_json::json!({"number": n})).collect::<Vec<_>>()});
-        let (_, s, _) = h.call(Some(&owner), "POST", &format!("/uploads/{id}/parts/sign"), Some(req)).await;
-        signed.extend(s["parts"].as_array().expect("parts").clone());
+        let req = SignPartsRequest {
+            parts: chunk.iter().map(|&n| SignPartItem { number: n.into(), sha256: None }).collect(),
+        };
+        let s: SignPartsResponse =
+            h.call_as(Some(&owner), "POST", &format!("/uploads/{id}/parts/sign"), Some(to_json(&req)), 200).await;
+        signed.extend(s.parts);
     }
     let client = reqwest::Client::new();
     futures::stream::iter(signed)
@@ -112,9 +115,8 @@ async fn main() {
             let client = client.clone();
             let body = body.clone();
             async move {
-                let len = p["content_length"].as_u64().expect("len") as usize;
-                let r =
-                    client.put(p["url"].as_str().expect("url")).body(body[..len].to_vec()).send().await.expect("put");
+                let len = p.content_length as usize;
+                let r = client.put(&p.url).body(body[..len].to_vec()).send().await.expect("put");
                 assert_eq!(r.status().as_u16(), 200);
             }
         })

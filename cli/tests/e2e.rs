@@ -3,7 +3,8 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use hoist_e2e::{rand_like, unique, Harness};
+use api_types::{ranges, uploads::UploadView};
+use hoist_e2e::{rand_like, typed, unique, Harness};
 use serde_json::Value;
 
 const MIB: usize = 1024 * 1024;
@@ -83,7 +84,7 @@ async fn put_get_ls_rm_restore_round_trip() {
 }
 
 /// Polls the CLI's state file and the server until `n` parts are recorded; returns the upload id.
-async fn wait_for_parts(h: &Harness, owner: &str, state: &Path, n: u64, child: &mut std::process::Child) -> String {
+async fn wait_for_parts(h: &Harness, owner: &str, state: &Path, n: u32, child: &mut std::process::Child) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         assert!(std::time::Instant::now() < deadline, "no progress");
@@ -93,8 +94,8 @@ async fn wait_for_parts(h: &Harness, owner: &str, state: &Path, n: u64, child: &
         let Ok(bytes) = std::fs::read(entry.unwrap().path()) else { continue };
         let Ok(st) = serde_json::from_slice::<Value>(&bytes) else { continue };
         let id = st["upload_id"].as_str().unwrap().to_owned();
-        let (_, u, _) = h.call(Some(owner), "GET", &format!("/uploads/{id}"), None).await;
-        if u["parts_done"].as_u64().unwrap_or(0) >= n {
+        let (s, u, _) = h.call(Some(owner), "GET", &format!("/uploads/{id}"), None).await;
+        if s == 200 && typed::<UploadView>(&u).parts_done >= n {
             return id;
         }
     }
@@ -119,15 +120,10 @@ async fn sigkill_mid_upload_then_rerun_sends_only_missing_parts() {
     let id = wait_for_parts(&h, &owner, &state, 2, &mut child).await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let (_, before, _) = h.call(Some(&owner), "GET", &format!("/uploads/{id}"), None).await;
-    assert_eq!(before["status"], "uploading");
-    let missing: Vec<u32> = before["missing_parts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r[0].as_u64().unwrap() as u32..=r[1].as_u64().unwrap() as u32)
-        .collect();
-    assert!(!missing.is_empty() && missing.len() < 8, "killed mid-way: {before}");
+    let before: UploadView = h.call_as(Some(&owner), "GET", &format!("/uploads/{id}"), None, 200).await;
+    assert_eq!(before.status, "uploading");
+    let missing: Vec<u32> = ranges::expand(&before.missing_parts).collect();
+    assert!(!missing.is_empty() && missing.len() < 8, "killed mid-way: {before:?}");
 
     h.clear_request_log();
     let mut c = hoist(&h, &owner, &state);

@@ -195,7 +195,7 @@ async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse
 }
 
 /// The HTTP API (payload v2.0) event API Gateway would send for this request.
-fn api_gateway_event(
+pub fn api_gateway_event(
     route: &Route,
     params: &[(String, String)],
     parts: &http::request::Parts,

@@ -1,1 +1,805 @@
+//! In-memory ports for millisecond unit tests (feature `testing`), with fault injection:
+//! any port method can be made to fail, or to crash the calling task, on its Nth call.
+//!
+//! The fakes keep the adapters' contracts: the repository applies the same
+//! [`Transition`]s (decided by [`Transition::allowed`], the state machine's one copy),
+//! moves quota in the same step as the status, and answers `false` when a condition
+//! fails; the object store refuses to overwrite on completion, checks part ETags and the
+//! assembled size, and reads only when the ETag still matches. Every call is logged by
+//! name (`repo.get`, `s3.complete`, `queue.send`...), which is how a test learns which
+//! AWS actions a handler needs.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, ContentTypePolicy, ProcessConfig, DEFAULT_ALLOWED_TYPES};
+use crate::domain::{
+    catalog_sort_key, CatalogPosition, ETag, FilePage, Owner, PartNumber, PartRecord, ProcessJob, ProcessingOutcome,
+    Quota, QuotaLimits, Transition, Upload, UploadId, UploadStatus, GIB, MIB, TIB,
+};
+use crate::ports::{
+    ByteStream, CompleteOutcome, CreateError, JobQueue, ObjectInfo, ObjectStore, ObjectStoreError, PartToSign,
+    PresignedPart, PresignedPost, QueueError, RepoError, ScanSession, Scanner, ScannerError, StoredPart, UploadRepo,
+};
+use crate::processing::{Processor, ScanReply, UnscannedPolicy};
+use crate::App;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---------------------------------------------------------------- faults
+
+/// What happens on a planned call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The call fails (the caller sees an error and may clean up).
+    Fail,
+    /// The calling task dies right there, before the call has any effect (a Lambda
+    /// timing out or crashing): nothing after it runs, no cleanup.
+    Crash,
+}
+
+/// A shared plan of faults and a log of every port call, by name.
+/// A planned fault: the method, the call number it strikes at, and what it does.
+type Planned = (&'static str, u32, Fault);
+
+#[derive(Clone, Default)]
+pub struct Faults {
+    planned: Arc<Mutex<Vec<Planned>>>,
+    /// Calls per method since the start (never cleared: faults are planned against it).
+    counts: Arc<Mutex<HashMap<&'static str, u32>>>,
+    /// Calls in order, since the last `clear_log`.
+    calls: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl Faults {
+    /// The `nth` call (1-based, counted from now) of `method` fails or crashes.
+    pub fn on(&self, method: &'static str, nth: u32, fault: Fault) {
+        let already = self.count(method);
+        lock(&self.planned).push((method, already + nth, fault));
+    }
+
+    /// How many times `method` was called so far.
+    pub fn count(&self, method: &str) -> u32 {
+        lock(&self.counts).get(method).copied().unwrap_or(0)
+    }
+
+    /// Every call since the last `clear_log`, in order.
+    pub fn log(&self) -> Vec<&'static str> {
+        lock(&self.calls).clone()
+    }
+
+    /// Forgets the log (not the plan).
+    pub fn clear_log(&self) {
+        lock(&self.calls).clear();
+    }
+
+    /// A port call: yields first (so concurrent callers interleave at every call, as
+    /// they do over a network), then [`Self::enter`].
+    async fn step(&self, method: &'static str) -> Result<(), String> {
+        tokio::task::yield_now().await;
+        self.enter(method)
+    }
+
+    /// Records a call; answers the error to return, or panics for a crash.
+    fn enter(&self, method: &'static str) -> Result<(), String> {
+        lock(&self.calls).push(method);
+        let n = {
+            let mut counts = lock(&self.counts);
+            let n = counts.entry(method).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let fault = lock(&self.planned).iter().find(|(m, at, _)| *m == method && *at == n).map(|(_, _, f)| *f);
+        match fault {
+            None => Ok(()),
+            Some(Fault::Fail) => Err(format!("{method} call {n}")),
+            Some(Fault::Crash) => panic!("injected crash in {method} (call {n})"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the repository
+
+#[derive(Default)]
+struct RepoState {
+    uploads: HashMap<UploadId, Upload>,
+    parts: HashMap<UploadId, BTreeMap<u32, PartRecord>>,
+    quotas: HashMap<Owner, Quota>,
+    /// The catalog's sort key, set when the object exists.
+    catalog: HashMap<UploadId, String>,
+}
+
+/// [`UploadRepo`] in memory.
+#[derive(Default)]
+pub struct MemoryRepo {
+    state: Mutex<RepoState>,
+    faults: Faults,
+}
+
+impl MemoryRepo {
+    pub fn new(faults: Faults) -> Self {
+        Self { state: Mutex::default(), faults }
+    }
+
+    async fn enter(&self, method: &'static str) -> Result<(), RepoError> {
+        self.faults.step(method).await.map_err(RepoError::Injected)
+    }
+
+    /// Applies `t` to the stored upload when the state machine allows it; `effect` writes
+    /// the rest. Answers whether it was applied.
+    fn apply(&self, id: &UploadId, t: Transition, now: i64, effect: impl FnOnce(&mut RepoState, &mut Upload)) -> bool {
+        let mut s = lock(&self.state);
+        let Some(mut u) = s.uploads.get(id).cloned() else { return false };
+        if !t.allowed(u.status, u.lease_until, now) {
+            return false;
+        }
+        u.status = t.to();
+        u.updated_at = now;
+        effect(&mut s, &mut u);
+        s.uploads.insert(id.clone(), u);
+        true
+    }
+
+    /// The owner's quota, as a test sees it.
+    pub fn quota_of(&self, owner: &Owner) -> Quota {
+        lock(&self.state).quotas.get(owner).copied().unwrap_or_default()
+    }
+
+    /// Overwrites a stored upload (to stage a scenario, e.g. a lease that ran out).
+    pub fn put_upload(&self, u: Upload) {
+        lock(&self.state).uploads.insert(u.id.clone(), u);
+    }
+
+    pub fn upload(&self, id: &UploadId) -> Option<Upload> {
+        lock(&self.state).uploads.get(id).cloned()
+    }
+
+    fn release_quota(s: &mut RepoState, u: &Upload) {
+        let q = s.quotas.entry(u.owner.clone()).or_default();
+        q.open_uploads = q.open_uploads.saturating_sub(1);
+        q.bytes_in_flight = q.bytes_in_flight.saturating_sub(u.reserved_bytes());
+    }
+
+    /// Where the janitor's index files an upload (and when it is due), as the adapter does.
+    fn janitor_due(u: &Upload) -> Option<(bool, i64)> {
+        if let (Some(_), Some(p)) = (u.deleted_at, u.purge_at) {
+            return Some((true, p));
+        }
+        match u.status {
+            UploadStatus::Uploading => Some((false, u.expires_at)),
+            UploadStatus::Completing => u.lease_until.map(|l| (false, l)),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl UploadRepo for MemoryRepo {
+    async fn quota(&self, owner: &Owner) -> Result<Quota, RepoError> {
+        self.enter("repo.quota").await?;
+        Ok(self.quota_of(owner))
+    }
+
+    async fn create(&self, upload: &Upload, limits: QuotaLimits) -> Result<(), CreateError> {
+        self.enter("repo.create").await?;
+        let mut s = lock(&self.state);
+        if s.uploads.contains_key(&upload.id) {
+            return Err(CreateError::Repo(RepoError::Corrupt("duplicate upload id".into())));
+        }
+        let known = s.quotas.contains_key(&upload.owner);
+        let q = s.quotas.entry(upload.owner.clone()).or_default();
+        // As the adapter's condition: an owner's first upload is always admitted.
+        if known && !limits.admits(*q, upload.reserved_bytes()) {
+            return Err(CreateError::QuotaExceeded);
+        }
+        q.open_uploads += 1;
+        q.bytes_in_flight += upload.reserved_bytes();
+        s.uploads.insert(upload.id.clone(), upload.clone());
+        Ok(())
+    }
+
+    async fn get(&self, id: &UploadId) -> Result<Option<Upload>, RepoError> {
+        self.enter("repo.get").await?;
+        Ok(self.upload(id))
+    }
+
+    async fn put_parts(
+        &self,
+        id: &UploadId,
+        parts: &[PartRecord],
+        _forget_at: i64,
+        _now: i64,
+    ) -> Result<(), RepoError> {
+        self.enter("repo.put_parts").await?;
+        let mut s = lock(&self.state);
+        let stored = s.parts.entry(id.clone()).or_default();
+        for p in parts {
+            stored.insert(p.number, p.clone());
+        }
+        Ok(())
+    }
+
+    async fn parts(&self, id: &UploadId) -> Result<Vec<PartRecord>, RepoError> {
+        self.enter("repo.parts").await?;
+        Ok(lock(&self.state).parts.get(id).map(|m| m.values().cloned().collect()).unwrap_or_default())
+    }
+
+    async fn begin_completion(&self, id: &UploadId, now: i64, lease: Duration) -> Result<bool, RepoError> {
+        self.enter("repo.begin_completion").await?;
+        Ok(self.apply(id, Transition::BeginCompletion, now, |_, u| u.lease_until = Some(now + lease.as_secs() as i64)))
+    }
+
+    async fn release_completion(&self, upload: &Upload, now: i64) -> Result<bool, RepoError> {
+        self.enter("repo.release_completion").await?;
+        Ok(self.apply(&upload.id, Transition::ReleaseCompletion, now, |_, u| u.lease_until = None))
+    }
+
+    async fn finish_completion(&self, upload: &Upload, etag: &str, now: i64) -> Result<bool, RepoError> {
+        self.enter("repo.finish_completion").await?;
+        Ok(self.apply(&upload.id, Transition::FinishCompletion, now, |s, u| {
+            // Quota is released against what the caller reserved, in the same step.
+            Self::release_quota(s, upload);
+            u.etag = Some(etag.to_owned());
+            u.size = upload.size;
+            u.completed_at = Some(now);
+            u.lease_until = None;
+            s.catalog.insert(u.id.clone(), catalog_sort_key(now * 1000, &u.id));
+        }))
+    }
+
+    async fn close_open(
+        &self,
+        upload: &Upload,
+        to: UploadStatus,
+        reason: &str,
+        _forget_at: i64,
+        now: i64,
+    ) -> Result<bool, RepoError> {
+        self.enter("repo.close_open").await?;
+        Ok(self.apply(&upload.id, Transition::Close(to), now, |s, u| {
+            Self::release_quota(s, upload);
+            u.reason = Some(reason.to_owned());
+            u.lease_until = None;
+        }))
+    }
+
+    async fn finish_processing(&self, id: &UploadId, o: &ProcessingOutcome, now: i64) -> Result<bool, RepoError> {
+        self.enter("repo.finish_processing").await?;
+        Ok(self.apply(id, Transition::FinishProcessing(o.status), now, |_, u| {
+            u.reason = Some(o.reason.clone());
+            u.processed_at = Some(now);
+            u.detected_type = o.detected_type.clone().or(u.detected_type.take());
+            u.content_sha256 = o.content_sha256.clone().or(u.content_sha256.take());
+            u.thumbnail_key = o.thumbnail_key.clone().or(u.thumbnail_key.take());
+            u.width = o.width.or(u.width);
+            u.height = o.height.or(u.height);
+        }))
+    }
+
+    async fn list_files(
+        &self,
+        owner: &Owner,
+        limit: u32,
+        start: Option<CatalogPosition>,
+        status: Option<UploadStatus>,
+        include_deleted: bool,
+    ) -> Result<FilePage, RepoError> {
+        self.enter("repo.list_files").await?;
+        let s = lock(&self.state);
+        let mut files: Vec<(String, Upload)> = s
+            .uploads
+            .values()
+            .filter(|u| &u.owner == owner)
+            .filter_map(|u| s.catalog.get(&u.id).map(|k| (k.clone(), u.clone())))
+            .filter(|(k, _)| start.as_ref().is_none_or(|p| *k < p.sort_key))
+            .collect();
+        files.sort_by(|a, b| b.0.cmp(&a.0));
+        // As DynamoDB: the limit counts items read, the filter applies after it.
+        let more = files.len() > limit as usize;
+        files.truncate(limit as usize);
+        let next = more.then(|| files.last().map(|(k, u)| CatalogPosition { sort_key: k.clone(), id: u.id.clone() }));
+        let items = files
+            .into_iter()
+            .map(|(_, u)| u)
+            .filter(|u| status.is_none_or(|st| u.status == st) && (include_deleted || u.deleted_at.is_none()))
+            .collect();
+        Ok(FilePage { items, next: next.flatten() })
+    }
+
+    async fn soft_delete(&self, id: &UploadId, now: i64, purge_at: i64) -> Result<bool, RepoError> {
+        self.enter("repo.soft_delete").await?;
+        let mut s = lock(&self.state);
+        match s.uploads.get_mut(id) {
+            Some(u) if u.deleted_at.is_none() => {
+                u.deleted_at = Some(now);
+                u.purge_at = Some(purge_at);
+                u.updated_at = now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn restore(&self, id: &UploadId, now: i64) -> Result<bool, RepoError> {
+        self.enter("repo.restore").await?;
+        let mut s = lock(&self.state);
+        match s.uploads.get_mut(id) {
+            Some(u) if u.deleted_at.is_some() && u.purge_at.is_some_and(|p| p > now) => {
+                u.deleted_at = None;
+                u.purge_at = None;
+                u.updated_at = now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn due(&self, now: i64, limit: u32) -> Result<Vec<Upload>, RepoError> {
+        self.enter("repo.due").await?;
+        let s = lock(&self.state);
+        let mut due: Vec<Upload> = s
+            .uploads
+            .values()
+            .filter(|u| matches!(Self::janitor_due(u), Some((false, at)) if at <= now))
+            .cloned()
+            .collect();
+        due.truncate(limit as usize);
+        Ok(due)
+    }
+
+    async fn due_purges(&self, now: i64, limit: u32) -> Result<Vec<Upload>, RepoError> {
+        self.enter("repo.due_purges").await?;
+        let s = lock(&self.state);
+        let mut due: Vec<Upload> = s
+            .uploads
+            .values()
+            .filter(|u| matches!(Self::janitor_due(u), Some((true, at)) if at <= now))
+            .cloned()
+            .collect();
+        due.truncate(limit as usize);
+        Ok(due)
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> Result<(), RepoError> {
+        self.enter("repo.delete_upload").await?;
+        let mut s = lock(&self.state);
+        s.uploads.remove(id);
+        s.parts.remove(id);
+        s.catalog.remove(id);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- the object store
+
+#[derive(Debug, Clone)]
+struct StoredObject {
+    bytes: Bytes,
+    etag: String,
+    status_tag: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Multipart {
+    key: String,
+    sha256_parts: bool,
+    /// Part number → bytes, ETag, base64 SHA-256.
+    parts: BTreeMap<u32, (Bytes, String, String)>,
+}
+
+#[derive(Default)]
+struct StoreState {
+    objects: HashMap<String, StoredObject>,
+    multipart: HashMap<String, Multipart>,
+    next_id: u64,
+}
+
+/// [`ObjectStore`] in memory, one bucket.
+pub struct MemoryObjectStore {
+    bucket: String,
+    state: Mutex<StoreState>,
+    faults: Faults,
+}
+
+fn etag_of(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..16])
+}
+
+fn sha256_b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
+}
+
+impl MemoryObjectStore {
+    pub fn new(bucket: &str, faults: Faults) -> Self {
+        Self { bucket: bucket.to_owned(), state: Mutex::default(), faults }
+    }
+
+    async fn enter(&self, method: &'static str) -> Result<(), ObjectStoreError> {
+        self.faults.step(method).await.map_err(ObjectStoreError::Injected)
+    }
+
+    /// What a client's PUT to a part URL does: stores the part, answers its ETag.
+    pub fn upload_part(&self, upload_id: &str, number: u32, bytes: &[u8]) -> Option<String> {
+        let mut s = lock(&self.state);
+        let mpu = s.multipart.get_mut(upload_id)?;
+        let etag = etag_of(bytes);
+        mpu.parts.insert(number, (Bytes::copy_from_slice(bytes), etag.clone(), sha256_b64(bytes)));
+        Some(etag)
+    }
+
+    /// What a browser's form POST (or anyone's PUT) does: stores the object at `key`.
+    pub fn put_object(&self, key: &str, bytes: &[u8]) -> String {
+        let etag = etag_of(bytes);
+        let obj = StoredObject { bytes: Bytes::copy_from_slice(bytes), etag: etag.clone(), status_tag: None };
+        lock(&self.state).objects.insert(key.to_owned(), obj);
+        etag
+    }
+
+    pub fn object(&self, key: &str) -> Option<Bytes> {
+        lock(&self.state).objects.get(key).map(|o| o.bytes.clone())
+    }
+
+    pub fn status_tag(&self, key: &str) -> Option<String> {
+        lock(&self.state).objects.get(key).and_then(|o| o.status_tag.clone())
+    }
+
+    /// Multipart uploads S3 still holds (not completed or aborted).
+    pub fn open_multipart_uploads(&self) -> usize {
+        lock(&self.state).multipart.len()
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MemoryObjectStore {
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    async fn create_multipart(
+        &self,
+        key: &str,
+        _content_type: &str,
+        sha256_parts: bool,
+        _metadata: &[(&str, String)],
+    ) -> Result<String, ObjectStoreError> {
+        self.enter("s3.create_multipart").await?;
+        let mut s = lock(&self.state);
+        s.next_id += 1;
+        let id = format!("mpu-{}", s.next_id);
+        s.multipart.insert(id.clone(), Multipart { key: key.to_owned(), sha256_parts, parts: BTreeMap::new() });
+        Ok(id)
+    }
+
+    async fn presign_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<PartToSign>,
+        _expires_in: Duration,
+    ) -> Result<Vec<(PartNumber, PresignedPart)>, ObjectStoreError> {
+        self.enter("s3.presign_parts").await?;
+        Ok(parts
+            .into_iter()
+            .map(|(n, _, sha)| {
+                let url = format!("memory://{}/{key}?partNumber={n}&uploadId={upload_id}", self.bucket);
+                let headers = sha.map(|d| ("x-amz-checksum-sha256".to_owned(), d.to_base64())).into_iter().collect();
+                (n, PresignedPart { url, method: "PUT".into(), headers })
+            })
+            .collect())
+    }
+
+    async fn presign_post(
+        &self,
+        key: &str,
+        content_type: &str,
+        _max_len: u64,
+        _metadata: &[(&str, String)],
+        _expires_in: Duration,
+    ) -> Result<PresignedPost, ObjectStoreError> {
+        self.enter("s3.presign_post").await?;
+        let fields = [("key", key), ("Content-Type", content_type)].map(|(k, v)| (k.to_owned(), v.to_owned()));
+        Ok(PresignedPost { url: format!("memory://{}/", self.bucket), fields: fields.into_iter().collect() })
+    }
+
+    async fn presign_get(
+        &self,
+        key: &str,
+        _content_type: &str,
+        _disposition: &str,
+        _expires_in: Duration,
+    ) -> Result<String, ObjectStoreError> {
+        self.enter("s3.presign_get").await?;
+        Ok(format!("memory://{}/{key}", self.bucket))
+    }
+
+    async fn list_parts(&self, _key: &str, upload_id: &str) -> Result<Option<Vec<StoredPart>>, ObjectStoreError> {
+        self.enter("s3.list_parts").await?;
+        let s = lock(&self.state);
+        Ok(s.multipart.get(upload_id).map(|m| {
+            m.parts
+                .iter()
+                .map(|(n, (bytes, etag, sha))| StoredPart {
+                    number: *n,
+                    etag: etag.clone(),
+                    size: bytes.len() as u64,
+                    checksum_sha256: m.sha256_parts.then(|| sha.clone()),
+                })
+                .collect()
+        }))
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[(PartNumber, ETag, Option<String>)],
+        size: u64,
+    ) -> Result<CompleteOutcome, ObjectStoreError> {
+        self.enter("s3.complete").await?;
+        let mut s = lock(&self.state);
+        let Some(mpu) = s.multipart.get(upload_id).cloned() else { return Ok(CompleteOutcome::NoSuchUpload) };
+        if mpu.key != key {
+            return Ok(CompleteOutcome::NoSuchUpload);
+        }
+        // If-None-Match: * never overwrites.
+        if s.objects.contains_key(key) {
+            return Ok(CompleteOutcome::AlreadyExists);
+        }
+        let mut assembled = Vec::new();
+        for (n, etag, _) in parts {
+            match mpu.parts.get(&n.get()) {
+                Some((bytes, stored, _)) if stored == etag.as_str() => assembled.extend_from_slice(bytes),
+                _ => {
+                    return Ok(CompleteOutcome::Refused {
+                        code: "InvalidPart".into(),
+                        message: format!("part {n} is not as listed"),
+                    })
+                }
+            }
+        }
+        if assembled.len() as u64 != size {
+            return Ok(CompleteOutcome::Refused {
+                code: "InvalidRequest".into(),
+                message: format!("object size {} is not the declared {size}", assembled.len()),
+            });
+        }
+        let etag = format!("{}-{}", etag_of(&assembled), parts.len());
+        s.objects.insert(
+            key.to_owned(),
+            StoredObject { bytes: Bytes::from(assembled), etag: etag.clone(), status_tag: None },
+        );
+        s.multipart.remove(upload_id);
+        Ok(CompleteOutcome::Completed { etag })
+    }
+
+    async fn abort(&self, _key: &str, upload_id: &str) -> Result<(), ObjectStoreError> {
+        self.enter("s3.abort").await?;
+        lock(&self.state).multipart.remove(upload_id);
+        Ok(())
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, ObjectStoreError> {
+        self.enter("s3.head").await?;
+        Ok(lock(&self.state).objects.get(key).map(|o| ObjectInfo { size: o.bytes.len() as u64, etag: o.etag.clone() }))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
+        self.enter("s3.delete").await?;
+        lock(&self.state).objects.remove(key);
+        Ok(())
+    }
+
+    async fn read(&self, key: &str, etag: &str) -> Result<ByteStream, ObjectStoreError> {
+        self.enter("s3.read").await?;
+        let obj = lock(&self.state).objects.get(key).cloned();
+        match obj {
+            Some(o) if o.etag == etag => {
+                // In uneven chunks, as a network stream arrives.
+                let chunks: Vec<Result<Bytes, ObjectStoreError>> = (0..o.bytes.len())
+                    .step_by(7919)
+                    .map(|i| Ok(o.bytes.slice(i..(i + 7919).min(o.bytes.len()))))
+                    .collect();
+                Ok(Box::pin(futures::stream::iter(chunks)))
+            }
+            Some(_) => Err(ObjectStoreError::Service {
+                op: "GetObject",
+                code: "PreconditionFailed".into(),
+                message: "the ETag changed".into(),
+                throttled: false,
+            }),
+            None => Err(ObjectStoreError::Service {
+                op: "GetObject",
+                code: "NoSuchKey".into(),
+                message: key.to_owned(),
+                throttled: false,
+            }),
+        }
+    }
+
+    async fn put(&self, key: &str, _content_type: &str, body: Vec<u8>, status: &str) -> Result<(), ObjectStoreError> {
+        self.enter("s3.put").await?;
+        let etag = etag_of(&body);
+        let obj = StoredObject { bytes: Bytes::from(body), etag, status_tag: Some(status.to_owned()) };
+        lock(&self.state).objects.insert(key.to_owned(), obj);
+        Ok(())
+    }
+
+    async fn tag_status(&self, key: &str, status: &str) -> Result<(), ObjectStoreError> {
+        self.enter("s3.tag_status").await?;
+        match lock(&self.state).objects.get_mut(key) {
+            Some(o) => {
+                o.status_tag = Some(status.to_owned());
+                Ok(())
+            }
+            None => Err(ObjectStoreError::Service {
+                op: "PutObjectTagging",
+                code: "NoSuchKey".into(),
+                message: key.to_owned(),
+                throttled: false,
+            }),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the job queue
+
+/// [`JobQueue`] in memory: what was sent, in order.
+#[derive(Default)]
+pub struct MemoryQueue {
+    sent: Mutex<Vec<ProcessJob>>,
+    faults: Faults,
+}
+
+impl MemoryQueue {
+    pub fn new(faults: Faults) -> Self {
+        Self { sent: Mutex::default(), faults }
+    }
+
+    pub fn sent(&self) -> Vec<ProcessJob> {
+        lock(&self.sent).clone()
+    }
+}
+
+#[async_trait]
+impl JobQueue for MemoryQueue {
+    async fn send(&self, job: &ProcessJob) -> Result<(), QueueError> {
+        self.faults.step("queue.send").await.map_err(QueueError)?;
+        lock(&self.sent).push(job.clone());
+        Ok(())
+    }
+
+    async fn retry_in(&self, _receipt_handle: &str, _after: Duration) {
+        let _ = self.faults.step("queue.retry_in").await;
+    }
+}
+
+// ---------------------------------------------------------------- the scanner
+
+/// [`Scanner`] that finds the marker bytes `X5O!P%@AP` (EICAR's first bytes) anywhere
+/// in the stream, across chunk boundaries.
+#[derive(Default)]
+pub struct MemoryScanner {
+    faults: Faults,
+}
+
+impl MemoryScanner {
+    pub fn new(faults: Faults) -> Self {
+        Self { faults }
+    }
+}
+
+pub const EICAR_MARKER: &[u8] = b"X5O!P%@AP";
+
+struct MemoryScan {
+    tail: Vec<u8>,
+    found: bool,
+}
+
+#[async_trait]
+impl Scanner for MemoryScanner {
+    async fn start(&self) -> Result<Box<dyn ScanSession>, ScannerError> {
+        self.faults.step("scanner.start").await.map_err(|detail| ScannerError { addr: "memory".into(), detail })?;
+        Ok(Box::new(MemoryScan { tail: Vec::new(), found: false }))
+    }
+}
+
+#[async_trait]
+impl ScanSession for MemoryScan {
+    async fn send(&mut self, chunk: &[u8]) -> Result<(), ScannerError> {
+        self.tail.extend_from_slice(chunk);
+        if self.tail.windows(EICAR_MARKER.len()).any(|w| w == EICAR_MARKER) {
+            self.found = true;
+        }
+        let keep = self.tail.len().saturating_sub(EICAR_MARKER.len() - 1);
+        self.tail.drain(..keep);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<ScanReply, ScannerError> {
+        Ok(if self.found { ScanReply::Found("Eicar-Test-Signature".into()) } else { ScanReply::Clean })
+    }
+}
+
+// ---------------------------------------------------------------- an app on fakes
+
+/// A configuration for tests: the service's defaults, no environment.
+pub fn config() -> Config {
+    Config {
+        bucket: "memory-bucket".into(),
+        table: "memory-table".into(),
+        queue_url: "memory://queue".into(),
+        s3_force_path_style: true,
+        max_upload_size: 5 * TIB,
+        default_part_size: 16 * MIB,
+        content_types: ContentTypePolicy::parse(DEFAULT_ALLOWED_TYPES).unwrap_or_else(|_| unreachable!()),
+        part_url_ttl: Duration::from_secs(900),
+        upload_ttl: Duration::from_secs(3 * 24 * 3600),
+        max_open_uploads: 100,
+        max_bytes_in_flight: 10 * TIB,
+        complete_wait: Duration::from_secs(2),
+        complete_lease: Duration::from_secs(120),
+        link_keys: crate::domain::links::LinkKeys::parse("test1:dGVzdC1vbmx5LWxpbmsta2V5LTAwMDAwMDAwMDAwMDAw").ok(),
+        link_default_ttl: Duration::from_secs(3600),
+        link_max_ttl: Duration::from_secs(7 * 24 * 3600),
+        delete_retention: Duration::from_secs(30 * 24 * 3600),
+        public_base_url: Some("https://hoist.test".into()),
+        job_delay_secs: 0,
+    }
+}
+
+/// Processing settings for tests.
+pub fn process_config() -> ProcessConfig {
+    ProcessConfig {
+        clamd_addr: "memory".into(),
+        scan_limit: GIB,
+        unscanned_policy: UnscannedPolicy::Block,
+        thumbnail_max_bytes: 64 * MIB,
+        thumbnail_side: 256,
+        max_receives: 5,
+    }
+}
+
+/// An app on in-memory ports, and handles to look inside them.
+pub struct Fakes {
+    pub app: Arc<App>,
+    pub repo: Arc<MemoryRepo>,
+    pub objects: Arc<MemoryObjectStore>,
+    pub jobs: Arc<MemoryQueue>,
+    pub scanner: Arc<MemoryScanner>,
+    pub faults: Faults,
+}
+
+impl Fakes {
+    pub fn new() -> Self {
+        Self::with_config(config())
+    }
+
+    pub fn with_config(config: Config) -> Self {
+        let faults = Faults::default();
+        let repo = Arc::new(MemoryRepo::new(faults.clone()));
+        let objects = Arc::new(MemoryObjectStore::new(&config.bucket, faults.clone()));
+        let jobs = Arc::new(MemoryQueue::new(faults.clone()));
+        let scanner = Arc::new(MemoryScanner::new(faults.clone()));
+        let app = Arc::new(App::new(config, repo.clone(), objects.clone(), jobs.clone()));
+        Self { app, repo, objects, jobs, scanner, faults }
+    }
+
+    /// The processing use case over these fakes.
+    pub fn processor(&self) -> Processor {
+        Processor { app: self.app.clone(), scanner: self.scanner.clone(), config: process_config() }
+    }
+}
+
+impl Default for Fakes {
+    fn default() -> Self {
+        Self::new()
+    }
+}

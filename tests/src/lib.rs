@@ -3,9 +3,17 @@
 //! server (the real handlers, routes from template.yaml) on an ephemeral port, its own
 //! SQS queue and its own owners, so tests run in parallel without seeing each other.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
-use serde_json::{json, Value};
+use api_types::{
+    problem::{CompanionError, Problem, PROBLEM_JSON},
+    uploads::{
+        CreateUploadRequest, RecordPartItem, RecordPartsRequest, RecordPartsResponse, SignPartItem, SignPartsRequest,
+        SignPartsResponse, SignedPart, UploadView,
+    },
+};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shared::{config::Config, App};
 
@@ -80,6 +88,43 @@ pub fn jpeg(w: u32, h: u32) -> Vec<u8> {
 
 pub fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
+}
+
+/// An answer's body as the wire type `T` (an `api_types` struct). Panics, naming the type
+/// and showing the body, when the server's answer does not match the contract: a member
+/// missing or of the wrong type, and also one the type does not know (the body must
+/// serialize back to exactly what was received, absent members staying absent).
+pub fn typed<T: DeserializeOwned + Serialize>(v: &Value) -> T {
+    let t =
+        T::deserialize(v).unwrap_or_else(|e| panic!("the answer is not a {}: {e}: {v}", std::any::type_name::<T>()));
+    let again = to_json(&t);
+    assert_eq!(
+        &again,
+        v,
+        "the answer does not match {} exactly (a member it does not know?)",
+        std::any::type_name::<T>()
+    );
+    t
+}
+
+/// An error answer as problem+json (RFC 9457).
+pub fn problem(v: &Value) -> Problem {
+    typed(v)
+}
+
+/// An error answer of a `/s3` route in Companion's `{"error": "..."}` shape.
+pub fn companion_error(v: &Value) -> CompanionError {
+    typed(v)
+}
+
+/// A typed request body (an `api_types` struct) as the JSON `Harness::call` sends.
+pub fn to_json<T: Serialize>(body: &T) -> Value {
+    serde_json::to_value(body).expect("request body serializes")
+}
+
+/// The `content-type` of an answer ("" when absent).
+pub fn content_type(headers: &reqwest::header::HeaderMap) -> &str {
+    headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 impl Harness {
@@ -164,6 +209,53 @@ impl Harness {
         (status, value, headers)
     }
 
+    /// `call`, expecting `status`, with the body parsed as the wire type `T`.
+    pub async fn call_as<T: DeserializeOwned + Serialize>(
+        &self,
+        owner: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        status: u16,
+    ) -> T {
+        let (s, v, _) = self.call(owner, method, path, body).await;
+        assert_eq!(s, status, "{method} {path}: {v}");
+        typed(&v)
+    }
+
+    /// `call`, for a request that must fail: an error status, answered as
+    /// `application/problem+json` whose `status` member agrees with the HTTP status.
+    /// The caller checks which status.
+    pub async fn call_problem(
+        &self,
+        owner: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Problem, reqwest::header::HeaderMap) {
+        let (s, v, headers) = self.call(owner, method, path, body).await;
+        assert!(s >= 400, "{method} {path} must fail, got {s}: {v}");
+        assert_eq!(content_type(&headers), PROBLEM_JSON, "{method} {path} -> {s}: {v}");
+        let p = problem(&v);
+        assert_eq!(p.status, s, "the problem's status is the HTTP status: {v}");
+        (s, p, headers)
+    }
+
+    /// `call` to a `/s3` route that must fail: an error status, answered in Companion's
+    /// `{"error": "..."}` shape as `application/json`. The caller checks which status.
+    pub async fn call_companion_error(
+        &self,
+        owner: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, CompanionError) {
+        let (s, v, headers) = self.call(owner, method, path, body).await;
+        assert!(s >= 400, "{method} {path} must fail, got {s}: {v}");
+        assert_eq!(content_type(&headers), "application/json", "{method} {path} -> {s}: {v}");
+        (s, companion_error(&v))
+    }
+
     /// Sends a raw body (for malformed JSON tests).
     pub async fn call_raw(
         &self,
@@ -188,22 +280,30 @@ impl Harness {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), ct)
     }
 
-    pub async fn create(&self, owner: &str, filename: &str, data: &[u8], part_size: u64, checksums: bool) -> Value {
-        let mut body = json!({
-            "filename": filename, "size": data.len(), "content_type": "application/octet-stream",
-            "part_size": part_size, "sha256": sha256_hex(data),
-        });
-        if checksums {
-            body["part_checksums"] = json!("SHA256");
-        }
-        self.post_upload(owner, body).await
+    /// Creates an upload of `data` (declared SHA-256, the given part size, part checksums
+    /// pinned when `checksums`); the created upload.
+    pub async fn create(
+        &self,
+        owner: &str,
+        filename: &str,
+        data: &[u8],
+        part_size: u64,
+        checksums: bool,
+    ) -> UploadView {
+        let body = CreateUploadRequest {
+            filename: filename.to_owned(),
+            size: data.len().into(),
+            content_type: "application/octet-stream".into(),
+            sha256: Some(sha256_hex(data)),
+            part_checksums: checksums.then(|| "SHA256".to_owned()),
+            part_size: Some(part_size.into()),
+        };
+        self.post_upload(owner, &body).await
     }
 
     /// `POST /uploads`, expecting 201; the created upload.
-    async fn post_upload(&self, owner: &str, body: Value) -> Value {
-        let (s, v, _) = self.call(Some(owner), "POST", "/uploads", Some(body)).await;
-        assert_eq!(s, 201, "create: {v}");
-        v
+    pub async fn post_upload(&self, owner: &str, body: &CreateUploadRequest) -> UploadView {
+        self.call_as(Some(owner), "POST", "/uploads", Some(to_json(body)), 201).await
     }
 
     /// Signs parts (with their SHA-256 when `checksums`), as the API returns them.
@@ -215,29 +315,29 @@ impl Harness {
         part_size: usize,
         numbers: &[u32],
         checksums: bool,
-    ) -> Vec<Value> {
-        let parts: Vec<Value> = numbers
+    ) -> Vec<SignedPart> {
+        let parts = numbers
             .iter()
-            .map(|&n| {
-                let chunk = chunk(data, part_size, n);
-                if checksums {
-                    json!({"number": n, "sha256": sha256_hex(chunk)})
-                } else {
-                    json!({"number": n})
-                }
+            .map(|&n| SignPartItem {
+                number: n.into(),
+                sha256: checksums.then(|| sha256_hex(chunk(data, part_size, n))),
             })
             .collect();
-        let (s, v, _) =
-            self.call(Some(owner), "POST", &format!("/uploads/{id}/parts/sign"), Some(json!({ "parts": parts }))).await;
-        assert_eq!(s, 200, "sign: {v}");
-        v["parts"].as_array().expect("parts").clone()
+        let body = to_json(&SignPartsRequest { parts });
+        let signed: SignPartsResponse =
+            self.call_as(Some(owner), "POST", &format!("/uploads/{id}/parts/sign"), Some(body), 200).await;
+        let mut got: Vec<u32> = signed.parts.iter().map(|p| p.number).collect();
+        let mut asked = numbers.to_vec();
+        got.sort_unstable();
+        asked.sort_unstable();
+        assert_eq!(got, asked, "one signed URL per part asked for");
+        signed.parts
     }
 
     /// PUTs one body to a signed part URL, sending its headers verbatim. Returns status, ETag, body text.
-    pub async fn put_part(&self, signed: &Value, body: Vec<u8>) -> (u16, Option<String>, String) {
-        let mut rb = self.http.put(signed["url"].as_str().expect("url"));
-        let headers: BTreeMap<String, String> = serde_json::from_value(signed["headers"].clone()).unwrap_or_default();
-        for (k, v) in headers {
+    pub async fn put_part(&self, signed: &SignedPart, body: Vec<u8>) -> (u16, Option<String>, String) {
+        let mut rb = self.http.put(&signed.url);
+        for (k, v) in &signed.headers {
             rb = rb.header(k, v);
         }
         let resp = rb.body(body).send().await.expect("PUT to S3");
@@ -258,20 +358,25 @@ impl Harness {
     ) -> usize {
         let signed = self.sign(owner, id, data, part_size, numbers, checksums).await;
         let puts = signed.iter().map(|s| {
-            let n = s["number"].as_u64().expect("number") as u32;
-            let body = chunk(data, part_size, n).to_vec();
+            let body = chunk(data, part_size, s.number).to_vec();
             async move {
                 let len = body.len();
                 let (st, etag, text) = self.put_part(s, body).await;
-                assert_eq!(st, 200, "part {n} PUT: {text}");
-                json!({"number": n, "etag": etag.expect("ETag exposed"), "size": len})
+                assert_eq!(st, 200, "part {} PUT: {text}", s.number);
+                RecordPartItem {
+                    number: s.number.into(),
+                    etag: etag.expect("ETag exposed"),
+                    size: len.into(),
+                    sha256: None,
+                }
             }
         });
-        let recorded: Vec<Value> = futures::future::join_all(puts).await;
-        let count = recorded.len();
-        let (s, v, _) =
-            self.call(Some(owner), "PUT", &format!("/uploads/{id}/parts"), Some(json!({ "parts": recorded }))).await;
-        assert_eq!(s, 200, "record: {v}");
+        let parts: Vec<RecordPartItem> = futures::future::join_all(puts).await;
+        let count = parts.len();
+        let body = to_json(&RecordPartsRequest { parts });
+        let recorded: RecordPartsResponse =
+            self.call_as(Some(owner), "PUT", &format!("/uploads/{id}/parts"), Some(body), 200).await;
+        assert_eq!(recorded.recorded as usize, count, "every part sent was recorded");
         count
     }
 
@@ -294,13 +399,8 @@ impl Harness {
         log.iter()
             .filter(|r| r.route == "POST /uploads/{id}/parts/sign" && r.path.contains(upload_id))
             .flat_map(|r| {
-                let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-                v["parts"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|p| p["number"].as_u64().map(|n| n as u32))
+                let req: Option<SignPartsRequest> = serde_json::from_slice(&r.body).ok();
+                req.map(|q| q.parts).unwrap_or_default().into_iter().filter_map(|p| u32::try_from(p.number).ok())
             })
             .collect()
     }
@@ -341,18 +441,21 @@ impl Harness {
         data: &[u8],
         declared_sha256: Option<String>,
     ) -> String {
-        let body = json!({
-            "filename": filename, "size": data.len(), "content_type": content_type,
-            "sha256": declared_sha256.unwrap_or_else(|| sha256_hex(data)), "part_checksums": "SHA256",
-        });
-        let v = self.post_upload(owner, body).await;
-        let id = v["id"].as_str().expect("id").to_owned();
-        let part_size = v["part_size"].as_u64().expect("part_size") as usize;
-        let parts: Vec<u32> = (1..=v["part_count"].as_u64().expect("count") as u32).collect();
-        self.upload_parts(owner, &id, data, part_size, &parts, true).await;
-        let (s, v, _) = self.call(Some(owner), "POST", &format!("/uploads/{id}/complete"), None).await;
-        assert_eq!(s, 200, "complete: {v}");
-        id
+        let body = CreateUploadRequest {
+            filename: filename.to_owned(),
+            size: data.len().into(),
+            content_type: content_type.to_owned(),
+            sha256: Some(declared_sha256.unwrap_or_else(|| sha256_hex(data))),
+            part_checksums: Some("SHA256".into()),
+            part_size: None,
+        };
+        let created = self.post_upload(owner, &body).await;
+        let parts: Vec<u32> = (1..=created.part_count).collect();
+        self.upload_parts(owner, &created.id, data, created.part_size as usize, &parts, true).await;
+        let done: UploadView =
+            self.call_as(Some(owner), "POST", &format!("/uploads/{}/complete", created.id), None, 200).await;
+        assert_eq!(done.id, created.id);
+        created.id
     }
 
     /// The object's `hoist-status` tag.
@@ -446,4 +549,31 @@ async fn notifying_bucket(sdk: &aws_config::SdkConfig, sqs: &aws_sdk_sqs::Client
 pub fn chunk(data: &[u8], part_size: usize, n: u32) -> &[u8] {
     let start = (n as usize - 1) * part_size;
     &data[start.min(data.len())..(start + part_size).min(data.len())]
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn typed_takes_an_exact_answer() {
+        assert_eq!(typed::<RecordPartsResponse>(&json!({"recorded": 2})), RecordPartsResponse { recorded: 2 });
+        let p = problem(&json!({"type": "urn:hoist:problem:conflict", "title": "Conflict", "status": 409,
+            "detail": "Part 2 is missing.", "missing_parts": [[2, 2]]}));
+        assert_eq!((p.slug(), p.status, &p.extra["missing_parts"]), ("conflict", 409, &json!([[2, 2]])));
+    }
+
+    #[test]
+    #[should_panic(expected = "does not match")]
+    fn typed_refuses_members_the_contract_lacks() {
+        typed::<RecordPartsResponse>(&json!({"recorded": 2, "surprise": true}));
+    }
+
+    #[test]
+    #[should_panic(expected = "the answer is not a")]
+    fn typed_refuses_a_wrong_shape() {
+        typed::<RecordPartsResponse>(&json!({"recorded": "2"}));
+    }
 }

@@ -1,38 +1,48 @@
 //! Uppy's Companion S3 multipart protocol, spoken exactly as `@uppy/aws-s3` speaks it,
 //! against the dev server and the real local stack.
 
-use hoist_e2e::{chunk, rand_like, unique, Harness};
+use api_types::{
+    companion::{Completed, CreateRequest, Created, ListedPart, SignedBatch, SignedOne, SingleUpload},
+    files::FileView,
+};
+use hoist_e2e::{chunk, rand_like, to_json, unique, Harness};
 use serde_json::{json, Value};
 
 const MIB: usize = 1024 * 1024;
 const PART: usize = 5 * MIB;
 
-async fn create(h: &Harness, owner: &str, name: &str, ct: &str) -> (String, String) {
-    let (s, v, _) = h
-        .call(
-            Some(owner),
-            "POST",
-            "/s3/multipart",
-            Some(json!({"filename": name, "type": ct, "metadata": {"name": name, "type": ct}})),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["bucket"], h.app.objects.bucket());
-    (v["uploadId"].as_str().unwrap().to_owned(), v["key"].as_str().unwrap().to_owned())
+/// `POST /s3/multipart`'s body as Uppy sends it (name and type again in `metadata`).
+fn create_request(name: &str, ct: &str) -> CreateRequest {
+    CreateRequest { filename: name.into(), content_type: ct.into(), metadata: json!({"name": name, "type": ct}) }
 }
 
-async fn put_parts(h: &Harness, owner: &str, id: &str, key: &str, data: &[u8], numbers: &[u32]) -> Vec<Value> {
+async fn create(h: &Harness, owner: &str, name: &str, ct: &str) -> (String, String) {
+    let created: Created =
+        h.call_as(Some(owner), "POST", "/s3/multipart", Some(to_json(&create_request(name, ct))), 200).await;
+    assert_eq!(created.bucket, h.app.objects.bucket());
+    (created.upload_id, created.key)
+}
+
+/// Parts as Uppy lists them in its completion request: (PartNumber, ETag).
+type SentPart = (u32, String);
+
+/// The completion body Uppy sends.
+fn complete_body(parts: &[SentPart]) -> Value {
+    let parts: Vec<Value> = parts.iter().map(|(n, etag)| json!({"PartNumber": n, "ETag": etag})).collect();
+    json!({ "parts": parts })
+}
+
+async fn put_parts(h: &Harness, owner: &str, id: &str, key: &str, data: &[u8], numbers: &[u32]) -> Vec<SentPart> {
     let list: Vec<String> = numbers.iter().map(u32::to_string).collect();
-    let (s, v, _) = h
-        .call(Some(owner), "GET", &format!("/s3/multipart/{id}/batch?key={key}&partNumbers={}", list.join(",")), None)
-        .await;
-    assert_eq!(s, 200, "{v}");
+    let path = format!("/s3/multipart/{id}/batch?key={key}&partNumbers={}", list.join(","));
+    let batch: SignedBatch = h.call_as(Some(owner), "GET", &path, None, 200).await;
+    assert_eq!(batch.presigned_urls.len(), numbers.len(), "{batch:?}");
     let mut done = Vec::new();
     for n in numbers {
-        let url = v["presignedUrls"][n.to_string()].as_str().unwrap();
+        let url = &batch.presigned_urls[&n.to_string()];
         let resp = h.http.put(url).body(chunk(data, PART, *n).to_vec()).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200);
-        done.push(json!({"PartNumber": n, "ETag": resp.headers()["etag"].to_str().unwrap()}));
+        done.push((*n, resp.headers()["etag"].to_str().unwrap().to_owned()));
     }
     done
 }
@@ -47,32 +57,36 @@ async fn uppy_multipart_flow_with_resume_ends_ready() {
     let mut parts = put_parts(&h, &owner, &id, &key, &data, &[1, 2]).await;
 
     // A reload: Uppy (Golden Retriever) asks what S3 already has and sends only the rest.
-    let (s, listed, _) = h.call(Some(&owner), "GET", &format!("/s3/multipart/{id}?key={key}"), None).await;
-    assert_eq!(s, 200, "{listed}");
-    let listed = listed.as_array().unwrap();
+    let listed: Vec<ListedPart> =
+        h.call_as(Some(&owner), "GET", &format!("/s3/multipart/{id}?key={key}"), None, 200).await;
     assert_eq!(listed.len(), 2);
-    assert_eq!(listed[0]["PartNumber"], 1);
-    assert_eq!(listed[0]["Size"], PART);
-    assert_eq!(listed[0]["ETag"], parts[0]["ETag"]);
+    assert_eq!(listed[0].part_number, 1);
+    assert_eq!(listed[0].size, PART as u64);
+    assert_eq!(listed[0].etag, parts[0].1);
 
     // Uppy also signs single parts.
-    let (s, one, _) = h.call(Some(&owner), "GET", &format!("/s3/multipart/{id}/3?key={key}"), None).await;
-    assert_eq!(s, 200, "{one}");
-    assert!(one["expires"].as_u64().unwrap() > 0);
-    let resp = h.http.put(one["url"].as_str().unwrap()).body(chunk(&data, PART, 3).to_vec()).send().await.unwrap();
+    let one: SignedOne = h.call_as(Some(&owner), "GET", &format!("/s3/multipart/{id}/3?key={key}"), None, 200).await;
+    assert!(one.expires > 0);
+    let resp = h.http.put(&one.url).body(chunk(&data, PART, 3).to_vec()).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    parts.push(json!({"PartNumber": 3, "ETag": resp.headers()["etag"].to_str().unwrap()}));
+    parts.push((3, resp.headers()["etag"].to_str().unwrap().to_owned()));
 
-    let (s, done, _) = h
-        .call(Some(&owner), "POST", &format!("/s3/multipart/{id}/complete?key={key}"), Some(json!({ "parts": parts })))
+    let done: Completed = h
+        .call_as(
+            Some(&owner),
+            "POST",
+            &format!("/s3/multipart/{id}/complete?key={key}"),
+            Some(complete_body(&parts)),
+            200,
+        )
         .await;
-    assert_eq!(s, 200, "{done}");
-    assert!(done["location"].as_str().unwrap().ends_with(&key));
+    assert!(done.location.ends_with(&key), "{done:?}");
+    assert_eq!((done.key.as_str(), done.bucket.as_str()), (key.as_str(), h.app.objects.bucket()));
     assert_eq!(h.object_bytes(&id).await, data);
     h.process_all().await;
-    let (_, f, _) = h.call(Some(&owner), "GET", &format!("/files/{id}"), None).await;
-    assert_eq!(f["status"], "ready", "{f}");
-    assert_eq!(f["size"], data.len(), "the size learnt at completion is recorded");
+    let f: FileView = h.call_as(Some(&owner), "GET", &format!("/files/{id}"), None, 200).await;
+    assert_eq!(f.status, "ready", "{f:?}");
+    assert_eq!(f.size, data.len() as u64, "the size learnt at completion is recorded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,12 +96,10 @@ async fn size_limit_is_enforced_at_completion() {
     let data = rand_like::bytes(2 * PART);
     let (id, key) = create(&h, &owner, "too-big.bin", "application/octet-stream").await;
     let parts = put_parts(&h, &owner, &id, &key, &data, &[1, 2]).await;
-    let (s, v, headers) = h
-        .call(Some(&owner), "POST", &format!("/s3/multipart/{id}/complete?key={key}"), Some(json!({ "parts": parts })))
-        .await;
-    assert_eq!(s, 422, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("limit"), "Companion error shape: {v}");
-    assert_eq!(headers["content-type"], "application/json");
+    let path = format!("/s3/multipart/{id}/complete?key={key}");
+    let (s, e) = h.call_companion_error(Some(&owner), "POST", &path, Some(complete_body(&parts))).await;
+    assert_eq!(s, 422, "{e:?}");
+    assert!(e.error.contains("limit"), "Companion error shape: {e:?}");
     assert!(h.app.objects.head(&key).await.unwrap().is_none(), "no object was made");
 }
 
@@ -104,31 +116,31 @@ async fn companion_errors_isolation_and_abort() {
         ("POST", format!("/s3/multipart/{id}/complete?key={key}")),
         ("DELETE", format!("/s3/multipart/{id}?key={key}")),
     ] {
-        let (s, v, _) = h.call(Some(&thief), m, &p, if m == "POST" { Some(json!({"parts": []})) } else { None }).await;
-        assert_eq!(s, 404, "{m} {p}: {v}");
-        assert!(v["error"].is_string(), "{v}");
+        let body = if m == "POST" { Some(complete_body(&[])) } else { None };
+        let (s, e) = h.call_companion_error(Some(&thief), m, &p, body).await;
+        assert_eq!(s, 404, "{m} {p}: {e:?}");
+        assert!(!e.error.is_empty(), "{e:?}");
     }
-    let (s, _, _) = h.call(Some(&owner), "GET", &format!("/s3/multipart/{id}?key=uploads/other"), None).await;
-    assert_eq!(s, 404, "a key that does not belong to the upload");
-    let (s, v, _) = h.call(Some(&owner), "GET", &format!("/s3/multipart/{id}/0?key={key}"), None).await;
-    assert_eq!(s, 422, "{v}");
+    let (s, e) =
+        h.call_companion_error(Some(&owner), "GET", &format!("/s3/multipart/{id}?key=uploads/other"), None).await;
+    assert_eq!(s, 404, "a key that does not belong to the upload: {e:?}");
+    let (s, e) = h.call_companion_error(Some(&owner), "GET", &format!("/s3/multipart/{id}/0?key={key}"), None).await;
+    assert_eq!(s, 422, "{e:?}");
     // The single-request route answers a presigned POST (tests/tests/single_post.rs).
-    let (s, v, _) = h.call(Some(&owner), "GET", "/s3/params?filename=a.txt&type=text/plain", None).await;
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["method"], "POST");
-    let (s, v, _) = h
-        .call(
-            Some(&owner),
-            "POST",
-            "/s3/multipart",
-            Some(json!({"filename": "x.exe", "type": "application/x-msdownload"})),
-        )
-        .await;
-    assert_eq!(s, 422, "{v}");
+    let single: SingleUpload =
+        h.call_as(Some(&owner), "GET", "/s3/params?filename=a.txt&type=text/plain", None, 200).await;
+    assert_eq!(single.method, "POST");
+    let exe = to_json(&create_request("x.exe", "application/x-msdownload"));
+    let (s, e) = h.call_companion_error(Some(&owner), "POST", "/s3/multipart", Some(exe)).await;
+    assert_eq!(s, 422, "{e:?}");
+    // Aborting answers an empty object (Companion's shape; no wire type to parse into).
     let (s, v, _) = h.call(Some(&owner), "DELETE", &format!("/s3/multipart/{id}?key={key}"), None).await;
     assert_eq!((s, v), (200, json!({})));
-    let (s, _, _) = h.call(Some(&owner), "GET", &format!("/s3/multipart/{id}/1?key={key}"), None).await;
-    assert_eq!(s, 409, "no signing after abort");
-    let (s, _, _) = h.call(None, "POST", "/s3/multipart", Some(json!({"filename": "a", "type": "text/plain"}))).await;
-    assert_eq!(s, 401);
+    let (s, e) = h.call_companion_error(Some(&owner), "GET", &format!("/s3/multipart/{id}/1?key={key}"), None).await;
+    assert_eq!(s, 409, "no signing after abort: {e:?}");
+    // No credentials: refused before any route, in problem+json like every route.
+    let body = to_json(&create_request("a", "text/plain"));
+    let (s, p, _) = h.call_problem(None, "POST", "/s3/multipart", Some(body)).await;
+    assert_eq!(s, 401, "{p:?}");
+    assert_eq!(p.slug(), "unauthorized");
 }

@@ -2,7 +2,12 @@
 //! → 302 → bytes from LocalStack S3 (whole and by Range), tampering, expiry, soft
 //! delete and restore, owner isolation, pagination, Content-Disposition.
 
-use hoist_e2e::{rand_like, unique, Harness};
+use api_types::{
+    files::{FileList, FileView, LinkRequest, LinkResponse},
+    problem::Problem,
+    uploads::CreateUploadRequest,
+};
+use hoist_e2e::{rand_like, to_json, unique, Harness};
 use serde_json::{json, Value};
 
 async fn ready_file(h: &Harness, owner: &str, name: &str, ct: &str, data: &[u8]) -> String {
@@ -34,9 +39,26 @@ async fn follow(
     (status, location, s3.bytes().await.unwrap().to_vec(), headers)
 }
 
-async fn link(h: &Harness, owner: &str, id: &str, body: Value) -> (u16, Value) {
-    let (s, v, _) = h.call(Some(owner), "POST", &format!("/files/{id}/links"), Some(body)).await;
-    (s, v)
+/// A body our download route answered with: problem+json.
+fn problem_in(body: &[u8]) -> Problem {
+    let v: Value =
+        serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)));
+    hoist_e2e::problem(&v)
+}
+
+/// `POST /files/{id}/links`, expecting 201.
+async fn link(h: &Harness, owner: &str, id: &str, body: LinkRequest) -> LinkResponse {
+    h.call_as(Some(owner), "POST", &format!("/files/{id}/links"), Some(to_json(&body)), 201).await
+}
+
+/// `POST /files/{id}/links` that must be refused (the body may be hand-written JSON).
+async fn link_refused(h: &Harness, owner: &str, id: &str, body: Value) -> (u16, Problem) {
+    let (s, p, _) = h.call_problem(Some(owner), "POST", &format!("/files/{id}/links"), Some(body)).await;
+    (s, p)
+}
+
+fn expiring_in(secs: u64) -> LinkRequest {
+    LinkRequest { expires_in: Some(secs.into()), ..LinkRequest::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,15 +67,13 @@ async fn upload_process_link_download_whole_and_by_range() {
     let owner = unique("wes");
     let data = rand_like::bytes(6 * 1024 * 1024 + 17);
     let id = ready_file(&h, &owner, "report.bin", "application/octet-stream", &data).await;
-    let (s, f, _) = h.call(Some(&owner), "GET", &format!("/files/{id}"), None).await;
-    assert_eq!(s, 200, "{f}");
-    assert_eq!(f["status"], "ready");
-    assert_eq!(f["size"], data.len());
-    assert_eq!(f["sha256"], hoist_e2e::sha256_hex(&data));
+    let f: FileView = h.call_as(Some(&owner), "GET", &format!("/files/{id}"), None, 200).await;
+    assert_eq!(f.status, "ready");
+    assert_eq!(f.size, data.len() as u64);
+    assert_eq!(f.sha256, Some(hoist_e2e::sha256_hex(&data)));
 
-    let (s, l) = link(&h, &owner, &id, json!({})).await;
-    assert_eq!(s, 201, "{l}");
-    let url = l["url"].as_str().unwrap();
+    let l = link(&h, &owner, &id, LinkRequest::default()).await;
+    let url = l.url.as_str();
     assert!(url.starts_with(&h.base), "{url}");
     let (status, location, body, headers) = follow(&h, url, None).await;
     assert_eq!(status, 302);
@@ -72,8 +92,7 @@ async fn tampered_truncated_or_expired_links_are_403() {
     let h = Harness::start().await;
     let owner = unique("xena");
     let id = ready_file(&h, &owner, "a.txt", "text/plain", b"some text").await;
-    let (_, l) = link(&h, &owner, &id, json!({"expires_in": 600})).await;
-    let url = l["url"].as_str().unwrap().to_owned();
+    let url = link(&h, &owner, &id, expiring_in(600)).await.url;
     assert_eq!(follow(&h, &url, None).await.0, 302);
     let (base, query) = url.split_once('?').unwrap();
     let pairs: Vec<(String, String)> = query
@@ -95,27 +114,35 @@ async fn tampered_truncated_or_expired_links_are_403() {
         let q: Vec<String> = p.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let (s, _, body, _) = follow(&h, &format!("{base}?{}", q.join("&")), None).await;
         assert_eq!(s, 403, "tampered {}: {}", p[i].0, String::from_utf8_lossy(&body));
+        assert_eq!(problem_in(&body).slug(), "forbidden");
     }
     // Another file's id with this signature.
     let other = ready_file(&h, &owner, "b.txt", "text/plain", b"other").await;
-    let (s, _, _, _) = follow(&h, &url.replace(&id, &other), None).await;
+    let (s, _, body, _) = follow(&h, &url.replace(&id, &other), None).await;
     assert_eq!(s, 403);
+    assert_eq!(problem_in(&body).status, 403);
     // Truncated: the signature cut short, or a field missing.
     assert_eq!(follow(&h, &url[..url.len() - 5], None).await.0, 403);
     assert_eq!(follow(&h, &url[..url.find("&s=").unwrap()], None).await.0, 403);
     // Expired.
-    let (_, short) = link(&h, &owner, &id, json!({"expires_in": 1})).await;
+    let short = link(&h, &owner, &id, expiring_in(1)).await;
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let (s, _, body, headers) = follow(&h, short["url"].as_str().unwrap(), None).await;
+    let (s, _, body, headers) = follow(&h, &short.url, None).await;
     assert_eq!(s, 403);
-    assert_eq!(headers["content-type"], "application/problem+json");
-    assert!(String::from_utf8_lossy(&body).contains("expired"));
-    // Bounds on expires_in and disposition.
-    for bad in
-        [json!({"expires_in": 0}), json!({"expires_in": 999_999_999}), json!({"disposition": "evil"}), json!({"x": 1})]
-    {
-        let (s, v) = link(&h, &owner, &id, bad.clone()).await;
-        assert_eq!(s, 422, "{bad} -> {v}");
+    assert_eq!(headers["content-type"], api_types::problem::PROBLEM_JSON);
+    let expired = problem_in(&body);
+    assert_eq!(expired.status, 403);
+    assert!(expired.detail.contains("expired"), "{expired:?}");
+    // Bounds on expires_in and disposition (an unknown member is sent as written).
+    for (bad, field) in [
+        (to_json(&expiring_in(0)), Some("expires_in")),
+        (to_json(&expiring_in(999_999_999)), Some("expires_in")),
+        (to_json(&LinkRequest { disposition: Some("evil".into()), ..LinkRequest::default() }), Some("disposition")),
+        (json!({"x": 1}), None),
+    ] {
+        let (s, p) = link_refused(&h, &owner, &id, bad.clone()).await;
+        assert_eq!(s, 422, "{bad} -> {p:?}");
+        assert_eq!((p.slug(), p.field.as_deref()), ("invalid-input", field), "{bad} -> {p:?}");
     }
 }
 
@@ -124,21 +151,21 @@ async fn deleted_is_410_restored_works_again_and_listing_hides_it() {
     let h = Harness::start().await;
     let owner = unique("yan");
     let id = ready_file(&h, &owner, "keep.txt", "text/plain", b"precious").await;
-    let (_, l) = link(&h, &owner, &id, json!({})).await;
-    let url = l["url"].as_str().unwrap().to_owned();
-    let (s, v, _) = h.call(Some(&owner), "DELETE", &format!("/files/{id}"), None).await;
-    assert_eq!(s, 200, "{v}");
-    assert!(v["deleted_at"].is_string() && v["restorable_until"].is_string());
-    assert_eq!(follow(&h, &url, None).await.0, 410, "links stop working at once");
-    let (s, _) = link(&h, &owner, &id, json!({})).await;
-    assert_eq!(s, 410);
-    let (_, list, _) = h.call(Some(&owner), "GET", "/files", None).await;
-    assert!(list["files"].as_array().unwrap().iter().all(|f| f["id"] != id.as_str()), "hidden from listings");
-    let (_, list, _) = h.call(Some(&owner), "GET", "/files?include_deleted=true", None).await;
-    assert!(list["files"].as_array().unwrap().iter().any(|f| f["id"] == id.as_str()));
-    let (s, v, _) = h.call(Some(&owner), "POST", &format!("/files/{id}/restore"), None).await;
-    assert_eq!(s, 200, "{v}");
-    assert!(v.get("deleted_at").is_none());
+    let url = link(&h, &owner, &id, LinkRequest::default()).await.url;
+    let v: FileView = h.call_as(Some(&owner), "DELETE", &format!("/files/{id}"), None, 200).await;
+    assert!(v.deleted_at.is_some() && v.restorable_until.is_some(), "{v:?}");
+    let (s, _, body, _) = follow(&h, &url, None).await;
+    assert_eq!(s, 410, "links stop working at once");
+    assert_eq!(problem_in(&body).slug(), "gone");
+    let (s, p) = link_refused(&h, &owner, &id, to_json(&LinkRequest::default())).await;
+    assert_eq!(s, 410, "{p:?}");
+    assert_eq!(p.slug(), "gone");
+    let list: FileList = h.call_as(Some(&owner), "GET", "/files", None, 200).await;
+    assert!(list.files.iter().all(|f| f.id != id), "hidden from listings");
+    let list: FileList = h.call_as(Some(&owner), "GET", "/files?include_deleted=true", None, 200).await;
+    assert!(list.files.iter().any(|f| f.id == id));
+    let v: FileView = h.call_as(Some(&owner), "POST", &format!("/files/{id}/restore"), None, 200).await;
+    assert!(v.deleted_at.is_none(), "{v:?}");
     let (s, _, body, _) = follow(&h, &url, None).await;
     assert_eq!((s, body.as_slice()), (302, &b"precious"[..]), "the old link works again");
 }
@@ -148,13 +175,14 @@ async fn retention_over_means_purged_by_the_janitor() {
     let h = Harness::with_config(|c| c.delete_retention = std::time::Duration::from_secs(1)).await;
     let owner = unique("zoe");
     let id = ready_file(&h, &owner, "gone.jpg", "text/plain", b"bye").await;
-    let (s, _, _) = h.call(Some(&owner), "DELETE", &format!("/files/{id}"), None).await;
-    assert_eq!(s, 200);
+    let v: FileView = h.call_as(Some(&owner), "DELETE", &format!("/files/{id}"), None, 200).await;
+    assert!(v.deleted_at.is_some(), "{v:?}");
     let report = shared::usecases::janitor::sweep(&h.app, shared::now() + 5).await.unwrap();
     assert!(report.purged >= 1, "{report:?}");
     assert!(h.app.objects.head(&format!("uploads/{id}")).await.unwrap().is_none(), "object purged");
-    let (s, _, _) = h.call(Some(&owner), "POST", &format!("/files/{id}/restore"), None).await;
-    assert_eq!(s, 404, "nothing left to restore");
+    let (s, p, _) = h.call_problem(Some(&owner), "POST", &format!("/files/{id}/restore"), None).await;
+    assert_eq!(s, 404, "nothing left to restore: {p:?}");
+    assert_eq!(p.slug(), "not-found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,9 +191,10 @@ async fn unsafe_files_are_never_redirected() {
     let owner = unique("abe");
     let eicar = ["X5O!P%@AP[4\\PZX54(P^)7CC)7}$", "EICAR-STANDARD-ANTIVIRUS", "-TEST-FILE!$H+H*"].concat().into_bytes();
     let bad = ready_file(&h, &owner, "eicar.txt", "text/plain", &eicar).await;
-    let (s, v) = link(&h, &owner, &bad, json!({})).await;
-    assert_eq!(s, 403, "no links for quarantined files: {v}");
-    assert!(v["detail"].as_str().unwrap().contains("quarantined"));
+    let (s, p) = link_refused(&h, &owner, &bad, to_json(&LinkRequest::default())).await;
+    assert_eq!(s, 403, "no links for quarantined files: {p:?}");
+    assert_eq!(p.slug(), "forbidden");
+    assert!(p.detail.contains("quarantined"), "{p:?}");
     // A link forged with the server's own key still does not redirect.
     let keys = h.app.config.link_keys.clone().unwrap();
     let forged = keys.sign(
@@ -176,6 +205,7 @@ async fn unsafe_files_are_never_redirected() {
     );
     let (s, loc, body, _) = follow(&h, &format!("{}{forged}", h.base), None).await;
     assert_eq!((s, loc), (403, None), "{}", String::from_utf8_lossy(&body));
+    assert_eq!(problem_in(&body).slug(), "forbidden");
     // Not yet processed: a clear 409 with Retry-After, no redirect.
     let pending = h.upload_file(&owner, "later.txt", "text/plain", b"wait for it", None).await;
     let forged = keys.sign(
@@ -184,9 +214,10 @@ async fn unsafe_files_are_never_redirected() {
         shared::now() + 60,
         shared::domain::links::Disposition::Attachment,
     );
-    let (s, loc, _, headers) = follow(&h, &format!("{}{forged}", h.base), None).await;
+    let (s, loc, body, headers) = follow(&h, &format!("{}{forged}", h.base), None).await;
     assert_eq!((s, loc), (409, None));
     assert!(headers.get("retry-after").is_some());
+    assert_eq!(problem_in(&body).slug(), "conflict");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,16 +230,17 @@ async fn foreign_owner_gets_404_everywhere() {
         ("GET", format!("/files/{id}"), None),
         ("DELETE", format!("/files/{id}"), None),
         ("POST", format!("/files/{id}/restore"), None),
-        ("POST", format!("/files/{id}/links"), Some(json!({}))),
+        ("POST", format!("/files/{id}/links"), Some(to_json(&LinkRequest::default()))),
     ] {
-        let (s, v, _) = h.call(Some(&thief), m, &p, b).await;
-        assert_eq!(s, 404, "{m} {p}: {v}");
-        assert_eq!(v["detail"], "No file with this id exists.");
+        let (s, problem, _) = h.call_problem(Some(&thief), m, &p, b).await;
+        assert_eq!(s, 404, "{m} {p}: {problem:?}");
+        assert_eq!(problem.slug(), "not-found");
+        assert_eq!(problem.detail, "No file with this id exists.");
     }
-    let (_, list, _) = h.call(Some(&thief), "GET", "/files?include_deleted=true", None).await;
-    assert_eq!(list["files"], json!([]));
-    let (s, v, _) = h.call(Some(&owner), "GET", &format!("/files/{id}"), None).await;
-    assert_eq!((s, v["status"].as_str(), v.get("deleted_at").is_none()), (200, Some("ready"), true), "untouched");
+    let list: FileList = h.call_as(Some(&thief), "GET", "/files?include_deleted=true", None, 200).await;
+    assert_eq!(list.files, Vec::<FileView>::new());
+    let v: FileView = h.call_as(Some(&owner), "GET", &format!("/files/{id}"), None, 200).await;
+    assert_eq!((v.status.as_str(), v.deleted_at.is_none()), ("ready", true), "untouched");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,12 +260,12 @@ async fn pagination_returns_every_file_exactly_once() {
             Some(c) => format!("/files?limit=3&cursor={c}"),
             None => "/files?limit=3".into(),
         };
-        let (s, page, _) = h.call(Some(&owner), "GET", &path, None).await;
-        assert_eq!(s, 200, "{page}");
-        seen.extend(page["files"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_owned()));
+        let page: FileList = h.call_as(Some(&owner), "GET", &path, None, 200).await;
+        assert!(page.files.len() <= 3, "{page:?}");
+        seen.extend(page.files.into_iter().map(|f| f.id));
         pages += 1;
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
             None => break,
         }
         assert!(pages < 10);
@@ -242,18 +274,20 @@ async fn pagination_returns_every_file_exactly_once() {
     expected.reverse();
     assert_eq!(seen, expected, "newest first, each exactly once");
     // Status filter and bad parameters.
-    let (_, ready, _) = h.call(Some(&owner), "GET", "/files?status=ready&limit=100", None).await;
-    assert_eq!(ready["files"].as_array().unwrap().len(), 7);
-    for bad in [
-        "/files?limit=0",
-        "/files?limit=1000",
-        "/files?status=bogus",
-        "/files?status=uploading",
-        "/files?cursor=%%%",
-        "/files?cursor=eyJrIjoxfQ",
+    let ready: FileList = h.call_as(Some(&owner), "GET", "/files?status=ready&limit=100", None, 200).await;
+    assert_eq!(ready.files.len(), 7);
+    assert!(ready.files.iter().all(|f| f.status == "ready"), "{ready:?}");
+    for (bad, field) in [
+        ("/files?limit=0", "limit"),
+        ("/files?limit=1000", "limit"),
+        ("/files?status=bogus", "status"),
+        ("/files?status=uploading", "status"),
+        ("/files?cursor=%%%", "cursor"),
+        ("/files?cursor=eyJrIjoxfQ", "cursor"),
     ] {
-        let (s, v, _) = h.call(Some(&owner), "GET", bad, None).await;
-        assert_eq!(s, 422, "{bad}: {v}");
+        let (s, p, _) = h.call_problem(Some(&owner), "GET", bad, None).await;
+        assert_eq!(s, 422, "{bad}: {p:?}");
+        assert_eq!(p.field.as_deref(), Some(field), "{bad}: {p:?}");
     }
 }
 
@@ -263,8 +297,8 @@ async fn awkward_filenames_get_a_safe_content_disposition() {
     let owner = unique("eve");
     let name = "..Résumé \"final\" ; filename=evil.exe 日本.txt";
     let id = ready_file(&h, &owner, name, "text/plain", b"cv").await;
-    let (_, l) = link(&h, &owner, &id, json!({"disposition": "inline"})).await;
-    let (s, _, body, headers) = follow(&h, l["url"].as_str().unwrap(), None).await;
+    let l = link(&h, &owner, &id, LinkRequest { disposition: Some("inline".into()), ..LinkRequest::default() }).await;
+    let (s, _, body, headers) = follow(&h, &l.url, None).await;
     assert_eq!((s, body.as_slice()), (302, &b"cv"[..]));
     let cd = headers["content-disposition"].to_str().unwrap();
     assert!(cd.starts_with("inline; filename=\""), "{cd}");
@@ -278,15 +312,17 @@ async fn awkward_filenames_get_a_safe_content_disposition() {
         "{cd}"
     );
     // Newlines never get that far: they are refused at upload.
-    let (s, _, _) = h
-        .call(
-            Some(&owner),
-            "POST",
-            "/uploads",
-            Some(json!({"filename": "a\r\nb.txt", "size": 1, "content_type": "text/plain"})),
-        )
-        .await;
-    assert_eq!(s, 422);
+    let body = CreateUploadRequest {
+        filename: "a\r\nb.txt".into(),
+        size: 1.into(),
+        content_type: "text/plain".into(),
+        sha256: None,
+        part_checksums: None,
+        part_size: None,
+    };
+    let (s, p, _) = h.call_problem(Some(&owner), "POST", "/uploads", Some(to_json(&body))).await;
+    assert_eq!(s, 422, "{p:?}");
+    assert_eq!(p.field.as_deref(), Some("filename"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,12 +333,12 @@ async fn thumbnail_links_follow_the_same_rules() {
     let mut jpeg = std::io::Cursor::new(Vec::new());
     img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
     let id = ready_file(&h, &owner, "pic.jpg", "image/jpeg", &jpeg.into_inner()).await;
-    let (_, f, _) = h.call(Some(&owner), "GET", &format!("/files/{id}"), None).await;
-    let thumb_url = f["thumbnail_url"].as_str().expect("thumbnail link").to_owned();
+    let f: FileView = h.call_as(Some(&owner), "GET", &format!("/files/{id}"), None, 200).await;
+    let thumb_url = f.thumbnail_url.expect("thumbnail link");
     let (s, _, body, headers) = follow(&h, &thumb_url, None).await;
     assert_eq!(s, 302);
     assert_eq!(headers["content-type"], "image/jpeg");
     assert_eq!(image::load_from_memory(&body).unwrap().width(), 256);
-    h.call(Some(&owner), "DELETE", &format!("/files/{id}"), None).await;
+    let _: FileView = h.call_as(Some(&owner), "DELETE", &format!("/files/{id}"), None, 200).await;
     assert_eq!(follow(&h, &thumb_url, None).await.0, 410);
 }

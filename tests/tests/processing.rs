@@ -5,18 +5,21 @@
 
 use std::io::{Cursor, Write};
 
+use api_types::uploads::{CreateUploadRequest, UploadView};
 use hoist_e2e::{jpeg, rand_like, sha256_hex, unique, Harness};
-use serde_json::Value;
 
 /// The EICAR anti-virus test file, assembled at run time so it is never committed.
 fn eicar() -> Vec<u8> {
     ["X5O!P%@AP[4\\PZX54(P^)7CC)7}$", "EICAR-STANDARD-ANTIVIRUS", "-TEST-FILE!$H+H*"].concat().into_bytes()
 }
 
-async fn status(h: &Harness, owner: &str, id: &str) -> Value {
-    let (s, v, _) = h.call(Some(owner), "GET", &format!("/uploads/{id}"), None).await;
-    assert_eq!(s, 200, "{v}");
-    v
+async fn status(h: &Harness, owner: &str, id: &str) -> UploadView {
+    h.call_as(Some(owner), "GET", &format!("/uploads/{id}"), None, 200).await
+}
+
+/// The reason an upload was given (panics when there is none).
+fn reason(v: &UploadView) -> &str {
+    v.reason.as_deref().unwrap_or_else(|| panic!("no reason: {v:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,13 +28,13 @@ async fn clean_jpeg_becomes_ready_with_a_thumbnail() {
     let owner = unique("pam");
     let data = jpeg(1200, 800);
     let id = h.upload_file(&owner, "beach.jpg", "image/jpeg", &data, None).await;
-    assert_eq!(status(&h, &owner, &id).await["status"], "processing");
+    assert_eq!(status(&h, &owner, &id).await.status, "processing");
     assert_eq!(h.process_all().await, 1);
     let v = status(&h, &owner, &id).await;
-    assert_eq!(v["status"], "ready", "{v}");
-    assert_eq!(v["detected_type"], "image/jpeg");
-    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(1200), Some(800)));
-    assert_eq!(v["has_thumbnail"], true);
+    assert_eq!(v.status, "ready", "{v:?}");
+    assert_eq!(v.detected_type.as_deref(), Some("image/jpeg"));
+    assert_eq!((v.width, v.height), (Some(1200), Some(800)));
+    assert!(v.has_thumbnail, "{v:?}");
     assert_eq!(h.status_tag(&format!("uploads/{id}")).await.as_deref(), Some("ready"));
     let thumb =
         h.s3.get_object().bucket(h.app.objects.bucket()).key(format!("thumbnails/{id}.jpg")).send().await.unwrap();
@@ -63,8 +66,8 @@ async fn eicar_alone_and_zipped_is_quarantined() {
     h.process_all().await;
     for id in [&alone, &in_zip] {
         let v = status(&h, &owner, id).await;
-        assert_eq!(v["status"], "quarantined", "{v}");
-        assert!(v["reason"].as_str().unwrap().contains("Hoist.Test.EICAR"), "{v}");
+        assert_eq!(v.status, "quarantined", "{v:?}");
+        assert!(reason(&v).contains("Hoist.Test.EICAR"), "{v:?}");
         assert_eq!(h.status_tag(&format!("uploads/{id}")).await.as_deref(), Some("quarantined"));
     }
 }
@@ -88,8 +91,8 @@ async fn spoofed_types_are_rejected() {
         (&html_id, "text/html"),
     ] {
         let v = status(&h, &owner, id).await;
-        assert_eq!(v["status"], "rejected", "{v}");
-        assert_eq!(v["detected_type"], detected, "{v}");
+        assert_eq!(v.status, "rejected", "{v:?}");
+        assert_eq!(v.detected_type.as_deref(), Some(detected), "{v:?}");
         assert_eq!(h.status_tag(&format!("uploads/{id}")).await.as_deref(), Some("rejected"));
     }
 }
@@ -103,8 +106,8 @@ async fn wrong_declared_checksum_is_corrupt() {
         h.upload_file(&owner, "data.bin", "application/octet-stream", &data, Some(sha256_hex(b"something else"))).await;
     h.process_all().await;
     let v = status(&h, &owner, &id).await;
-    assert_eq!(v["status"], "corrupt", "{v}");
-    assert!(v["reason"].as_str().unwrap().contains(&sha256_hex(&data)), "{v}");
+    assert_eq!(v.status, "corrupt", "{v:?}");
+    assert!(reason(&v).contains(&sha256_hex(&data)), "{v:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,10 +132,10 @@ async fn decompression_bomb_png_is_not_decoded() {
     let started = std::time::Instant::now();
     h.process_all().await;
     let v = status(&h, &owner, &id).await;
-    assert_eq!(v["status"], "ready", "{v}");
-    assert_eq!(v["has_thumbnail"], false);
-    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(20_000), Some(20_000)));
-    assert!(v["reason"].as_str().unwrap().contains("decoding limit"), "{v}");
+    assert_eq!(v.status, "ready", "{v:?}");
+    assert!(!v.has_thumbnail, "{v:?}");
+    assert_eq!((v.width, v.height), (Some(20_000), Some(20_000)));
+    assert!(reason(&v).contains("decoding limit"), "{v:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
@@ -200,10 +203,10 @@ async fn a_job_that_always_fails_reaches_the_dlq_and_its_batch_neighbours_succee
         }
     }
     assert_eq!(in_dlq, 2, "the failing job and the unreadable message are on the DLQ");
-    assert_eq!(status(&h, &owner, &good).await["status"], "ready", "its neighbour succeeded");
+    assert_eq!(status(&h, &owner, &good).await.status, "ready", "its neighbour succeeded");
     let v = status(&h, &owner, &doomed).await;
-    assert_eq!(v["status"], "failed", "{v}");
-    assert!(v["reason"].as_str().unwrap().contains("failed 2 times"), "{v}");
+    assert_eq!(v.status, "failed", "{v:?}");
+    assert!(reason(&v).contains("failed 2 times"), "{v:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +221,7 @@ async fn the_same_job_twice_leaves_one_consistent_record() {
     }
     assert_eq!(h.process_all().await, 2);
     let first = status(&h, &owner, &id).await;
-    assert_eq!(first["status"], "ready");
+    assert_eq!(first.status, "ready");
     // A third, late delivery changes nothing.
     h.sqs.send_message().queue_url(&h.queue_url).message_body(jobs[0].to_string()).send().await.unwrap();
     h.process_all().await;
@@ -231,10 +234,16 @@ async fn a_job_that_arrives_while_its_upload_is_still_completing_is_retried_not_
     let h = Harness::start().await;
     let owner = unique("early");
     let data = b"racing the status write".to_vec();
-    let body = serde_json::json!({"filename": "early.txt", "size": data.len(), "content_type": "text/plain"});
-    let (s, v, _) = h.call(Some(&owner), "POST", "/uploads", Some(body)).await;
-    assert_eq!(s, 201, "{v}");
-    let id = shared::domain::UploadId::parse(v["id"].as_str().unwrap()).unwrap();
+    let body = CreateUploadRequest {
+        filename: "early.txt".into(),
+        size: data.len().into(),
+        content_type: "text/plain".into(),
+        sha256: None,
+        part_checksums: None,
+        part_size: None,
+    };
+    let v = h.post_upload(&owner, &body).await;
+    let id = shared::domain::UploadId::parse(&v.id).unwrap();
     // Hold the completion lease, as a `complete` call does between sending the job and
     // moving the status to processing.
     assert!(h.app.repo.begin_completion(&id, shared::now(), std::time::Duration::from_secs(120)).await.unwrap());

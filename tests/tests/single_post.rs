@@ -5,25 +5,20 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use api_types::{companion::SingleUpload, files::FileView, uploads::UploadView};
 use hoist_e2e::{jpeg, rand_like, sha256_hex, unique, Harness};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// `GET /s3/params` as Uppy sends it (name, type and `metadata[...]` fields).
-async fn params(h: &Harness, owner: &str, name: &str, ct: &str) -> Value {
-    let (s, v, _) = h
-        .call(
-            Some(owner),
-            "GET",
-            &format!("/s3/params?filename={name}&type={ct}&metadata%5Bname%5D={name}&metadata%5Btype%5D={ct}"),
-            None,
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    v
-}
-
-fn fields_of(p: &Value) -> BTreeMap<String, String> {
-    serde_json::from_value(p["fields"].clone()).expect("fields")
+async fn params(h: &Harness, owner: &str, name: &str, ct: &str) -> SingleUpload {
+    h.call_as(
+        Some(owner),
+        "GET",
+        &format!("/s3/params?filename={name}&type={ct}&metadata%5Bname%5D={name}&metadata%5Btype%5D={ct}"),
+        None,
+        200,
+    )
+    .await
 }
 
 /// POSTs the form as a browser does: every field, then the file last.
@@ -44,15 +39,13 @@ async fn post_form(
     (status, resp.text().await.unwrap_or_default(), etag)
 }
 
-fn upload_id(p: &Value) -> String {
-    let key = p["fields"]["key"].as_str().expect("key");
+fn upload_id(p: &SingleUpload) -> String {
+    let key = p.fields.get("key").expect("key");
     key.strip_prefix("uploads/").expect("uploads/ key").to_owned()
 }
 
-async fn upload_status(h: &Harness, owner: &str, id: &str) -> Value {
-    let (s, v, _) = h.call(Some(owner), "GET", &format!("/uploads/{id}"), None).await;
-    assert_eq!(s, 200, "{v}");
-    v
+async fn upload_status(h: &Harness, owner: &str, id: &str) -> UploadView {
+    h.call_as(Some(owner), "GET", &format!("/uploads/{id}"), None, 200).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,11 +54,11 @@ async fn single_post_is_completed_by_the_s3_event_and_ends_ready() {
     let owner = unique("sp");
     let photo = jpeg(640, 427);
     let p = params(&h, &owner, "holiday.jpg", "image/jpeg").await;
-    assert_eq!(p["method"], "POST");
-    assert_eq!(p["headers"], json!({}));
-    let url = p["url"].as_str().unwrap();
+    assert_eq!(p.method, "POST");
+    assert_eq!(p.headers, BTreeMap::new());
+    let url = p.url.as_str();
     assert!(url.ends_with(&format!("/{}/", h.app.objects.bucket())), "the form goes to the bucket: {url}");
-    let fields = fields_of(&p);
+    let fields = &p.fields;
     assert_eq!(fields["Content-Type"], "image/jpeg");
     let id = upload_id(&p);
     assert_eq!(fields["x-amz-meta-hoist-upload-id"], id);
@@ -76,9 +69,9 @@ async fn single_post_is_completed_by_the_s3_event_and_ends_ready() {
         "{}",
         rec.expires_at
     );
-    assert_eq!(upload_status(&h, &owner, &id).await["status"], "uploading");
+    assert_eq!(upload_status(&h, &owner, &id).await.status, "uploading");
 
-    let (s, body, etag) = post_form(&h, url, &fields, photo.clone()).await;
+    let (s, body, etag) = post_form(&h, url, fields, photo.clone()).await;
     assert_eq!(s, 204, "{body}");
     assert!(etag.is_some(), "S3 answers a POST with its ETag (Uppy 5 waits for it)");
 
@@ -86,12 +79,11 @@ async fn single_post_is_completed_by_the_s3_event_and_ends_ready() {
     let handled = h.process_all().await;
     assert!(handled >= 2, "the S3 event and then the processing job: {handled}");
     let v = upload_status(&h, &owner, &id).await;
-    assert_eq!(v["status"], "ready", "{v}");
-    assert_eq!(v["size"], photo.len());
-    let (s, f, _) = h.call(Some(&owner), "GET", &format!("/files/{id}"), None).await;
-    assert_eq!(s, 200, "{f}");
-    assert_eq!(f["sha256"], sha256_hex(&photo));
-    assert_eq!(f["width"], 640, "a JPEG gets its thumbnail like any other: {f}");
+    assert_eq!(v.status, "ready", "{v:?}");
+    assert_eq!(v.size, photo.len() as u64);
+    let f: FileView = h.call_as(Some(&owner), "GET", &format!("/files/{id}"), None, 200).await;
+    assert_eq!(f.sha256, Some(sha256_hex(&photo)));
+    assert_eq!(f.width, Some(640), "a JPEG gets its thumbnail like any other: {f:?}");
     assert_eq!(h.object_bytes(&id).await, photo);
 
     // Events are at-least-once: the same event again changes nothing and queues nothing.
@@ -99,10 +91,11 @@ async fn single_post_is_completed_by_the_s3_event_and_ends_ready() {
         "s3": {"bucket": {"name": h.app.objects.bucket()}, "object": {"key": format!("uploads/{id}"), "size": photo.len()}}}]});
     h.sqs.send_message().queue_url(&h.queue_url).message_body(event.to_string()).send().await.unwrap();
     assert_eq!(h.process_all().await, 1, "only the repeated event itself");
-    assert_eq!(upload_status(&h, &owner, &id).await["status"], "ready");
+    assert_eq!(upload_status(&h, &owner, &id).await.status, "ready");
     // Another owner cannot see it.
-    let (s, _, _) = h.call(Some(&unique("other")), "GET", &format!("/files/{id}"), None).await;
-    assert_eq!(s, 404);
+    let (s, problem, _) = h.call_problem(Some(&unique("other")), "GET", &format!("/files/{id}"), None).await;
+    assert_eq!(s, 404, "{problem:?}");
+    assert_eq!(problem.slug(), "not-found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,8 +103,8 @@ async fn s3_enforces_the_signed_policy() {
     let h = Harness::with_notifying_bucket(|c| c.max_upload_size = 4096).await;
     let owner = unique("pol");
     let p = params(&h, &owner, "notes.txt", "text/plain").await;
-    let url = p["url"].as_str().unwrap().to_owned();
-    let fields = fields_of(&p);
+    let url = p.url.clone();
+    let fields = p.fields.clone();
 
     // The signature is SigV4's, checked by an independent implementation (botocore):
     // LocalStack itself does not verify POST signatures.
@@ -156,13 +149,13 @@ print(auth.signature(f["policy"], req))
     let id = upload_id(&p);
     assert!(h.app.objects.head(&format!("uploads/{id}")).await.unwrap().is_none(), "nothing was stored");
     assert_eq!(h.process_all().await, 0, "no event for a refused POST");
-    assert_eq!(upload_status(&h, &owner, &id).await["status"], "uploading");
+    assert_eq!(upload_status(&h, &owner, &id).await.status, "uploading");
 
     // Within the policy: accepted, and the upload ends ready.
     let (s, body, _) = post_form(&h, &url, &fields, vec![b'a'; 4096]).await;
     assert_eq!(s, 204, "{body}");
     h.process_all().await;
-    assert_eq!(upload_status(&h, &owner, &id).await["status"], "ready");
+    assert_eq!(upload_status(&h, &owner, &id).await.status, "ready");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +164,7 @@ async fn an_expired_policy_is_refused() {
     let owner = unique("exp");
     let p = params(&h, &owner, "late.bin", "application/octet-stream").await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let (s, body, _) = post_form(&h, p["url"].as_str().unwrap(), &fields_of(&p), b"late".to_vec()).await;
+    let (s, body, _) = post_form(&h, &p.url, &p.fields, b"late".to_vec()).await;
     assert_eq!(s, 403, "{body}");
     assert!(body.contains("expired"), "{body}");
 }
@@ -187,36 +180,40 @@ async fn bad_params_abort_and_a_late_arrival() {
         "filename=a.exe&type=application/x-msdownload",
         "filename=a.txt&type=not%20a%20type",
     ] {
-        let (s, v, _) = h.call(Some(&owner), "GET", &format!("/s3/params?{query}"), None).await;
-        assert_eq!(s, 422, "{query}: {v}");
-        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "Companion's {{error}} shape for {query}: {v}");
+        let (s, e) = h.call_companion_error(Some(&owner), "GET", &format!("/s3/params?{query}"), None).await;
+        assert_eq!(s, 422, "{query}: {e:?}");
+        assert!(!e.error.is_empty(), "Companion's {{error}} shape for {query}: {e:?}");
     }
-    let (s, _, _) = h.call(None, "GET", "/s3/params?filename=a.txt&type=text/plain", None).await;
-    assert_eq!(s, 401);
+    // No credentials: refused before any route, in problem+json like every route.
+    let (s, problem, _) = h.call_problem(None, "GET", "/s3/params?filename=a.txt&type=text/plain", None).await;
+    assert_eq!(s, 401, "{problem:?}");
+    assert_eq!(problem.slug(), "unauthorized");
 
     let p = params(&h, &owner, "tiny.txt", "text/plain").await;
     let id = upload_id(&p);
     let key = format!("uploads/{id}");
     // It has no parts: the multipart routes and an early completion say so.
-    let (s, v, _) = h.call(Some(&owner), "GET", &format!("/s3/multipart/{id}?key={key}"), None).await;
-    assert_eq!(s, 409, "{v}");
-    let (s, v, _) = h.call(Some(&owner), "POST", &format!("/uploads/{id}/complete"), None).await;
-    assert_eq!(s, 409, "{v}");
-    assert!(v["detail"].as_str().unwrap().contains("not received"), "{v}");
-    assert_eq!(upload_status(&h, &owner, &id).await["status"], "uploading", "a refused completion changes nothing");
+    let (s, e) = h.call_companion_error(Some(&owner), "GET", &format!("/s3/multipart/{id}?key={key}"), None).await;
+    assert_eq!(s, 409, "{e:?}");
+    let (s, problem, _) = h.call_problem(Some(&owner), "POST", &format!("/uploads/{id}/complete"), None).await;
+    assert_eq!(s, 409, "{problem:?}");
+    assert_eq!(problem.slug(), "conflict");
+    assert!(problem.detail.contains("not received"), "{problem:?}");
+    assert_eq!(upload_status(&h, &owner, &id).await.status, "uploading", "a refused completion changes nothing");
     // Another owner cannot touch it.
-    let (s, _, _) = h.call(Some(&unique("mallory")), "DELETE", &format!("/uploads/{id}"), None).await;
-    assert_eq!(s, 404);
+    let (s, problem, _) = h.call_problem(Some(&unique("mallory")), "DELETE", &format!("/uploads/{id}"), None).await;
+    assert_eq!(s, 404, "{problem:?}");
+    assert_eq!(problem.slug(), "not-found");
 
     // Aborted, then the (still valid) form is sent anyway: S3 takes it, the event
     // handler deletes it, and the upload stays aborted.
-    let (s, v, _) = h.call(Some(&owner), "DELETE", &format!("/uploads/{id}"), None).await;
-    assert_eq!(s, 200, "{v}");
-    let (s, body, _) = post_form(&h, p["url"].as_str().unwrap(), &fields_of(&p), rand_like::bytes(1000)).await;
+    let v: UploadView = h.call_as(Some(&owner), "DELETE", &format!("/uploads/{id}"), None, 200).await;
+    assert_eq!(v.status, "aborted");
+    let (s, body, _) = post_form(&h, &p.url, &p.fields, rand_like::bytes(1000)).await;
     assert_eq!(s, 204, "{body}");
     assert_eq!(h.process_all().await, 1, "the event, and no job");
     assert!(h.app.objects.head(&key).await.unwrap().is_none(), "the late object was deleted");
-    assert_eq!(upload_status(&h, &owner, &id).await["status"], "aborted");
+    assert_eq!(upload_status(&h, &owner, &id).await.status, "aborted");
 }
 
 /// The event is the normal path; if it never comes, the janitor finds the object when
@@ -229,18 +226,18 @@ async fn janitor_completes_a_single_post_whose_event_was_lost() {
     let data = rand_like::bytes(70_000);
     let p = params(&h, &owner, "orphan.bin", "application/octet-stream").await;
     let id = upload_id(&p);
-    let (s, body, _) = post_form(&h, p["url"].as_str().unwrap(), &fields_of(&p), data.clone()).await;
+    let (s, body, _) = post_form(&h, &p.url, &p.fields, data.clone()).await;
     assert_eq!(s, 204, "{body}");
     let abandoned = params(&h, &owner, "never-sent.bin", "application/octet-stream").await;
     let abandoned_id = upload_id(&abandoned);
-    assert_eq!(upload_status(&h, &owner, &id).await["status"], "uploading");
+    assert_eq!(upload_status(&h, &owner, &id).await.status, "uploading");
 
     let later = shared::now() + 60;
     let report = shared::usecases::janitor::sweep(&h.app, later).await.unwrap();
     assert!(report.completed >= 1 && report.expired >= 1, "{report:?}");
-    assert_eq!(upload_status(&h, &owner, &abandoned_id).await["status"], "expired");
+    assert_eq!(upload_status(&h, &owner, &abandoned_id).await.status, "expired");
     h.process_all().await;
     let v = upload_status(&h, &owner, &id).await;
-    assert_eq!(v["status"], "ready", "{v}");
+    assert_eq!(v.status, "ready", "{v:?}");
     assert_eq!(h.object_bytes(&id).await, data);
 }

@@ -37,3 +37,40 @@ pub async fn app_from_env() -> Result<Arc<App>, StartupError> {
     let sdk = aws_config::load_from_env().await;
     Ok(Arc::new(app(config, &sdk)?))
 }
+
+/// The IAM actions each port method needs on AWS, by the name the in-memory fakes log
+/// it under (`testing::Faults::log`). A function's policy in template.yaml must grant
+/// the actions of every port method its handler calls; `devserver/tests/iam_policies.rs`
+/// checks it by running every handler on the fakes.
+pub fn iam_actions(port_method: &str) -> Option<&'static [&'static str]> {
+    Some(match port_method {
+        // DynamoDB (DynamoRepo). Transactions need the actions of their items.
+        "repo.quota" | "repo.get" => &["dynamodb:GetItem"],
+        "repo.create" => &["dynamodb:PutItem", "dynamodb:UpdateItem"],
+        "repo.put_parts" => &["dynamodb:BatchWriteItem"],
+        "repo.parts" | "repo.list_files" => &["dynamodb:Query"],
+        "repo.begin_completion"
+        | "repo.release_completion"
+        | "repo.finish_completion"
+        | "repo.close_open"
+        | "repo.finish_processing"
+        | "repo.soft_delete"
+        | "repo.restore" => &["dynamodb:UpdateItem"],
+        "repo.due" | "repo.due_purges" => &["dynamodb:Query", "dynamodb:GetItem"],
+        "repo.delete_upload" => &["dynamodb:Query", "dynamodb:BatchWriteItem"],
+        // S3 (S3Store). Presigned requests act with the signer's rights.
+        "s3.create_multipart" | "s3.presign_parts" | "s3.presign_post" | "s3.complete" => &["s3:PutObject"],
+        "s3.presign_get" | "s3.head" | "s3.read" => &["s3:GetObject"],
+        "s3.list_parts" => &["s3:ListMultipartUploadParts"],
+        "s3.abort" => &["s3:AbortMultipartUpload"],
+        "s3.delete" => &["s3:DeleteObject"],
+        "s3.put" => &["s3:PutObject", "s3:PutObjectTagging"],
+        "s3.tag_status" => &["s3:PutObjectTagging"],
+        // SQS (SqsQueue).
+        "queue.send" => &["sqs:SendMessage"],
+        "queue.retry_in" => &["sqs:ChangeMessageVisibility"],
+        // Not AWS.
+        "scanner.start" => &[],
+        _ => return None,
+    })
+}

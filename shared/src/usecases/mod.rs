@@ -10,6 +10,8 @@ pub mod download;
 pub mod janitor;
 pub mod links;
 pub mod parts;
+#[cfg(test)]
+mod protocol_tests;
 
 use api_types::uploads::UploadView;
 

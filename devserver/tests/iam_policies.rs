@@ -1,0 +1,315 @@
+//! Least privilege, checked: every function's IAM policy in template.yaml grants what its
+//! handler needs, learnt by running the real handlers on in-memory ports that log each
+//! port call, and mapping those calls to AWS actions (`shared::aws::iam_actions`).
+//! Needs no AWS and no local stack.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use hoist_dev::{routes, server};
+use serde_json::{json, Value};
+use shared::domain::{Owner, UploadId};
+use shared::testing::{Fakes, Fault};
+
+const TEMPLATE: &str = include_str!("../../template.yaml");
+
+/// Port calls made while each function ran.
+#[derive(Default)]
+struct Usage(BTreeMap<String, BTreeSet<&'static str>>);
+
+struct Run {
+    f: Fakes,
+    template: routes::Template,
+    usage: Usage,
+    owner: Owner,
+}
+
+impl Run {
+    fn new() -> Self {
+        let template = routes::parse_template(TEMPLATE).expect("template parses");
+        Run { f: Fakes::new(), template, usage: Usage::default(), owner: Owner::parse("alice").unwrap() }
+    }
+
+    /// Attributes the port calls logged since the last call to `binary`.
+    fn charge(&mut self, binary: &str) {
+        let calls = self.f.faults.log();
+        self.f.faults.clear_log();
+        self.usage.0.entry(binary.to_owned()).or_default().extend(calls);
+    }
+
+    /// Sends one request through the route table to its real handler, as API Gateway would.
+    async fn call(&mut self, method: &str, path_and_query: &str, body: Option<Value>) -> (u16, Value) {
+        self.charge("(setup)");
+        let path = path_and_query.split('?').next().unwrap_or_default();
+        let (route, params) = routes::match_route(&self.template.routes, method, path).expect("route");
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let (parts, _) = http::Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header("content-type", "application/json")
+            .header("host", "hoist.test")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let event = server::api_gateway_event(route, &params, &parts, &bytes, Some(&self.owner));
+        let request = lambda_http::request::from_str(&event.to_string()).expect("event");
+        let handler = server::http_handlers()[route.binary.as_str()];
+        let resp = handler(self.f.app.clone(), request).await;
+        let status = resp.status().as_u16();
+        let body = match resp.body() {
+            lambda_http::Body::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        let binary = route.binary.clone();
+        self.charge(&binary);
+        if status >= 500 {
+            eprintln!("{method} {path_and_query} -> {status}: {}", self.f.faults.log().join(","));
+        }
+        (status, body)
+    }
+
+    /// An upload of two 5 MiB parts, created, signed, sent, recorded.
+    async fn sent_upload(&mut self) -> UploadId {
+        let size = 10 * 1024 * 1024;
+        let (s, v) = self
+            .call(
+                "POST",
+                "/uploads",
+                Some(json!({"filename": "a.bin", "size": size, "content_type": "application/octet-stream", "part_size": 5 * 1024 * 1024})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let id = UploadId::parse(v["id"].as_str().unwrap()).unwrap();
+        let (s, v) = self
+            .call("POST", &format!("/uploads/{id}/parts/sign"), Some(json!({"parts": [{"number": 1}, {"number": 2}]})))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let mpu = self.f.repo.upload(&id).unwrap().s3_upload_id;
+        let part = vec![7u8; 5 * 1024 * 1024];
+        let mut recorded = Vec::new();
+        for n in [1u32, 2] {
+            let etag = self.f.objects.upload_part(&mpu, n, &part).unwrap();
+            recorded.push(json!({"number": n, "etag": etag, "size": part.len()}));
+        }
+        let (s, v) = self.call("PUT", &format!("/uploads/{id}/parts"), Some(json!({ "parts": recorded }))).await;
+        assert_eq!(s, 200, "{v}");
+        id
+    }
+}
+
+/// Every action each function's policy grants (statements with Effect Allow).
+fn granted(template: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(template).unwrap();
+    let mut out = BTreeMap::new();
+    for (_, res) in doc["Resources"].as_mapping().unwrap() {
+        if res["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let binary = res["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap().to_owned();
+        let mut actions = BTreeSet::new();
+        for policy in res["Properties"]["Policies"].as_sequence().into_iter().flatten() {
+            for st in policy["Statement"].as_sequence().into_iter().flatten() {
+                if st["Effect"].as_str() != Some("Allow") {
+                    continue;
+                }
+                match &st["Action"] {
+                    serde_yaml::Value::String(a) => {
+                        actions.insert(a.clone());
+                    }
+                    serde_yaml::Value::Sequence(list) => {
+                        actions.extend(list.iter().filter_map(|a| a.as_str().map(str::to_owned)));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out.insert(binary, actions);
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_function_policy_grants_what_its_handler_calls() {
+    shared::telemetry::init("iam-test");
+    let mut run = Run::new();
+
+    // The upload routes, a refused and a retried completion included (so `complete`
+    // also resolves an object S3 already assembled).
+    let a = run.sent_upload().await;
+    assert_eq!(run.call("GET", &format!("/uploads/{a}"), None).await.0, 200);
+    let (s, v) = run.call("POST", &format!("/uploads/{a}/complete"), None).await;
+    assert_eq!(s, 200, "{v}");
+    let b = run.sent_upload().await;
+    run.f.faults.on("queue.send", 1, Fault::Fail);
+    assert_eq!(run.call("POST", &format!("/uploads/{b}/complete"), None).await.0, 500);
+    assert_eq!(run.call("POST", &format!("/uploads/{b}/complete"), None).await.0, 200);
+    let c = run.sent_upload().await;
+    assert_eq!(run.call("DELETE", &format!("/uploads/{c}"), None).await.0, 200);
+    // A create whose record cannot be stored gives its multipart upload back.
+    run.f.faults.on("repo.create", 1, Fault::Fail);
+    let new = json!({"filename": "z.bin", "size": 1, "content_type": "application/octet-stream"});
+    assert_eq!(run.call("POST", "/uploads", Some(new)).await.0, 500);
+    // Aborting a single POST deletes whatever S3 already received, on either route.
+    let mut aborted_keys = Vec::new();
+    for route in ["/uploads/{id}", "/s3/multipart/{id}?key=uploads/{id}"] {
+        let (_, v) = run.call("GET", "/s3/params?filename=s.txt&type=text/plain", None).await;
+        let key = v["fields"]["key"].as_str().unwrap().to_owned();
+        run.f.objects.put_object(&key, b"sent");
+        let path = route.replace("{id}", key.trim_start_matches("uploads/"));
+        let (s, v) = run.call("DELETE", &path, None).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        aborted_keys.push(key);
+    }
+
+    // Processing: the jobs, and S3's event for a single POST.
+    let processor = Arc::new(run.f.processor());
+    let (s, v) = run.call("GET", "/s3/params?filename=p.png&type=image/png", None).await;
+    assert_eq!(s, 200, "{v}");
+    let single = v["fields"]["key"].as_str().unwrap().to_owned();
+    use base64::Engine as _;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+        .unwrap();
+    run.f.objects.put_object(&single, &png);
+    let mut records: Vec<Value> = run
+        .f
+        .jobs
+        .sent()
+        .iter()
+        .enumerate()
+        .map(|(i, job)| sqs_record(i, &serde_json::to_string(job).unwrap()))
+        .collect();
+    let bucket = run.f.app.config.bucket.clone();
+    // S3's events: a single POST that completes, and one that lands after its abort.
+    for (i, key) in [&single, &aborted_keys[0]].into_iter().enumerate() {
+        run.f.objects.put_object(key, &png);
+        let event = json!({"Records": [{"eventName": "ObjectCreated:Post", "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]});
+        records.push(sqs_record(90 + i, &event.to_string()));
+    }
+    run.charge("(setup)");
+    let response = process::handle(processor.clone(), lambda_event(json!({ "Records": records }))).await.unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+    // The single POST's own job (queued by its event): a ready image gets its thumbnail.
+    let job = run.f.jobs.sent().last().cloned().unwrap();
+    process::handle(
+        processor.clone(),
+        lambda_event(json!({"Records": [sqs_record(98, &serde_json::to_string(&job).unwrap())]})),
+    )
+    .await
+    .unwrap();
+    run.charge("process");
+    let single_id = UploadId::parse(single.trim_start_matches("uploads/")).unwrap();
+    let processed = run.f.repo.upload(&single_id).unwrap();
+    assert!(processed.thumbnail_key.is_some(), "{processed:?}");
+    // A job that comes before its status write is handed back in seconds.
+    let early = run.sent_upload().await;
+    let mut upload = run.f.repo.upload(&early).unwrap();
+    upload.status = shared::domain::UploadStatus::Completing;
+    run.f.repo.put_upload(upload.clone());
+    let job = json!({"version": 1, "upload_id": early.as_str(), "owner": "alice", "bucket": bucket, "key": upload.s3_key,
+        "size": upload.size, "etag": "x", "content_type": "application/octet-stream"});
+    run.charge("(setup)");
+    process::handle(processor, lambda_event(json!({"Records": [sqs_record(1, &job.to_string())]}))).await.unwrap();
+    run.charge("process");
+
+    // The catalog, links and a download, then delete and restore.
+    let (s, v) = run.call("GET", "/files", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(run.call("GET", &format!("/files/{a}"), None).await.0, 200);
+    let (s, link) = run.call("POST", &format!("/files/{a}/links"), Some(json!({}))).await;
+    assert_eq!(s, 201, "{link}");
+    let link = link["url"].as_str().unwrap().trim_start_matches("https://hoist.test").to_owned();
+    assert_eq!(run.call("GET", &link, None).await.0, 302);
+    assert_eq!(run.call("DELETE", &format!("/files/{a}"), None).await.0, 200);
+    assert_eq!(run.call("POST", &format!("/files/{a}/restore"), None).await.0, 200);
+
+    // Companion routes.
+    let (s, v) =
+        run.call("POST", "/s3/multipart", Some(json!({"filename": "u.bin", "type": "application/octet-stream"}))).await;
+    assert_eq!(s, 200, "{v}");
+    let (uid, key) = (v["uploadId"].as_str().unwrap().to_owned(), v["key"].as_str().unwrap().to_owned());
+    let q = format!("key={key}");
+    assert_eq!(run.call("GET", &format!("/s3/multipart/{uid}/1?{q}"), None).await.0, 200);
+    assert_eq!(run.call("GET", &format!("/s3/multipart/{uid}/batch?{q}&partNumbers=1,2"), None).await.0, 200);
+    let mpu = run.f.repo.upload(&UploadId::parse(&uid).unwrap()).unwrap().s3_upload_id;
+    run.f.objects.upload_part(&mpu, 1, b"one part");
+    assert_eq!(run.call("GET", &format!("/s3/multipart/{uid}?{q}"), None).await.0, 200);
+    // Completed in S3, then the job could not be sent: the retry resolves the object itself.
+    run.f.faults.on("queue.send", 1, Fault::Fail);
+    let complete = format!("/s3/multipart/{uid}/complete?{q}");
+    assert_eq!(run.call("POST", &complete, Some(json!({"parts": []}))).await.0, 500);
+    assert_eq!(run.call("POST", &complete, Some(json!({"parts": []}))).await.0, 200);
+    let (_, v) = run.call("POST", "/s3/multipart", Some(json!({"filename": "v.bin", "type": "text/plain"}))).await;
+    let q = format!("key={}", v["key"].as_str().unwrap());
+    assert_eq!(
+        run.call("DELETE", &format!("/s3/multipart/{}?{q}", v["uploadId"].as_str().unwrap()), None).await.0,
+        200
+    );
+
+    // The janitor: an expired upload, a stuck completion, a lost S3 event, a due purge.
+    let expired = run.sent_upload().await;
+    let stuck = run.sent_upload().await;
+    let (_, v) = run.call("GET", "/s3/params?filename=q.txt&type=text/plain", None).await;
+    let lost = UploadId::parse(v["fields"]["key"].as_str().unwrap().trim_start_matches("uploads/")).unwrap();
+    run.f.objects.put_object(&format!("uploads/{lost}"), b"hello");
+    for id in [&expired, &lost] {
+        let mut u = run.f.repo.upload(id).unwrap();
+        u.expires_at = 0;
+        run.f.repo.put_upload(u);
+    }
+    let mut u = run.f.repo.upload(&stuck).unwrap();
+    (u.status, u.lease_until) = (shared::domain::UploadStatus::Completing, Some(0));
+    run.f.repo.put_upload(u);
+    let mut u = run.f.repo.upload(&a).unwrap();
+    (u.deleted_at, u.purge_at, u.thumbnail_key) = (Some(0), Some(0), Some(format!("thumbnails/{a}.jpg")));
+    run.f.repo.put_upload(u);
+    run.charge("(setup)");
+    let report = janitor::handle(run.f.app.clone(), lambda_event(json!({}))).await.unwrap();
+    assert_eq!((report.expired, report.completed, report.purged), (1, 2, 1), "{report:?}");
+    run.charge("janitor");
+
+    // Now compare.
+    let granted = granted(TEMPLATE);
+    let mut problems = Vec::new();
+    for (binary, calls) in &run.usage.0 {
+        if binary.starts_with('(') {
+            continue;
+        }
+        let grants = granted.get(binary).cloned().unwrap_or_default();
+        for call in calls {
+            let Some(actions) = shared::aws::iam_actions(call) else {
+                problems.push(format!("{binary}: port method {call} has no IAM mapping in shared::aws::iam_actions"));
+                continue;
+            };
+            for action in actions {
+                if !grants.contains(*action) {
+                    problems.push(format!("{binary} calls {call}, which needs {action}: not in its policy"));
+                }
+            }
+        }
+        // Least privilege the other way: nothing granted that no call needs.
+        let needed: BTreeSet<&str> =
+            calls.iter().filter_map(|c| shared::aws::iam_actions(c)).flatten().copied().collect();
+        for g in &grants {
+            if !needed.contains(g.as_str()) {
+                problems.push(format!("{binary} is granted {g}, which none of its port calls needs"));
+            }
+        }
+    }
+    // Every function with a policy was exercised.
+    for binary in granted.keys() {
+        if binary != "authorizer" && !run.usage.0.contains_key(binary) {
+            problems.push(format!("{binary} was not exercised by this test"));
+        }
+    }
+    assert!(problems.is_empty(), "IAM policies vs port calls:\n  {}", problems.join("\n  "));
+}
+
+fn sqs_record(i: usize, body: &str) -> Value {
+    json!({"messageId": format!("m{i}"), "receiptHandle": format!("r{i}"), "body": body,
+        "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "eventSource": "aws:sqs"})
+}
+
+fn lambda_event<T: serde::de::DeserializeOwned>(payload: Value) -> lambda_runtime::LambdaEvent<T> {
+    lambda_runtime::LambdaEvent::new(serde_json::from_value(payload).unwrap(), lambda_runtime::Context::default())
+}

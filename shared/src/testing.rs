@@ -167,6 +167,14 @@ impl MemoryRepo {
         q.bytes_in_flight = q.bytes_in_flight.saturating_sub(u.reserved_bytes());
     }
 
+    /// Up to `limit` uploads in the janitor's index (purges or not) due at `now`.
+    fn due_in(&self, purges: bool, now: i64, limit: u32) -> Vec<Upload> {
+        let s = lock(&self.state);
+        let due =
+            s.uploads.values().filter(|u| matches!(Self::janitor_due(u), Some((p, at)) if p == purges && at <= now));
+        due.take(limit as usize).cloned().collect()
+    }
+
     /// Where the janitor's index files an upload (and when it is due), as the adapter does.
     fn janitor_due(u: &Upload) -> Option<(bool, i64)> {
         if let (Some(_), Some(p)) = (u.deleted_at, u.purge_at) {
@@ -343,28 +351,12 @@ impl UploadRepo for MemoryRepo {
 
     async fn due(&self, now: i64, limit: u32) -> Result<Vec<Upload>, RepoError> {
         self.enter("repo.due").await?;
-        let s = lock(&self.state);
-        let mut due: Vec<Upload> = s
-            .uploads
-            .values()
-            .filter(|u| matches!(Self::janitor_due(u), Some((false, at)) if at <= now))
-            .cloned()
-            .collect();
-        due.truncate(limit as usize);
-        Ok(due)
+        Ok(self.due_in(false, now, limit))
     }
 
     async fn due_purges(&self, now: i64, limit: u32) -> Result<Vec<Upload>, RepoError> {
         self.enter("repo.due_purges").await?;
-        let s = lock(&self.state);
-        let mut due: Vec<Upload> = s
-            .uploads
-            .values()
-            .filter(|u| matches!(Self::janitor_due(u), Some((true, at)) if at <= now))
-            .cloned()
-            .collect();
-        due.truncate(limit as usize);
-        Ok(due)
+        Ok(self.due_in(true, now, limit))
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<(), RepoError> {

@@ -40,16 +40,15 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    match e.as_service_error() {
-        Some(se) => {
-            let code = se.code().unwrap_or("Unknown").to_owned();
+    match super::service_error(e) {
+        Ok((code, message)) => {
             let throttled = matches!(
                 code.as_str(),
                 "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded"
             );
-            RepoError::Service { op, code, message: se.message().unwrap_or("").to_owned(), throttled }
+            RepoError::Service { op, code, message, throttled }
         }
-        None => RepoError::Other { op, detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string() },
+        Err(detail) => RepoError::Other { op, detail },
     }
 }
 
@@ -184,6 +183,21 @@ impl DynamoRepo {
             .map_err(corrupt)
     }
 
+    /// One item, read consistently.
+    async fn item(&self, pk: String, sk: &str) -> Result<Option<HashMap<String, AttributeValue>>, RepoError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", sv(pk))
+            .key("sk", sv(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_err("GetItem", e))?;
+        Ok(out.item)
+    }
+
     /// An UpdateItem on an upload's item.
     fn update_upload(&self, id: &UploadId) -> UpdateBuilder {
         self.client.update_item().table_name(&self.table).key("pk", sv(upload_pk(id))).key("sk", sv("META"))
@@ -313,18 +327,9 @@ impl DynamoRepo {
 #[async_trait]
 impl UploadRepo for DynamoRepo {
     async fn quota(&self, owner: &Owner) -> Result<Quota, RepoError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", sv(owner_pk(owner)))
-            .key("sk", sv("QUOTA"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| map_err("GetItem", e))?;
+        let item = self.item(owner_pk(owner), "QUOTA").await?;
         let num = |k: &str| -> u64 {
-            out.item()
+            item.as_ref()
                 .and_then(|i| i.get(k))
                 .and_then(|v| v.as_n().ok())
                 .and_then(|n| n.parse::<i64>().ok())
@@ -379,17 +384,7 @@ impl UploadRepo for DynamoRepo {
     }
 
     async fn get(&self, id: &UploadId) -> Result<Option<Upload>, RepoError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", sv(upload_pk(id)))
-            .key("sk", sv("META"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| map_err("GetItem", e))?;
-        out.item.map(from_item).transpose()
+        self.item(upload_pk(id), "META").await?.map(from_item).transpose()
     }
 
     async fn put_parts(&self, id: &UploadId, parts: &[PartRecord], forget_at: i64, now: i64) -> Result<(), RepoError> {

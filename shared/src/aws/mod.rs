@@ -13,7 +13,22 @@ pub use dynamodb::DynamoRepo;
 pub use s3::{PostPolicy, S3Store, STATUS_TAG};
 pub use sqs::SqsQueue;
 
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
 use crate::{config::Config, App, StartupError};
+
+/// An SDK error as the service said it (`Ok((code, message))`), or, when there is no
+/// service answer (a connection failure, a raw 412 without a body), its whole text.
+fn service_error<E, R>(e: SdkError<E, R>) -> Result<(String, String), String>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(se) => Ok((se.code().unwrap_or("Unknown").to_owned(), se.message().unwrap_or("").to_owned())),
+        None => Err(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()),
+    }
+}
 
 /// Builds the app on DynamoDB, S3 and SQS from the standard AWS configuration
 /// (AWS_ENDPOINT_URL_* point the clients at the local stack in development).

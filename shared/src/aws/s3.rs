@@ -35,18 +35,13 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    match e.as_service_error() {
-        Some(se) => {
-            let code = se.code().unwrap_or("Unknown").to_owned();
+    match super::service_error(e) {
+        Ok((code, message)) => {
             let throttled =
                 matches!(code.as_str(), "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded");
-            ObjectStoreError::Service { op, code, message: se.message().unwrap_or("").to_owned(), throttled }
+            ObjectStoreError::Service { op, code, message, throttled }
         }
-        None => {
-            // Raw responses (e.g. 412 without a parsed body) keep their status in the debug form.
-            let text = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e));
-            ObjectStoreError::Other { op, detail: text }
-        }
+        Err(detail) => ObjectStoreError::Other { op, detail },
     }
 }
 

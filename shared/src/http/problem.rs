@@ -282,4 +282,66 @@ mod tests {
         assert_eq!(b["detail"], "slow down");
         assert_eq!(b["type"], "urn:hoist:problem:quota-exceeded");
     }
+
+    /// The one place a domain error becomes a status: each meaning, its status, and
+    /// internals never shown.
+    #[test]
+    fn domain_errors_map_to_statuses() {
+        use crate::domain::UploadStatus;
+        use crate::ports::{ObjectStoreError, QueueError, RepoError};
+        let cases: Vec<(UploadError, u16)> = vec![
+            (Invalid::new("size", "too big").into(), 422),
+            (UploadError::NotFound, 404),
+            (UploadError::FileNotFound, 404),
+            (UploadError::NotOpen { action: "sign parts", status: UploadStatus::Aborted, expires_at: 0 }, 409),
+            (UploadError::LeaseHeld, 409),
+            (UploadError::Incomplete { detail: "x".into(), missing_parts: vec![[2, 3]], mismatched_parts: None }, 409),
+            (UploadError::TooLarge { size: 2, limit: 1 }, 422),
+            (UploadError::QuotaExceeded { max_open: 1, max_bytes: 1 }, 429),
+            (UploadError::StillProcessing, 409),
+            (UploadError::NotServable { status: UploadStatus::Quarantined, reason: "EICAR".into() }, 403),
+            (UploadError::Gone("The file was deleted."), 410),
+            (UploadError::LinkExpired, 403),
+            (
+                RepoError::Service {
+                    op: "GetItem",
+                    code: "ThrottlingException".into(),
+                    message: String::new(),
+                    throttled: true,
+                }
+                .into(),
+                503,
+            ),
+            (ObjectStoreError::Other { op: "HeadObject", detail: "bucket secret-bkt".into() }.into(), 500),
+            (UploadError::Queue(QueueError("queue https://sqs/secret-queue".into())), 500),
+        ];
+        for (e, status) in cases {
+            let text = e.to_string();
+            let r = ApiError::from(e).into_response();
+            assert_eq!(r.status(), status, "{text}");
+            let b = body_of(&r);
+            assert!(!b.to_string().contains("secret"), "internals leak: {b}");
+        }
+        let incomplete = UploadError::Incomplete {
+            detail: "x".into(),
+            missing_parts: vec![[2, 3]],
+            mismatched_parts: Some(vec![5]),
+        };
+        let p = ApiError::from(incomplete).problem();
+        assert_eq!(
+            (p.extra["missing_parts"].clone(), p.extra["mismatched_parts"].clone()),
+            (json!([[2, 3]]), json!([5]))
+        );
+        let p = ApiError::from(UploadError::TooLarge { size: 2, limit: 1 }).problem();
+        assert_eq!(p.field.as_deref(), Some("size"));
+    }
+
+    /// Logs keep the whole chain of an internal error.
+    #[test]
+    fn internal_errors_keep_their_source() {
+        use crate::ports::RepoError;
+        let e = ApiError::from(UploadError::Repo(RepoError::Corrupt("item 42".into())));
+        assert_eq!(e.detail(), "Something went wrong on our side. Nothing was lost; please retry in a moment.");
+        assert!(chain(&e).contains("item 42"), "{}", chain(&e));
+    }
 }

@@ -152,8 +152,7 @@ pub async fn delete(
         app.repo.soft_delete(id, now, purge_at).await?;
         tracing::info!(upload_id = %id, owner = %owner, "file deleted (soft)");
     }
-    let u = load_file(app, owner, id).await?;
-    Ok(file_view(app, &u, base_url, now))
+    get(app, owner, id, base_url, now).await
 }
 
 /// `POST /files/{id}/restore`.
@@ -171,6 +170,5 @@ pub async fn restore(
         }
         tracing::info!(upload_id = %id, owner = %owner, "file restored");
     }
-    let u = load_file(app, owner, id).await?;
-    Ok(file_view(app, &u, base_url, now))
+    get(app, owner, id, base_url, now).await
 }

@@ -14,8 +14,10 @@ MOTO_PORT="${MOTO_PORT:-4567}"
 HOIST_API_PORT="${HOIST_API_PORT:-8787}"
 CLAMD_PORT="${CLAMD_PORT:-3310}"
 export HOIST_CLAMD_ADDR="127.0.0.1:$CLAMD_PORT"
-# Must match clamd.conf's StreamMaxLength (scripts/stack.sh): larger files are not sent.
-export HOIST_SCAN_LIMIT_BYTES="${HOIST_SCAN_LIMIT_BYTES:-1610612736}"
+# clamd's StreamMaxLength, from the one limits file (scanner/limits.conf): no stream sent
+# to clamd is longer (files above one window are scanned in windows).
+_stream_max=$(awk '$1=="StreamMaxLength"{v=$2; m=1; if (v ~ /M$/) m=1048576; if (v ~ /G$/) m=1073741824; sub(/[MG]$/,"",v); print v*m}' "$HOIST_ROOT/scanner/limits.conf")
+export HOIST_SCAN_LIMIT_BYTES="${HOIST_SCAN_LIMIT_BYTES:-$_stream_max}"
 
 # Dev-only placeholder credentials: LocalStack checks presigned URLs against secret "test".
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Breaks the completion protocol on purpose, one way at a time, and checks that the
-# crash-window unit tests (shared/src/usecases/protocol_tests.rs) catch every break.
+# Breaks the completion protocol and the windowed processing on purpose, one way at a
+# time, and checks that the unit tests on in-memory ports (usecases/protocol_tests.rs,
+# processing/window_tests.rs) catch every break.
 # A mutation the tests survive fails this script. Files are restored on any exit.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$HOIST_ROOT"
 
-files=(shared/src/usecases/complete.rs shared/src/domain/status.rs shared/src/usecases/janitor.rs shared/src/processing/mod.rs)
+files=(shared/src/usecases/complete.rs shared/src/domain/status.rs shared/src/usecases/janitor.rs shared/src/processing/mod.rs shared/src/domain/windows.rs shared/src/processing/windows.rs)
 backup=$(mktemp -d)
 tar -cf "$backup/files.tar" "${files[@]}"
 put_back() { tar -xf "$backup/files.tar"; }
@@ -24,13 +25,22 @@ open(path, "w").write(s.replace(old, new, 1))
 EOF
 }
 
+run_tests() { cargo test -q -p shared --lib -- protocol_tests window_tests 2>&1; }
+
+# The unbroken code must pass, or nothing below means anything.
+if ! out=$(run_tests); then
+  echo "the protocol tests fail before any mutation:"; tail -20 <<<"$out"; exit 1
+fi
+
 survived=0
 check() { # name
   local out
-  if out=$(cargo test -q -p shared --lib protocol_tests 2>&1); then
-    echo "SURVIVED: $1 (the protocol tests did not notice)"; survived=1
+  out=$(run_tests) || true
+  if ! grep -q "test result: FAILED" <<<"$out"; then
+    # Passing tests, or a mutation that does not even compile: neither proves anything.
+    echo "SURVIVED: $1 (no test failed)"; survived=1
   else
-    echo "caught:   $1 -> $(grep -oE '^    usecases::protocol_tests::[a-z_]+' <<<"$out" | sed 's/.*:://' | paste -sd, -)"
+    echo "caught:   $1 -> $(grep -oE '^    [a-z_:]+(protocol|window)_tests::[a-z_]+' <<<"$out" | sed 's/.*:://' | paste -sd, -)"
   fi
   put_back
 }
@@ -65,13 +75,28 @@ mutate shared/src/usecases/janitor.rs \
 check "the janitor ignores stuck completions"
 
 mutate shared/src/processing/mod.rs \
-'    if rec.status != UploadStatus::Processing || rec.owner != job.owner {' \
-'    if rec.owner != job.owner {'
+'    if rec.status != UploadStatus::Processing || &rec.owner != owner {' \
+'    if &rec.owner != owner {'
 check "a duplicate job is processed again"
 
 mutate shared/src/processing/mod.rs \
-'    if rec.status == UploadStatus::Completing && rec.owner == job.owner {' \
+'    if rec.status == UploadStatus::Completing && &rec.owner == owner {' \
 '    if false {'
 check "a job that comes before its status write is dropped"
+
+mutate shared/src/domain/windows.rs \
+'        (start.saturating_sub(WINDOW_OVERLAP), end)' \
+'        (start, end)'
+check "scan windows do not overlap"
+
+mutate shared/src/processing/windows.rs \
+'    if now.status != UploadStatus::Processing || now.windows_done != Some(total) || now.hash_next != Some(total) {' \
+'    if now.status != UploadStatus::Processing || now.hash_next != Some(total) {'
+check "a verdict is written before every window is scanned"
+
+mutate shared/src/processing/windows.rs \
+'        Some(n) if n == k + 1 && n < plan.count() => {' \
+'        Some(n) if n == k + 1 && n < plan.count() && false => {'
+check "a hash link that died before queueing the next stalls the chain"
 
 exit $survived

@@ -57,6 +57,32 @@ pub struct UploadView {
     pub has_thumbnail: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processed_at: Option<String>,
+    /// While a large file is checked in windows: how far along the checks are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProcessingProgress>,
+}
+
+/// How far processing has come for a file checked in windows (larger than one scan
+/// window): windows scanned in any order, the whole-file hash in order.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessingProgress {
+    pub windows_total: u32,
+    pub windows_scanned: u32,
+    pub bytes_total: u64,
+    /// Bytes in scanned windows (approximate: windows are of equal size but the last).
+    pub bytes_scanned: u64,
+    /// Bytes the whole-file SHA-256 has covered.
+    pub bytes_hashed: u64,
+}
+
+impl ProcessingProgress {
+    /// The share of the work done, 0.0 to 1.0 (scanning and hashing weigh the same).
+    pub fn fraction(&self) -> f64 {
+        if self.bytes_total == 0 {
+            return 1.0;
+        }
+        (self.bytes_scanned + self.bytes_hashed) as f64 / (2 * self.bytes_total) as f64
+    }
 }
 
 /// `POST /uploads/{id}/parts/sign`.

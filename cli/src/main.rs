@@ -196,8 +196,22 @@ async fn run(cli: Cli, stop: Arc<AtomicBool>) -> Result<(), CliError> {
             let v = serde_json::to_value(&u).unwrap_or_default();
             print(json, &v, || {
                 let missing: u32 = u.missing_parts.iter().map(|r| r[1] - r[0] + 1).sum();
+                // A large file checked in windows says how far its checks are.
+                let checks = u
+                    .progress
+                    .map(|p| {
+                        format!(
+                            "\n  checking: {:.0}% ({} of {} windows scanned, {} of {} bytes hashed)",
+                            p.fraction() * 100.0,
+                            p.windows_scanned,
+                            p.windows_total,
+                            p.bytes_hashed,
+                            p.bytes_total
+                        )
+                    })
+                    .unwrap_or_default();
                 format!(
-                    "{} {}: {} ({} of {} bytes, {} of {} parts{}){}",
+                    "{} {}: {} ({} of {} bytes, {} of {} parts{}){}{checks}",
                     u.id,
                     u.filename,
                     u.status,

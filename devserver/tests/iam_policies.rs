@@ -212,6 +212,24 @@ async fn every_function_policy_grants_what_its_handler_calls() {
     process::handle(processor, lambda_event(json!({"Records": [sqs_record(1, &job.to_string())]}))).await.unwrap();
     run.charge("process");
 
+    // A file larger than one scan window: fanned out, scanned and hashed window by window.
+    let big = run.sent_upload().await;
+    assert_eq!(run.call("POST", &format!("/uploads/{big}/complete"), None).await.0, 200);
+    let mut windowed = run.f.processor();
+    windowed.config.scan_window = 2 * 1024 * 1024;
+    let windowed = Arc::new(windowed);
+    let job = run.f.jobs.sent().last().cloned().unwrap();
+    run.charge("(setup)");
+    let mut records = vec![sqs_record(0, &serde_json::to_string(&job).unwrap())];
+    while !records.is_empty() {
+        let response = process::handle(windowed.clone(), lambda_event(json!({ "Records": records }))).await.unwrap();
+        assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+        let jobs = run.f.jobs.take_windows();
+        records = jobs.iter().enumerate().map(|(i, j)| sqs_record(i, &serde_json::to_string(j).unwrap())).collect();
+    }
+    run.charge("process");
+    assert_eq!(run.f.repo.upload(&big).unwrap().status, shared::domain::UploadStatus::Ready);
+
     // The catalog, links and a download, then delete and restore.
     let (s, v) = run.call("GET", "/files", None).await;
     assert_eq!(s, 200, "{v}");

@@ -208,6 +208,9 @@ pub struct ProcessConfig {
     pub thumbnail_side: u32,
     /// The queue's maxReceiveCount: on the last delivery a failure is recorded as `failed`.
     pub max_receives: u32,
+    /// Files larger than this are scanned in windows of this many bytes, each its own
+    /// job (a whole number of MiB; one window plus its overlap must fit `scan_limit`).
+    pub scan_window: u64,
 }
 
 impl ProcessConfig {
@@ -222,14 +225,36 @@ impl ProcessConfig {
                 })
             }
         };
-        Ok(Self {
+        Self {
             clamd_addr: var("HOIST_CLAMD_ADDR").unwrap_or_else(|| "127.0.0.1:3310".into()),
-            scan_limit: number("HOIST_SCAN_LIMIT_BYTES", GIB)?,
+            scan_limit: number("HOIST_SCAN_LIMIT_BYTES", 1100 * MIB)?,
             unscanned_policy,
             thumbnail_max_bytes: number("HOIST_THUMBNAIL_MAX_BYTES", 64 * MIB)?,
             thumbnail_side: number("HOIST_THUMBNAIL_SIDE", 256)?.min(4096) as u32,
             max_receives: number("HOIST_MAX_RECEIVES", 5)?.min(1000) as u32,
-        })
+            scan_window: number("HOIST_SCAN_WINDOW_BYTES", GIB)?,
+        }
+        .checked()
+    }
+
+    /// Refuses settings under which clamd would be sent more than it accepts.
+    pub fn checked(self) -> Result<Self, ConfigError> {
+        use crate::domain::WINDOW_OVERLAP;
+        let name = "HOIST_SCAN_WINDOW_BYTES";
+        if !self.scan_window.is_multiple_of(MIB) || self.scan_window <= WINDOW_OVERLAP {
+            return Err(ConfigError { name, detail: "must be a whole number of MiB, larger than 1 MiB".into() });
+        }
+        if self.scan_window + WINDOW_OVERLAP > self.scan_limit {
+            return Err(ConfigError {
+                name,
+                detail: format!(
+                    "one window and its 1 MiB overlap ({} bytes) exceed the scanner's stream limit HOIST_SCAN_LIMIT_BYTES ({})",
+                    self.scan_window + WINDOW_OVERLAP,
+                    self.scan_limit
+                ),
+            });
+        }
+        Ok(self)
     }
 }
 

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use futures::Stream;
 
 use crate::domain::{
-    CatalogPosition, ETag, FilePage, Owner, PartNumber, PartRecord, ProcessJob, ProcessingOutcome, Quota, QuotaLimits,
-    Sha256Digest, Upload, UploadId, UploadStatus,
+    CatalogPosition, ETag, FilePage, HashProgress, Owner, PartNumber, PartRecord, ProcessJob, ProcessingOutcome, Quota,
+    QuotaLimits, Sha256Digest, Upload, UploadId, UploadStatus, WindowFinding, WindowJob,
 };
 use crate::processing::ScanReply;
 
@@ -135,6 +135,25 @@ pub trait UploadRepo: Send + Sync {
     async fn due_purges(&self, now: i64, limit: u32) -> Result<Vec<Upload>, RepoError>;
     /// Forgets an upload entirely (its record and its parts).
     async fn delete_upload(&self, id: &UploadId) -> Result<(), RepoError>;
+    /// A `processing` upload is scanned in `total` windows: starts the tally and the hash
+    /// chain. False when already started (a repeated job).
+    async fn start_windows(&self, id: &UploadId, total: u32, now: i64) -> Result<bool, RepoError>;
+    /// Records window `index`'s scan, once: false when it was already recorded.
+    async fn window_scanned(
+        &self,
+        id: &UploadId,
+        index: u32,
+        finding: &WindowFinding,
+        now: i64,
+    ) -> Result<bool, RepoError>;
+    /// Advances the hash chain past window `index`, only if it is the next one.
+    async fn hash_advanced(
+        &self,
+        id: &UploadId,
+        index: u32,
+        progress: &HashProgress,
+        now: i64,
+    ) -> Result<bool, RepoError>;
 }
 
 // ---------------------------------------------------------------- the object store
@@ -251,6 +270,8 @@ pub trait ObjectStore: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError>;
     /// Streams the object, only if its ETag is still `etag`.
     async fn read(&self, key: &str, etag: &str) -> Result<ByteStream, ObjectStoreError>;
+    /// Streams bytes `start..end` of the object, only if its ETag is still `etag`.
+    async fn read_range(&self, key: &str, etag: &str, start: u64, end: u64) -> Result<ByteStream, ObjectStoreError>;
     /// Stores a small object the service made (a thumbnail), tagged with `status`.
     async fn put(&self, key: &str, content_type: &str, body: Vec<u8>, status: &str) -> Result<(), ObjectStoreError>;
     /// Sets the object's status tag (the bucket policy reads it).
@@ -263,6 +284,8 @@ pub trait ObjectStore: Send + Sync {
 pub trait JobQueue: Send + Sync {
     /// Queues a processing job (delivered at least once).
     async fn send(&self, job: &ProcessJob) -> Result<(), QueueError>;
+    /// Queues window jobs (in batches; delivered at least once, in any order).
+    async fn send_windows(&self, jobs: &[WindowJob]) -> Result<(), QueueError>;
     /// Brings a received message back after `after` instead of the visibility timeout.
     /// Best effort: if it fails, the timeout still brings the message back.
     async fn retry_in(&self, receipt_handle: &str, after: Duration);

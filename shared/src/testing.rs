@@ -19,8 +19,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, ContentTypePolicy, ProcessConfig, DEFAULT_ALLOWED_TYPES};
 use crate::domain::{
-    catalog_sort_key, CatalogPosition, ETag, FilePage, Owner, PartNumber, PartRecord, ProcessJob, ProcessingOutcome,
-    Quota, QuotaLimits, Transition, Upload, UploadId, UploadStatus, GIB, MIB, TIB,
+    catalog_sort_key, CatalogPosition, ETag, FilePage, HashProgress, Owner, PartNumber, PartRecord, ProcessJob,
+    ProcessingOutcome, Quota, QuotaLimits, Transition, Upload, UploadId, UploadStatus, WindowFinding, WindowJob, GIB,
+    MIB, TIB,
 };
 use crate::ports::{
     ByteStream, CompleteOutcome, CreateError, JobQueue, ObjectInfo, ObjectStore, ObjectStoreError, PartToSign,
@@ -114,6 +115,8 @@ struct RepoState {
     quotas: HashMap<Owner, Quota>,
     /// The catalog's sort key, set when the object exists.
     catalog: HashMap<UploadId, String>,
+    /// Windows recorded as scanned, per upload.
+    windows: HashMap<UploadId, std::collections::BTreeSet<u32>>,
 }
 
 /// [`UploadRepo`] in memory.
@@ -365,7 +368,66 @@ impl UploadRepo for MemoryRepo {
         s.uploads.remove(id);
         s.parts.remove(id);
         s.catalog.remove(id);
+        s.windows.remove(id);
         Ok(())
+    }
+
+    async fn start_windows(&self, id: &UploadId, total: u32, now: i64) -> Result<bool, RepoError> {
+        self.enter("repo.start_windows").await?;
+        let mut s = lock(&self.state);
+        match s.uploads.get_mut(id) {
+            Some(u) if u.status == UploadStatus::Processing && u.windows_total.is_none() => {
+                u.windows_total = Some(total);
+                u.windows_done = Some(0);
+                u.hash_next = Some(0);
+                u.hash_state = Some(crate::processing::chained_sha256::ChainState::default().encode());
+                u.updated_at = now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn window_scanned(&self, id: &UploadId, index: u32, f: &WindowFinding, now: i64) -> Result<bool, RepoError> {
+        self.enter("repo.window_scanned").await?;
+        let mut s = lock(&self.state);
+        let processing = s.uploads.get(id).is_some_and(|u| u.status == UploadStatus::Processing);
+        if !processing || !s.windows.entry(id.clone()).or_default().insert(index) {
+            return Ok(false);
+        }
+        let Some(u) = s.uploads.get_mut(id) else { return Ok(false) };
+        u.windows_done = Some(u.windows_done.unwrap_or(0) + 1);
+        u.updated_at = now;
+        u.scan_found = u.scan_found.take().or(f.found.clone());
+        u.scan_gap = u.scan_gap.take().or(f.gap.clone());
+        if let Some(h) = &f.head {
+            u.detected_type = h.detected_type.clone().or(u.detected_type.take());
+            u.type_rejection = h.type_rejection.clone().or(u.type_rejection.take());
+            u.thumbnail_key = h.thumbnail_key.clone().or(u.thumbnail_key.take());
+            u.width = h.width.or(u.width);
+            u.height = h.height.or(u.height);
+        }
+        Ok(true)
+    }
+
+    async fn hash_advanced(&self, id: &UploadId, index: u32, p: &HashProgress, now: i64) -> Result<bool, RepoError> {
+        self.enter("repo.hash_advanced").await?;
+        let mut s = lock(&self.state);
+        match s.uploads.get_mut(id) {
+            Some(u) if u.status == UploadStatus::Processing && u.hash_next == Some(index) => {
+                u.hash_next = Some(index + 1);
+                u.updated_at = now;
+                match p {
+                    HashProgress::State(st) => u.hash_state = Some(st.clone()),
+                    HashProgress::Digest(d) => {
+                        u.hash_state = None;
+                        u.content_sha256 = Some(d.clone());
+                    }
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }
 
@@ -398,6 +460,8 @@ pub struct MemoryObjectStore {
     bucket: String,
     state: Mutex<StoreState>,
     faults: Faults,
+    /// The longest byte range any one read asked for (whole reads count the object).
+    longest_read: Mutex<u64>,
 }
 
 fn etag_of(bytes: &[u8]) -> String {
@@ -411,7 +475,7 @@ fn sha256_b64(bytes: &[u8]) -> String {
 
 impl MemoryObjectStore {
     pub fn new(bucket: &str, faults: Faults) -> Self {
-        Self { bucket: bucket.to_owned(), state: Mutex::default(), faults }
+        Self { bucket: bucket.to_owned(), state: Mutex::default(), faults, longest_read: Mutex::new(0) }
     }
 
     async fn enter(&self, method: &'static str) -> Result<(), ObjectStoreError> {
@@ -433,6 +497,16 @@ impl MemoryObjectStore {
         let obj = StoredObject { bytes: Bytes::copy_from_slice(bytes), etag: etag.clone(), status_tag: None };
         lock(&self.state).objects.insert(key.to_owned(), obj);
         etag
+    }
+
+    /// The longest stretch of bytes a single read (one invocation's stream) asked for.
+    pub fn longest_read(&self) -> u64 {
+        *lock(&self.longest_read)
+    }
+
+    fn note_read(&self, len: u64) {
+        let mut l = lock(&self.longest_read);
+        *l = (*l).max(len);
     }
 
     pub fn object(&self, key: &str) -> Option<Bytes> {
@@ -594,6 +668,7 @@ impl ObjectStore for MemoryObjectStore {
         let obj = lock(&self.state).objects.get(key).cloned();
         match obj {
             Some(o) if o.etag == etag => {
+                self.note_read(o.bytes.len() as u64);
                 // In uneven chunks, as a network stream arrives.
                 let chunks: Vec<Result<Bytes, ObjectStoreError>> = (0..o.bytes.len())
                     .step_by(7919)
@@ -610,6 +685,27 @@ impl ObjectStore for MemoryObjectStore {
             None => Err(ObjectStoreError::Service {
                 op: "GetObject",
                 code: "NoSuchKey".into(),
+                message: key.to_owned(),
+                throttled: false,
+            }),
+        }
+    }
+
+    async fn read_range(&self, key: &str, etag: &str, start: u64, end: u64) -> Result<ByteStream, ObjectStoreError> {
+        self.enter("s3.read_range").await?;
+        let obj = lock(&self.state).objects.get(key).cloned();
+        match obj {
+            Some(o) if o.etag == etag => {
+                let (start, end) = (start.min(o.bytes.len() as u64) as usize, end.min(o.bytes.len() as u64) as usize);
+                let range = o.bytes.slice(start..end.max(start));
+                self.note_read(range.len() as u64);
+                let chunks: Vec<Result<Bytes, ObjectStoreError>> =
+                    (0..range.len()).step_by(7919).map(|i| Ok(range.slice(i..(i + 7919).min(range.len())))).collect();
+                Ok(Box::pin(futures::stream::iter(chunks)))
+            }
+            _ => Err(ObjectStoreError::Service {
+                op: "GetObject",
+                code: "PreconditionFailed".into(),
                 message: key.to_owned(),
                 throttled: false,
             }),
@@ -647,16 +743,22 @@ impl ObjectStore for MemoryObjectStore {
 #[derive(Default)]
 pub struct MemoryQueue {
     sent: Mutex<Vec<ProcessJob>>,
+    windows: Mutex<Vec<WindowJob>>,
     faults: Faults,
 }
 
 impl MemoryQueue {
     pub fn new(faults: Faults) -> Self {
-        Self { sent: Mutex::default(), faults }
+        Self { sent: Mutex::default(), windows: Mutex::default(), faults }
     }
 
     pub fn sent(&self) -> Vec<ProcessJob> {
         lock(&self.sent).clone()
+    }
+
+    /// Window jobs queued and not yet taken.
+    pub fn take_windows(&self) -> Vec<WindowJob> {
+        std::mem::take(&mut *lock(&self.windows))
     }
 }
 
@@ -665,6 +767,12 @@ impl JobQueue for MemoryQueue {
     async fn send(&self, job: &ProcessJob) -> Result<(), QueueError> {
         self.faults.step("queue.send").await.map_err(QueueError)?;
         lock(&self.sent).push(job.clone());
+        Ok(())
+    }
+
+    async fn send_windows(&self, jobs: &[WindowJob]) -> Result<(), QueueError> {
+        self.faults.step("queue.send_windows").await.map_err(QueueError)?;
+        lock(&self.windows).extend_from_slice(jobs);
         Ok(())
     }
 
@@ -751,11 +859,12 @@ pub fn config() -> Config {
 pub fn process_config() -> ProcessConfig {
     ProcessConfig {
         clamd_addr: "memory".into(),
-        scan_limit: GIB,
+        scan_limit: 1100 * MIB,
         unscanned_policy: UnscannedPolicy::Block,
         thumbnail_max_bytes: 64 * MIB,
         thumbnail_side: 256,
         max_receives: 5,
+        scan_window: GIB,
     }
 }
 

@@ -420,10 +420,23 @@ impl Harness {
     /// Feeds every job on this test's queue to the process handler, as Lambda's
     /// event source mapping would, until the queue is empty.
     pub async fn process_all(&self) -> usize {
-        let p = self.processor(5);
+        self.drain(&self.processor(5)).await
+    }
+
+    /// Like `process_all`, scanning files above `scan_window` bytes in windows of it.
+    pub async fn process_all_in_windows(&self, scan_window: u64) -> usize {
+        let mut config = shared::config::ProcessConfig::from_env().expect("process config");
+        config.scan_window = scan_window;
+        let config = config.checked().expect("window fits the scanner's stream limit");
+        let scanner = Arc::new(shared::clamd::Clamd { addr: config.clamd_addr.clone() });
+        self.drain(&Arc::new(process::Processor { app: self.app.clone(), scanner, config })).await
+    }
+
+    /// Feeds the queue to `p` until it is empty; answers how many messages it handled.
+    pub async fn drain(&self, p: &Arc<process::Processor>) -> usize {
         let mut total = 0;
         loop {
-            let r = hoist_dev::sqs::poll_once(&p, &self.sqs, &self.queue_url, 1).await.expect("poll");
+            let r = hoist_dev::sqs::poll_once(p, &self.sqs, &self.queue_url, 1).await.expect("poll");
             if r.received == 0 {
                 return total;
             }

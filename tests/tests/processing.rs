@@ -265,3 +265,67 @@ async fn a_job_that_arrives_while_its_upload_is_still_completing_is_retried_not_
     }
     assert!(back, "the early job is visible again within 15 s");
 }
+
+/// A zip of one member.
+fn one_member_zip(name: &str, data: &[u8], method: zip::CompressionMethod) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut out);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+        z.start_file(name, opts).unwrap();
+        z.write_all(data).unwrap();
+        z.finish().unwrap();
+    }
+    out.into_inner()
+}
+
+/// Marks every entry of a zip as encrypted (general purpose flag bit 0, in the local and
+/// the central headers), as a password-protected archive has it.
+fn mark_encrypted(mut zip: Vec<u8>) -> Vec<u8> {
+    let mut i = 0;
+    while i + 4 <= zip.len() {
+        match &zip[i..i + 4] {
+            [0x50, 0x4b, 0x03, 0x04] => zip[i + 6] |= 1,
+            [0x50, 0x4b, 0x01, 0x02] => zip[i + 8] |= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    zip
+}
+
+/// What the scanner cannot read is `unscanned` with the reason in words, never malware,
+/// and is not served (the default policy, block).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_encryption_are_unscanned_never_malware() {
+    let h = Harness::start().await;
+    let owner = unique("lim");
+    // A password-protected zip: its contents cannot be read.
+    let encrypted =
+        mark_encrypted(one_member_zip("secret.txt", &rand_like::bytes(4096), zip::CompressionMethod::Stored));
+    let enc = h.upload_file(&owner, "secret.zip", "application/zip", &encrypted, None).await;
+    // Archives nested deeper than the scanner follows (MaxRecursion 16 in scanner/limits.conf),
+    // with EICAR at the bottom, and the same nested shallow enough to be followed. Deflated,
+    // so only unpacking reveals it (stored, its bytes would be in plain sight).
+    let nest = |depth: usize| {
+        (0..depth).fold(eicar(), |inner, i| {
+            one_member_zip(&format!("level{i}.zip"), &inner, zip::CompressionMethod::Deflated)
+        })
+    };
+    let deep = h.upload_file(&owner, "deep.zip", "application/zip", &nest(24), None).await;
+    let shallow = h.upload_file(&owner, "shallow.zip", "application/zip", &nest(4), None).await;
+    assert_eq!(h.process_all().await, 3);
+
+    let v = status(&h, &owner, &enc).await;
+    assert_eq!(v.status, "unscanned", "{v:?}");
+    assert!(reason(&v).contains("encrypted") && !reason(&v).contains("Malware"), "{v:?}");
+    let v = status(&h, &owner, &deep).await;
+    assert_eq!(v.status, "unscanned", "{v:?}");
+    assert!(reason(&v).contains("nested deeper"), "{v:?}");
+    assert_eq!(status(&h, &owner, &shallow).await.status, "quarantined", "within the limits EICAR is found");
+    // Not served: no link, and the object is tagged so the bucket refuses it too.
+    let (s, p, _) = h.call_problem(Some(&owner), "POST", &format!("/files/{enc}/links"), None).await;
+    assert_eq!(s, 403, "{p:?}");
+    assert!(p.detail.contains("could not be scanned"), "{p:?}");
+    assert_eq!(h.status_tag(&format!("uploads/{deep}")).await.as_deref(), Some("unscanned"));
+}

@@ -57,6 +57,17 @@ pub async fn handle(p: Arc<Processor>, event: LambdaEvent<SqsEvent>) -> Result<S
                     Handled::Failed
                 }
             },
+            QueueMessage::Window(job) => match processing::process_window(&p, &job, receive_count).await {
+                Ok(outcome) => {
+                    tracing::debug!(message_id, ?outcome, "window job done");
+                    Handled::Done
+                }
+                Err(PipelineError::NotYet) => Handled::TooEarly,
+                Err(e) => {
+                    tracing::warn!(message_id, upload_id = %job.upload_id(), receive_count, error = %e, "window job failed; SQS will redeliver");
+                    Handled::Failed
+                }
+            },
             QueueMessage::ObjectsCreated(objects) => {
                 let mut handled = Handled::Done;
                 for (bucket, key) in objects {

@@ -25,8 +25,8 @@ use aws_sdk_dynamodb::{
 use futures::{stream, StreamExt, TryStreamExt};
 
 use crate::domain::{
-    catalog_sort_key, CatalogPosition, FilePage, Owner, PartRecord, ProcessingOutcome, Quota, QuotaLimits, Transition,
-    Upload, UploadId, UploadStatus, CLOSED_RETENTION_SECS,
+    catalog_sort_key, CatalogPosition, FilePage, HashProgress, Owner, PartRecord, ProcessingOutcome, Quota,
+    QuotaLimits, Transition, Upload, UploadId, UploadStatus, WindowFinding, CLOSED_RETENTION_SECS,
 };
 use crate::ports::{CreateError, RepoError, UploadRepo};
 
@@ -86,6 +86,10 @@ fn upload_pk(id: &UploadId) -> String {
 }
 fn part_sk(n: u32) -> String {
     format!("PART#{n:05}")
+}
+/// Marks a scanned window (so a repeated window job is counted once).
+fn window_sk(k: u32) -> String {
+    format!("WIN#{k:05}")
 }
 fn owner_pk(owner: &Owner) -> String {
     format!("OWNER#{owner}")
@@ -649,6 +653,124 @@ impl UploadRepo for DynamoRepo {
             self.batch_write_all(requests).await?;
         }
         Ok(())
+    }
+
+    async fn start_windows(&self, id: &UploadId, total: u32, now: i64) -> Result<bool, RepoError> {
+        let res = self
+            .update_upload(id)
+            .update_expression(
+                "SET windows_total = :n, windows_done = :zero, hash_next = :zero, hash_state = :h, updated_at = :now",
+            )
+            .condition_expression("#s = :processing AND attribute_not_exists(windows_total)")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":processing", sv(UploadStatus::Processing.as_str()))
+            .expression_attribute_values(":n", nv(total))
+            .expression_attribute_values(":zero", nv(0))
+            .expression_attribute_values(":h", sv(crate::processing::chained_sha256::ChainState::default().encode()))
+            .expression_attribute_values(":now", nv(now))
+            .send()
+            .await;
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    async fn window_scanned(
+        &self,
+        id: &UploadId,
+        index: u32,
+        finding: &WindowFinding,
+        now: i64,
+    ) -> Result<bool, RepoError> {
+        let marker = Put::builder()
+            .table_name(&self.table)
+            .item("pk", sv(upload_pk(id)))
+            .item("sk", sv(window_sk(index)))
+            .item("ttl", nv(now + CLOSED_RETENTION_SECS))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(corrupt)?;
+        let mut set = vec!["updated_at = :now"];
+        let mut values =
+            vec![(":now", nv(now)), (":one", nv(1)), (":processing", sv(UploadStatus::Processing.as_str()))];
+        // The first finding of each kind is kept; later windows do not overwrite it.
+        if let Some(f) = &finding.found {
+            set.push("scan_found = if_not_exists(scan_found, :found)");
+            values.push((":found", sv(f.clone())));
+        }
+        if let Some(g) = &finding.gap {
+            set.push("scan_gap = if_not_exists(scan_gap, :gap)");
+            values.push((":gap", sv(g.clone())));
+        }
+        if let Some(head) = &finding.head {
+            let fields: [(&str, &str, Option<AttributeValue>); 5] = [
+                ("detected_type = :dt", ":dt", head.detected_type.clone().map(sv)),
+                ("type_rejection = :tr", ":tr", head.type_rejection.clone().map(sv)),
+                ("thumbnail_key = :tk", ":tk", head.thumbnail_key.clone().map(sv)),
+                ("width = :w", ":w", head.width.map(nv)),
+                ("height = :h", ":h", head.height.map(nv)),
+            ];
+            for (clause, name, value) in fields {
+                if let Some(v) = value {
+                    set.push(clause);
+                    values.push((name, v));
+                }
+            }
+        }
+        let mut tally = Update::builder()
+            .table_name(&self.table)
+            .key("pk", sv(upload_pk(id)))
+            .key("sk", sv("META"))
+            .update_expression(format!("SET {} ADD windows_done :one", set.join(", ")))
+            .condition_expression("#s = :processing")
+            .expression_attribute_names("#s", "status");
+        for (k, v) in values {
+            tally = tally.expression_attribute_values(k, v);
+        }
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(marker).build())
+            .transact_items(TransactWriteItem::builder().update(tally.build().map_err(corrupt)?).build())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let err = map_err("TransactWriteItems", e);
+                if is_cancelled_by_condition(&err) {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn hash_advanced(
+        &self,
+        id: &UploadId,
+        index: u32,
+        progress: &HashProgress,
+        now: i64,
+    ) -> Result<bool, RepoError> {
+        let (expr, value) = match progress {
+            HashProgress::State(s) => ("SET hash_next = :next, hash_state = :v, updated_at = :now", s),
+            HashProgress::Digest(d) => {
+                ("SET hash_next = :next, content_sha256 = :v, updated_at = :now REMOVE hash_state", d)
+            }
+        };
+        let res = self
+            .update_upload(id)
+            .update_expression(expr)
+            .condition_expression("#s = :processing AND hash_next = :k")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":processing", sv(UploadStatus::Processing.as_str()))
+            .expression_attribute_values(":k", nv(index))
+            .expression_attribute_values(":next", nv(index + 1))
+            .expression_attribute_values(":v", sv(value.clone()))
+            .expression_attribute_values(":now", nv(now))
+            .send()
+            .await;
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
     }
 }
 

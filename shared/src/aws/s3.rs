@@ -118,6 +118,28 @@ pub struct S3Store {
 }
 
 impl S3Store {
+    /// GetObject (a `range` of it), pinned to `etag`, as a stream of chunks.
+    async fn get(&self, key: &str, etag: &str, range: Option<String>) -> Result<ByteStream, ObjectStoreError> {
+        let obj = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_match(format!("\"{etag}\""))
+            .set_range(range)
+            .send()
+            .await
+            .map_err(|e| map_err("GetObject", e))?;
+        let body = obj.body;
+        Ok(Box::pin(futures::stream::unfold(body, |mut body| async move {
+            match body.next().await {
+                Some(Ok(chunk)) => Some((Ok(chunk), body)),
+                Some(Err(e)) => Some((Err(ObjectStoreError::Other { op: "GetObject", detail: e.to_string() }), body)),
+                None => None,
+            }
+        })))
+    }
+
     pub fn new(client: Client, bucket: String, credentials: SharedCredentialsProvider) -> Self {
         Self { client, bucket, credentials }
     }
@@ -508,23 +530,14 @@ impl ObjectStore for S3Store {
     }
 
     async fn read(&self, key: &str, etag: &str) -> Result<ByteStream, ObjectStoreError> {
-        let obj = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .if_match(format!("\"{etag}\""))
-            .send()
-            .await
-            .map_err(|e| map_err("GetObject", e))?;
-        let body = obj.body;
-        Ok(Box::pin(futures::stream::unfold(body, |mut body| async move {
-            match body.next().await {
-                Some(Ok(chunk)) => Some((Ok(chunk), body)),
-                Some(Err(e)) => Some((Err(ObjectStoreError::Other { op: "GetObject", detail: e.to_string() }), body)),
-                None => None,
-            }
-        })))
+        self.get(key, etag, None).await
+    }
+
+    async fn read_range(&self, key: &str, etag: &str, start: u64, end: u64) -> Result<ByteStream, ObjectStoreError> {
+        if end <= start {
+            return Ok(Box::pin(futures::stream::empty()));
+        }
+        self.get(key, etag, Some(format!("bytes={start}-{}", end - 1))).await
     }
 
     async fn put(&self, key: &str, content_type: &str, body: Vec<u8>, status: &str) -> Result<(), ObjectStoreError> {

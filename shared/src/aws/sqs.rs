@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_sqs::{error::ProvideErrorMetadata, Client};
 
-use crate::domain::ProcessJob;
+use crate::domain::{ProcessJob, WindowJob};
 use crate::ports::{JobQueue, QueueError};
 
 /// [`JobQueue`] on one SQS queue.
@@ -41,6 +41,37 @@ impl JobQueue for SqsQueue {
         {
             tracing::warn!(error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "could not shorten a message's visibility");
         }
+    }
+
+    async fn send_windows(&self, jobs: &[WindowJob]) -> Result<(), QueueError> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        for batch in jobs.chunks(10) {
+            let mut entries = Vec::with_capacity(batch.len());
+            for (i, job) in batch.iter().enumerate() {
+                let body = serde_json::to_string(job).map_err(|e| QueueError(e.to_string()))?;
+                let entry = SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(body).build();
+                entries.push(entry.map_err(|e| QueueError(e.to_string()))?);
+            }
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| QueueError(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()))?;
+            // A partly failed batch fails the whole call: the caller's retry re-sends it,
+            // and repeated window jobs are harmless.
+            if let Some(f) = out.failed().first() {
+                return Err(QueueError(format!(
+                    "{} of {} window jobs not queued: {}",
+                    out.failed().len(),
+                    batch.len(),
+                    f.code()
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn send(&self, job: &ProcessJob) -> Result<(), QueueError> {

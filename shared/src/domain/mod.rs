@@ -16,6 +16,7 @@ mod job;
 pub mod links;
 mod status;
 mod upload;
+pub mod windows;
 
 pub use error::UploadError;
 pub use job::ProcessJob;
@@ -24,6 +25,7 @@ pub use upload::{
     catalog_sort_key, CatalogPosition, FilePage, PartRecord, ProcessingOutcome, Quota, QuotaLimits, Upload,
     CLOSED_RETENTION_SECS,
 };
+pub use windows::{HashProgress, HeadFinding, WindowFinding, WindowJob, WindowPlan, WINDOW_OVERLAP};
 
 /// Our upload id: 32 lowercase hex characters (a random UUIDv4, simple form).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -63,6 +63,26 @@ pub struct Upload {
     /// empty, and S3's ObjectCreated event (not a client call) completes the session.
     #[serde(default)]
     pub single_post: bool,
+    /// Processing in windows (files larger than one scan window): how many windows...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows_total: Option<u32>,
+    /// ...how many are scanned...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows_done: Option<u32>,
+    /// ...which window the whole-file hash reads next, and its chaining state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_next: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_state: Option<String>,
+    /// The first malware signature a window found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_found: Option<String>,
+    /// The first reason a window could not be fully scanned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_gap: Option<String>,
+    /// Why the file's first bytes are not its declared type (from window 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_rejection: Option<String>,
 }
 
 impl Upload {

@@ -6,13 +6,36 @@ use crate::domain::ContentType;
 /// Bytes of the object's head kept for magic-byte detection (`infer` needs at most 512).
 pub const SNIFF_BYTES: usize = 8192;
 
-/// clamd's answer to INSTREAM, parsed by us: only an explicit `OK` is clean.
+/// clamd's answer to INSTREAM, parsed by us: only an explicit `OK` is clean, and a limit
+/// is never malware.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanReply {
     Clean,
     Found(String),
-    /// clamd refused or failed (e.g. `INSTREAM size limit exceeded`). Never clean.
+    /// clamd read the stream but could not look at all of it: a limit was reached, or the
+    /// content is encrypted. Not clean, and not malware. Holds the reason in plain words.
+    NotFullyScanned(String),
+    /// clamd failed (connection, I/O). Never clean; the job is retried.
     Error(String),
+}
+
+/// Why clamd could not look at everything, in words, from its heuristic name.
+fn not_fully_scanned(signature: &str) -> Option<String> {
+    if let Some(limit) = signature.strip_prefix("Heuristics.Limits.Exceeded.") {
+        let what = match limit.split('.').next().unwrap_or(limit) {
+            "MaxFiles" => "it holds more files than the scanner opens in one archive",
+            "MaxScanSize" => "it holds more data than the scanner reads in one scan",
+            "MaxFileSize" => "a file inside it is larger than the scanner reads",
+            "MaxRecursion" => "its archives are nested deeper than the scanner follows",
+            "MaxScanTime" => "scanning it took longer than the scanner allows",
+            _ => "it exceeds one of the scanner's limits",
+        };
+        return Some(format!("{what} ({signature})"));
+    }
+    if signature.starts_with("Heuristics.Encrypted") {
+        return Some(format!("it is encrypted (password-protected), so its contents cannot be read ({signature})"));
+    }
+    None
 }
 
 impl ScanReply {
@@ -23,16 +46,18 @@ impl ScanReply {
         if body == "OK" {
             ScanReply::Clean
         } else if let Some(sig) = body.strip_suffix(" FOUND") {
-            ScanReply::Found(sig.trim().to_owned())
+            let sig = sig.trim();
+            match not_fully_scanned(sig) {
+                Some(why) => ScanReply::NotFullyScanned(why),
+                None => ScanReply::Found(sig.to_owned()),
+            }
+        } else if body.contains("size limit exceeded") {
+            ScanReply::NotFullyScanned("it is larger than the scanner accepts in one stream".into())
         } else if body.is_empty() {
             ScanReply::Error("clamd closed the connection without an answer".into())
         } else {
             ScanReply::Error(body.to_owned())
         }
-    }
-
-    pub fn is_size_limit(&self) -> bool {
-        matches!(self, ScanReply::Error(m) if m.contains("size limit"))
     }
 }
 
@@ -143,11 +168,23 @@ pub fn check_type(declared: &ContentType, head: &[u8]) -> Result<Option<String>,
 /// The final word on a processed file, in precedence order: malware first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Quarantined { signature: String },
-    Rejected { reason: String },
-    Corrupt { reason: String },
-    Unscanned { reason: String },
+    Quarantined {
+        signature: String,
+    },
+    Rejected {
+        reason: String,
+    },
+    Corrupt {
+        reason: String,
+    },
+    Unscanned {
+        reason: String,
+    },
     Ready,
+    /// Served by policy although not fully scanned (`HOIST_UNSCANNED_POLICY=allow`).
+    ReadyUnscanned {
+        reason: String,
+    },
 }
 
 impl Verdict {
@@ -157,7 +194,7 @@ impl Verdict {
             Verdict::Rejected { .. } => "rejected",
             Verdict::Corrupt { .. } => "corrupt",
             Verdict::Unscanned { .. } => "unscanned",
-            Verdict::Ready => "ready",
+            Verdict::Ready | Verdict::ReadyUnscanned { .. } => "ready",
         }
     }
 
@@ -166,9 +203,10 @@ impl Verdict {
             Verdict::Quarantined { signature } => {
                 format!("Malware found ({signature}); the file is quarantined and will never be served.")
             }
-            Verdict::Rejected { reason } | Verdict::Corrupt { reason } | Verdict::Unscanned { reason } => {
-                reason.clone()
-            }
+            Verdict::Rejected { reason }
+            | Verdict::Corrupt { reason }
+            | Verdict::Unscanned { reason }
+            | Verdict::ReadyUnscanned { reason } => reason.clone(),
             Verdict::Ready => "Checked: type verified, checksum verified, no malware found.".into(),
         }
     }
@@ -210,20 +248,27 @@ pub fn decide(
     }
     match scan {
         Some(ScanReply::Clean) => Ok(Verdict::Ready),
-        Some(r @ ScanReply::Error(_)) if r.is_size_limit() => Ok(unscanned(policy)),
+        Some(ScanReply::NotFullyScanned(why)) => Ok(unscanned(policy, why)),
         Some(ScanReply::Error(e)) => Err(format!("scanner error: {e}")),
         Some(ScanReply::Found(sig)) => Ok(Verdict::Quarantined { signature: sig.clone() }),
-        None => Ok(unscanned(policy)),
+        None => Ok(unscanned(policy, "it is larger than the scanner accepts")),
     }
 }
 
-fn unscanned(policy: UnscannedPolicy) -> Verdict {
+/// A file the scanner could not fully read: `unscanned` and never served (`block`, the
+/// default), or served with the reason saying so (`allow`).
+fn unscanned(policy: UnscannedPolicy, why: &str) -> Verdict {
     match policy {
         UnscannedPolicy::Block => Verdict::Unscanned {
-            reason: "The file is larger than the virus scanner accepts, so it was not scanned and will not be served."
-                .into(),
+            reason: format!(
+                "Not fully scanned for malware: {why}. Type and checksum are verified, but the file will not be served."
+            ),
         },
-        UnscannedPolicy::Allow => Verdict::Ready,
+        UnscannedPolicy::Allow => Verdict::ReadyUnscanned {
+            reason: format!(
+                "Type and checksum verified; not fully scanned for malware ({why}); served by this service's policy."
+            ),
+        },
     }
 }
 
@@ -246,7 +291,26 @@ mod tests {
             ScanReply::Found("Eicar-Test-Signature".into())
         );
         let e = ScanReply::parse("INSTREAM size limit exceeded. ERROR\0");
-        assert!(e.is_size_limit());
+        assert!(matches!(e, ScanReply::NotFullyScanned(ref w) if w.contains("larger than")), "{e:?}");
+        // A limit or encryption is never malware.
+        for (reply, words) in [
+            ("stream: Heuristics.Limits.Exceeded.MaxFiles FOUND\0", "more files"),
+            ("stream: Heuristics.Limits.Exceeded.MaxScanSize FOUND\0", "more data"),
+            ("stream: Heuristics.Limits.Exceeded.MaxRecursion FOUND\0", "nested deeper"),
+            ("stream: Heuristics.Limits.Exceeded.Something.New FOUND\0", "limits"),
+            ("stream: Heuristics.Encrypted.Zip FOUND\0", "encrypted"),
+            ("stream: Heuristics.Encrypted.PDF FOUND\0", "encrypted"),
+        ] {
+            match ScanReply::parse(reply) {
+                ScanReply::NotFullyScanned(why) => assert!(why.contains(words), "{reply}: {why}"),
+                other => panic!("{reply} read as {other:?}"),
+            }
+        }
+        assert_eq!(
+            ScanReply::parse("stream: Heuristics.Broken.Executable FOUND\0"),
+            ScanReply::Found("Heuristics.Broken.Executable".into()),
+            "other heuristics are detections"
+        );
         assert!(matches!(ScanReply::parse(""), ScanReply::Error(_)));
         assert!(matches!(ScanReply::parse("stream: OKAY"), ScanReply::Error(_)), "only exactly OK is clean");
     }
@@ -293,9 +357,16 @@ mod tests {
         assert_eq!(decide(Some(&clean), &ok, Some([0; 32]), sha, b).unwrap().status(), "corrupt");
         assert_eq!(decide(Some(&clean), &ok, Some(sha), sha, b).unwrap(), Verdict::Ready);
         assert_eq!(decide(Some(&clean), &ok, None, sha, b).unwrap(), Verdict::Ready);
-        let limit = ScanReply::Error("INSTREAM size limit exceeded".into());
-        assert_eq!(decide(Some(&limit), &ok, None, sha, b).unwrap().status(), "unscanned");
-        assert_eq!(decide(None, &ok, None, sha, UnscannedPolicy::Allow).unwrap(), Verdict::Ready);
+        let limit = ScanReply::parse("stream: Heuristics.Limits.Exceeded.MaxFiles FOUND");
+        let v = decide(Some(&limit), &ok, None, sha, b).unwrap();
+        assert_eq!(v.status(), "unscanned");
+        assert!(v.reason().contains("more files") && !v.reason().contains("Malware"), "{}", v.reason());
+        let v = decide(Some(&limit), &ok, None, sha, UnscannedPolicy::Allow).unwrap();
+        assert_eq!(v.status(), "ready");
+        assert!(v.reason().contains("not fully scanned"), "{}", v.reason());
+        assert_eq!(decide(None, &ok, None, sha, b).unwrap().status(), "unscanned");
+        // Malware found in what was read still wins over a limit elsewhere.
+        assert_eq!(decide(Some(&found), &ok, None, sha, b).unwrap().status(), "quarantined");
         // Any other scanner error is a retryable failure, never clean.
         assert!(decide(Some(&ScanReply::Error("boom".into())), &ok, None, sha, b).is_err());
     }

@@ -3,12 +3,14 @@
 
 use serde::Deserialize;
 
-use crate::domain::ProcessJob;
+use crate::domain::{ProcessJob, WindowJob};
 
 /// One message of the processing queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueMessage {
     Job(ProcessJob),
+    /// One window of a large file (scan or hash).
+    Window(WindowJob),
     /// `(bucket, key)` of each object created.
     ObjectsCreated(Vec<(String, String)>),
     /// S3's `s3:TestEvent`, sent when the notification is configured: nothing to do.
@@ -52,6 +54,9 @@ struct S3TestEvent {
 
 impl QueueMessage {
     pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
+        if let Ok(job) = serde_json::from_str::<WindowJob>(body) {
+            return Ok(Self::Window(job));
+        }
         if let Ok(job) = serde_json::from_str::<ProcessJob>(body) {
             return Ok(Self::Job(job));
         }
@@ -94,7 +99,12 @@ mod tests {
             content_type: ContentType::parse("image/png").unwrap(),
             sha256: None,
         };
-        assert_eq!(QueueMessage::parse(&serde_json::to_string(&job).unwrap()).unwrap(), QueueMessage::Job(job));
+        assert_eq!(QueueMessage::parse(&serde_json::to_string(&job).unwrap()).unwrap(), QueueMessage::Job(job.clone()));
+        let window = WindowJob::Scan { upload_id: job.upload_id, owner: job.owner, index: 7 };
+        assert_eq!(
+            QueueMessage::parse(&serde_json::to_string(&window).unwrap()).unwrap(),
+            QueueMessage::Window(window)
+        );
         // As S3 sends it (trimmed): form-encoded key, several records, a removal ignored.
         let event = r#"{"Records":[
             {"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectCreated:Post",

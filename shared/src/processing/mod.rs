@@ -7,17 +7,21 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+pub mod chained_sha256;
 pub mod decide;
 pub mod message;
 pub mod thumbnail;
+#[cfg(test)]
+mod window_tests;
+pub mod windows;
 
 pub use decide::{check_type, decide, detect, ScanReply, UnscannedPolicy, Verdict, SNIFF_BYTES};
 pub use message::QueueMessage;
 
 use crate::{
     config::ProcessConfig,
-    domain::{ProcessJob, ProcessingOutcome, Upload, UploadStatus},
-    ports::{ObjectStoreError, RepoError, Scanner, ScannerError},
+    domain::{Owner, ProcessJob, ProcessingOutcome, Upload, UploadId, UploadStatus, WindowJob, WindowPlan},
+    ports::{ObjectStoreError, QueueError, RepoError, Scanner, ScannerError},
     telemetry, App,
 };
 
@@ -31,6 +35,8 @@ pub enum PipelineError {
     Scanner(#[from] ScannerError),
     #[error(transparent)]
     Repo(#[from] RepoError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
     #[error("{0}")]
     Other(String),
     #[error("the upload is still completing; the job will be retried")]
@@ -40,6 +46,12 @@ pub enum PipelineError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
     Finished(UploadStatus),
+    /// A large file: its window jobs were queued.
+    FannedOut {
+        windows: u32,
+    },
+    /// One window's work is recorded; other windows are still to come.
+    WindowDone,
     /// Already processed (a duplicate delivery) or no longer exists.
     Skipped,
 }
@@ -56,44 +68,78 @@ pub struct Processor {
     pub config: ProcessConfig,
 }
 
-/// Processes one job. `receive_count` is SQS's ApproximateReceiveCount: on the last
-/// allowed delivery a failure is recorded as `failed` before the message moves to the DLQ.
-pub async fn process(p: &Processor, job: &ProcessJob, receive_count: u32) -> Result<JobOutcome, PipelineError> {
-    let (app, cfg) = (&*p.app, &p.config);
-    let Some(rec) = app.repo.get(&job.upload_id).await? else {
-        tracing::warn!(upload_id = %job.upload_id, "job for an unknown upload; dropping");
-        return Ok(JobOutcome::Skipped);
+/// The upload a job is about, if the job should run now: `Ok(None)` when it is done
+/// already (a repeated delivery) or unknown; `NotYet` when its status write is still
+/// landing.
+async fn upload_to_process(p: &Processor, id: &UploadId, owner: &Owner) -> Result<Option<Upload>, PipelineError> {
+    let Some(rec) = p.app.repo.get(id).await? else {
+        tracing::warn!(upload_id = %id, "job for an unknown upload; dropping");
+        return Ok(None);
     };
-    if rec.status == UploadStatus::Completing && rec.owner == job.owner {
+    if rec.status == UploadStatus::Completing && &rec.owner == owner {
         // The job is sent just before the status moves to `processing`: this delivery
         // raced that write. Not done, not failed: let SQS bring it back.
         return Err(PipelineError::NotYet);
     }
-    if rec.status != UploadStatus::Processing || rec.owner != job.owner {
-        tracing::info!(upload_id = %job.upload_id, status = rec.status.as_str(), "already processed; duplicate delivery ignored");
+    if rec.status != UploadStatus::Processing || &rec.owner != owner {
+        tracing::info!(upload_id = %id, status = rec.status.as_str(), "already processed; repeated delivery ignored");
+        return Ok(None);
+    }
+    Ok(Some(rec))
+}
+
+/// On the last allowed delivery a failure is recorded as `failed` (and the message then
+/// moves to the DLQ); before that SQS simply redelivers.
+async fn fail_on_last_delivery(p: &Processor, rec: &Upload, receive_count: u32, e: &PipelineError) {
+    if receive_count < p.config.max_receives {
+        return;
+    }
+    let outcome = ProcessingOutcome {
+        status: UploadStatus::Failed,
+        reason: format!(
+            "Processing failed {receive_count} times; the job was set aside for an operator. Last error: {e}"
+        ),
+        detected_type: None,
+        content_sha256: None,
+        thumbnail_key: None,
+        width: None,
+        height: None,
+    };
+    if let Err(se) = p.app.repo.finish_processing(&rec.id, &outcome, crate::now()).await {
+        tracing::error!(error = %se, "could not record failure");
+    }
+    let _ = p.app.objects.tag_status(&rec.s3_key, "failed").await;
+}
+
+/// Processes one job. `receive_count` is SQS's ApproximateReceiveCount. A file larger
+/// than one scan window is not read here: its windows are queued as jobs of their own.
+pub async fn process(p: &Processor, job: &ProcessJob, receive_count: u32) -> Result<JobOutcome, PipelineError> {
+    let Some(rec) = upload_to_process(p, &job.upload_id, &job.owner).await? else {
         return Ok(JobOutcome::Skipped);
+    };
+    let result = match WindowPlan::new(rec.size, p.config.scan_window) {
+        Some(plan) => windows::fan_out(p, &rec, plan, receive_count).await,
+        None => run(p, &rec).await.map(JobOutcome::Finished),
+    };
+    if let Err(e) = &result {
+        fail_on_last_delivery(p, &rec, receive_count, e).await;
     }
-    match run(p, &rec).await {
-        Ok(status) => Ok(JobOutcome::Finished(status)),
-        Err(e) => {
-            if receive_count >= cfg.max_receives {
-                let outcome = ProcessingOutcome {
-                    status: UploadStatus::Failed,
-                    reason: format!("Processing failed {receive_count} times; the job was set aside for an operator. Last error: {e}"),
-                    detected_type: None,
-                    content_sha256: None,
-                    thumbnail_key: None,
-                    width: None,
-                    height: None,
-                };
-                if let Err(se) = app.repo.finish_processing(&job.upload_id, &outcome, crate::now()).await {
-                    tracing::error!(error = %se, "could not record failure");
-                }
-                let _ = app.objects.tag_status(&rec.s3_key, "failed").await;
-            }
-            Err(e)
-        }
+    result
+}
+
+/// Processes one window job (see [`windows`]).
+pub async fn process_window(p: &Processor, job: &WindowJob, receive_count: u32) -> Result<JobOutcome, PipelineError> {
+    let (id, owner) = match job {
+        WindowJob::Scan { upload_id, owner, .. } | WindowJob::Hash { upload_id, owner, .. } => (upload_id, owner),
+    };
+    let Some(rec) = upload_to_process(p, id, owner).await? else {
+        return Ok(JobOutcome::Skipped);
+    };
+    let result = windows::run_job(p, &rec, job).await;
+    if let Err(e) = &result {
+        fail_on_last_delivery(p, &rec, receive_count, e).await;
     }
+    result
 }
 
 /// What one pass over the bytes found.
@@ -169,12 +215,7 @@ async fn run(p: &Processor, rec: &Upload) -> Result<UploadStatus, PipelineError>
         width: None,
         height: None,
     };
-    if verdict == Verdict::Ready && pass.scan.is_none() {
-        outcome.reason =
-            "Type and checksum verified; not scanned for malware (larger than the scanner accepts), served by policy."
-                .into();
-    }
-    if verdict == Verdict::Ready {
+    if matches!(verdict, Verdict::Ready | Verdict::ReadyUnscanned { .. }) {
         if let Some(bytes) = pass.image {
             let side = cfg.thumbnail_side;
             match tokio::task::spawn_blocking(move || thumbnail::make(&bytes, side)).await {
@@ -199,8 +240,19 @@ async fn run(p: &Processor, rec: &Upload) -> Result<UploadStatus, PipelineError>
             }
         }
     }
-    app.objects.tag_status(&rec.s3_key, outcome.status.as_str()).await?;
-    let written = app.repo.finish_processing(&rec.id, &outcome, crate::now()).await?;
+    record(p, rec, &outcome, started).await
+}
+
+/// Writes a verdict: the object's status tag first (the bucket policy reads it), then
+/// the status, conditionally (a repeated job finds it written and changes nothing).
+async fn record(
+    p: &Processor,
+    rec: &Upload,
+    outcome: &ProcessingOutcome,
+    started: std::time::Instant,
+) -> Result<UploadStatus, PipelineError> {
+    p.app.objects.tag_status(&rec.s3_key, outcome.status.as_str()).await?;
+    let written = p.app.repo.finish_processing(&rec.id, outcome, crate::now()).await?;
     tracing::info!(
         upload_id = %rec.id, owner = %rec.owner, status = outcome.status.as_str(), written,
         millis = started.elapsed().as_millis() as u64, size = rec.size, "processed"
@@ -221,6 +273,6 @@ fn status_of(v: &Verdict) -> UploadStatus {
         Verdict::Rejected { .. } => UploadStatus::Rejected,
         Verdict::Corrupt { .. } => UploadStatus::Corrupt,
         Verdict::Unscanned { .. } => UploadStatus::Unscanned,
-        Verdict::Ready => UploadStatus::Ready,
+        Verdict::Ready | Verdict::ReadyUnscanned { .. } => UploadStatus::Ready,
     }
 }

@@ -191,6 +191,13 @@ pub(crate) async fn open_session(app: &App, owner: &Owner, session: Session, now
         purge_at: None,
         deferred_size: session.plan.is_none(),
         single_post: session.single_post,
+        windows_total: None,
+        windows_done: None,
+        hash_next: None,
+        hash_state: None,
+        scan_found: None,
+        scan_gap: None,
+        type_rejection: None,
     };
     match app.repo.create(&upload, limits).await {
         Ok(()) => {}

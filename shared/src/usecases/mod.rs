@@ -13,7 +13,7 @@ pub mod parts;
 #[cfg(test)]
 mod protocol_tests;
 
-use api_types::uploads::UploadView;
+use api_types::uploads::{ProcessingProgress, UploadView};
 
 use crate::{
     domain::{Owner, PartPlan, PartRecord, Upload, UploadError, UploadId, UploadStatus},
@@ -112,7 +112,21 @@ pub(crate) fn view(u: &Upload, parts: Option<&[PartRecord]>, now: i64) -> Upload
         height: u.height,
         has_thumbnail: u.thumbnail_key.is_some(),
         processed_at: u.processed_at.map(rfc3339),
+        progress: progress(u, status),
     }
+}
+
+/// Progress of a file checked in windows, while it is.
+fn progress(u: &Upload, status: UploadStatus) -> Option<ProcessingProgress> {
+    let total = u.windows_total.filter(|_| status == UploadStatus::Processing)?;
+    let share = |n: u32| (u128::from(u.size) * u128::from(n.min(total)) / u128::from(total.max(1))) as u64;
+    Some(ProcessingProgress {
+        windows_total: total,
+        windows_scanned: u.windows_done.unwrap_or(0),
+        bytes_total: u.size,
+        bytes_scanned: share(u.windows_done.unwrap_or(0)),
+        bytes_hashed: share(u.hash_next.unwrap_or(0)),
+    })
 }
 
 /// Inclusive ranges, briefly: `1, 3-5, ...` (at most 20 shown).

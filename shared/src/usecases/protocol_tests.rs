@@ -10,6 +10,7 @@ use api_types::uploads::{RecordPartItem, RecordPartsRequest};
 use crate::domain::{
     ByteSize, ContentType, FileName, Owner, Quota, Sha256Digest, UploadError, UploadId, UploadStatus, MIB,
 };
+use crate::ports::UploadRepo;
 use crate::processing::{self, JobOutcome, PipelineError};
 use crate::testing::{Fakes, Fault, EICAR_MARKER};
 
@@ -117,6 +118,15 @@ async fn a_crash_while_holding_the_lease_is_taken_over_once_the_lease_runs_out()
     let err = complete(&f.app, &who, &id, T0 + 1).await;
     assert!(matches!(err, Err(UploadError::LeaseHeld)), "{err:?}");
     assert_eq!(status(&f, &id), UploadStatus::Completing);
+
+    // Two callers that both read the stale lease: the first takes it over, the second
+    // finds it live again (the condition is checked where the write happens).
+    let lease = std::time::Duration::from_secs(120);
+    assert!(f.repo.begin_completion(&id, AFTER_LEASE, lease).await.unwrap());
+    assert!(!f.repo.begin_completion(&id, AFTER_LEASE, lease).await.unwrap(), "a live lease is not taken over");
+    let mut stale = f.repo.upload(&id).unwrap();
+    stale.lease_until = Some(T0 + 120);
+    f.repo.put_upload(stale);
 
     // Once it runs out, many callers see the stale lease at once: exactly one takes it over.
     let takeovers = (0..8).map(|_| complete_in_task(&f, &who, &id, AFTER_LEASE));

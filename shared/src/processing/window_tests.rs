@@ -1,0 +1,219 @@
+//! Large files in windows, on in-memory ports: every byte scanned, boundaries covered by
+//! the overlap, one verdict however jobs are repeated or reordered, the whole-file hash
+//! carried window to window, and no job reading more than one window and its overlap.
+
+use sha2::{Digest, Sha256};
+
+use crate::domain::{
+    ByteSize, ContentType, FileName, Owner, Sha256Digest, UploadId, UploadStatus, WindowJob, MIB, WINDOW_OVERLAP,
+};
+use crate::processing::{self, JobOutcome, PipelineError, Processor};
+use crate::testing::{Fakes, Fault, EICAR_MARKER};
+use crate::usecases::{
+    complete::complete,
+    create::{create, NewUpload},
+};
+
+const T0: i64 = 1_800_000_000;
+const WINDOW: u64 = 2 * MIB;
+
+fn processor(f: &Fakes) -> Processor {
+    let mut p = f.processor();
+    p.config.scan_window = WINDOW;
+    p
+}
+
+fn bytes(len: u64, markers: &[u64]) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..len).map(|i| (i * 131 % 253) as u8).collect();
+    for &at in markers {
+        v[at as usize..at as usize + EICAR_MARKER.len()].copy_from_slice(EICAR_MARKER);
+    }
+    v
+}
+
+/// Uploads `data` as one part and completes it: its processing job is queued.
+async fn completed(f: &Fakes, data: &[u8], declared: Option<[u8; 32]>, content_type: &str) -> UploadId {
+    let who = Owner::parse("wes").unwrap();
+    let new = NewUpload {
+        filename: FileName::parse("big.bin").unwrap(),
+        size: ByteSize::new(data.len() as u64).unwrap(),
+        content_type: ContentType::parse(content_type).unwrap(),
+        sha256: declared.map(Sha256Digest::from_bytes),
+        part_checksums: false,
+        part_size: Some(data.len().max(5 * MIB as usize) as u64),
+    };
+    let v = create(&f.app, &who, new, T0).await.unwrap();
+    let id = UploadId::parse(&v.id).unwrap();
+    let mpu = f.repo.upload(&id).unwrap().s3_upload_id;
+    let etag = f.objects.upload_part(&mpu, 1, data).unwrap();
+    let parts =
+        vec![api_types::uploads::RecordPartItem { number: 1, etag, size: (data.len() as u64).into(), sha256: None }];
+    crate::usecases::parts::record_parts(&f.app, &who, &id, api_types::uploads::RecordPartsRequest { parts }, T0)
+        .await
+        .unwrap();
+    complete(&f.app, &who, &id, T0).await.unwrap();
+    id
+}
+
+/// Runs the processing job, then every window job as it is queued, delivering each
+/// `copies` times and each batch in reverse order. Returns the final status.
+async fn run_all(f: &Fakes, p: &Processor, copies: usize) -> UploadStatus {
+    let job = f.jobs.sent().last().cloned().unwrap();
+    let fanned = processing::process(p, &job, 1).await.unwrap();
+    assert!(matches!(fanned, JobOutcome::FannedOut { .. }), "{fanned:?}");
+    loop {
+        let mut batch = f.jobs.take_windows();
+        if batch.is_empty() {
+            break;
+        }
+        batch.reverse();
+        for job in &batch {
+            for _ in 0..copies {
+                processing::process_window(p, job, 1).await.unwrap();
+            }
+        }
+    }
+    f.repo.upload(&job.upload_id).unwrap().status
+}
+
+#[tokio::test]
+async fn a_clean_large_file_is_scanned_in_windows_and_its_whole_hash_verified() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(9 * MIB + 5, &[]);
+    let id = completed(&f, &data, Some(Sha256::digest(&data).into()), "application/octet-stream").await;
+    assert_eq!(run_all(&f, &p, 1).await, UploadStatus::Ready);
+    let u = f.repo.upload(&id).unwrap();
+    assert_eq!(u.windows_total, Some(5));
+    assert_eq!(u.content_sha256.as_deref(), Some(hex::encode(Sha256::digest(&data)).as_str()));
+    assert!(u.reason.as_deref().unwrap().contains("5 windows"), "{u:?}");
+    assert!(f.objects.longest_read() <= WINDOW + WINDOW_OVERLAP, "one job read {} bytes", f.objects.longest_read());
+    assert_eq!(f.objects.status_tag(&u.s3_key).as_deref(), Some("ready"));
+}
+
+#[tokio::test]
+async fn malware_deep_inside_or_straddling_a_window_boundary_is_found() {
+    // Inside window 3; and across the boundary between windows 1 and 2 (at 4 MiB), where
+    // only window 2's overlap sees the whole signature.
+    for at in [7 * MIB - 1000, 2 * WINDOW - 4] {
+        let f = Fakes::new();
+        let p = processor(&f);
+        let data = bytes(9 * MIB, &[at]);
+        let id = completed(&f, &data, None, "application/octet-stream").await;
+        assert_eq!(run_all(&f, &p, 1).await, UploadStatus::Quarantined, "marker at {at}");
+        assert!(f.repo.upload(&id).unwrap().reason.unwrap().contains("Malware found"));
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_declared_hash_of_a_windowed_file_is_corrupt() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(5 * MIB, &[]);
+    let id = completed(&f, &data, Some([7; 32]), "application/octet-stream").await;
+    assert_eq!(run_all(&f, &p, 1).await, UploadStatus::Corrupt);
+    assert!(f.repo.upload(&id).unwrap().reason.unwrap().contains("not the declared"));
+}
+
+#[tokio::test]
+async fn the_type_is_read_once_from_the_first_window() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(5 * MIB, &[]);
+    let id = completed(&f, &data, None, "image/png").await;
+    assert_eq!(run_all(&f, &p, 1).await, UploadStatus::Rejected);
+    assert!(f.repo.upload(&id).unwrap().reason.unwrap().contains("do not look like image/png"));
+}
+
+#[tokio::test]
+async fn repeated_and_reordered_window_jobs_change_nothing() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(9 * MIB, &[]);
+    let id = completed(&f, &data, Some(Sha256::digest(&data).into()), "application/octet-stream").await;
+    assert_eq!(run_all(&f, &p, 3).await, UploadStatus::Ready);
+    let done = f.repo.upload(&id).unwrap();
+    assert_eq!(done.windows_done, Some(5), "each window counted once");
+    // Late repeats of any job, and of the processing job itself, after the verdict.
+    let owner = done.owner.clone();
+    for index in 0..5 {
+        for job in [
+            WindowJob::Scan { upload_id: id.clone(), owner: owner.clone(), index },
+            WindowJob::Hash { upload_id: id.clone(), owner: owner.clone(), index },
+        ] {
+            assert_eq!(processing::process_window(&p, &job, 1).await.unwrap(), JobOutcome::Skipped);
+        }
+    }
+    assert_eq!(processing::process(&p, &f.jobs.sent()[0], 1).await.unwrap(), JobOutcome::Skipped);
+    assert_eq!(f.repo.upload(&id).unwrap(), done);
+    assert!(f.jobs.take_windows().is_empty());
+}
+
+#[tokio::test]
+async fn a_window_job_before_its_fan_out_is_retried_and_progress_is_reported() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(9 * MIB, &[]);
+    let id = completed(&f, &data, None, "application/octet-stream").await;
+    let owner = f.repo.upload(&id).unwrap().owner;
+    let early = WindowJob::Scan { upload_id: id.clone(), owner: owner.clone(), index: 2 };
+    assert!(matches!(processing::process_window(&p, &early, 1).await, Err(PipelineError::NotYet)));
+    processing::process(&p, &f.jobs.sent()[0], 1).await.unwrap();
+    let jobs = f.jobs.take_windows();
+    assert_eq!(jobs.len(), 6, "five scans and the first hash");
+    for job in &jobs[..2] {
+        processing::process_window(&p, job, 1).await.unwrap();
+    }
+    let view = crate::usecases::parts::status(&f.app, &owner, &id, T0).await.unwrap();
+    let progress = view.progress.expect("progress while processing");
+    assert_eq!((progress.windows_scanned, progress.windows_total), (2, 5));
+    assert!(progress.fraction() > 0.0 && progress.fraction() < 1.0, "{progress:?}");
+}
+
+#[tokio::test]
+async fn a_hash_link_that_died_before_queueing_the_next_is_nudged_on_redelivery() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(9 * MIB, &[]);
+    let id = completed(&f, &data, Some(Sha256::digest(&data).into()), "application/octet-stream").await;
+    processing::process(&p, &f.jobs.sent()[0], 1).await.unwrap();
+    let jobs = f.jobs.take_windows();
+    let hash0 = jobs.iter().find(|j| matches!(j, WindowJob::Hash { .. })).unwrap().clone();
+    // The chain advances past window 0, then queueing link 1 fails.
+    f.faults.on("queue.send_windows", 1, Fault::Fail);
+    assert!(processing::process_window(&p, &hash0, 1).await.is_err());
+    assert_eq!(f.repo.upload(&id).unwrap().hash_next, Some(1));
+    // SQS redelivers link 0: it queues link 1 instead of stalling the chain.
+    processing::process_window(&p, &hash0, 2).await.unwrap();
+    let mut pending: Vec<WindowJob> = jobs.into_iter().filter(|j| matches!(j, WindowJob::Scan { .. })).collect();
+    pending.extend(f.jobs.take_windows());
+    while let Some(job) = pending.pop() {
+        processing::process_window(&p, &job, 1).await.unwrap();
+        pending.extend(f.jobs.take_windows());
+    }
+    assert_eq!(f.repo.upload(&id).unwrap().status, UploadStatus::Ready);
+}
+
+#[tokio::test]
+async fn the_verdict_waits_for_every_window_and_the_whole_hash() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(9 * MIB, &[MIB]);
+    let id = completed(&f, &data, None, "application/octet-stream").await;
+    processing::process(&p, &f.jobs.sent()[0], 1).await.unwrap();
+    let (mut hashes, mut scans): (Vec<_>, Vec<_>) =
+        f.jobs.take_windows().into_iter().partition(|j| matches!(j, WindowJob::Hash { .. }));
+    // The whole hash chain first, then every scan but the one window with the marker.
+    while let Some(job) = hashes.pop() {
+        processing::process_window(&p, &job, 1).await.unwrap();
+        hashes.extend(f.jobs.take_windows());
+    }
+    let marked = scans.remove(0);
+    assert!(matches!(marked, WindowJob::Scan { index: 0, .. }));
+    for job in &scans {
+        processing::process_window(&p, job, 1).await.unwrap();
+    }
+    assert_eq!(f.repo.upload(&id).unwrap().status, UploadStatus::Processing, "one window is still unscanned");
+    processing::process_window(&p, &marked, 1).await.unwrap();
+    assert_eq!(f.repo.upload(&id).unwrap().status, UploadStatus::Quarantined);
+}

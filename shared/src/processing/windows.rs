@@ -1,0 +1,190 @@
+//! Large files in windows. A file larger than one scan window is never read by one
+//! invocation: its processing job only queues one *scan* job per window (any order, in
+//! parallel, as many workers as run) and the first *hash* job; hash job k carries the
+//! whole-file SHA-256 through window k and queues job k+1. Every window records its
+//! result once (a marker per window, counted in the same transaction); whichever job
+//! sees the last window scanned and the hash finished writes the verdict, conditionally,
+//! so duplicate or out-of-order deliveries change nothing.
+
+use futures::StreamExt;
+
+use super::{
+    chained_sha256::{ChainState, ChainedSha256},
+    check_type, decide, detect, record, JobOutcome, PipelineError, Processor, ScanReply, Verdict, SNIFF_BYTES,
+};
+use crate::domain::{
+    HashProgress, HeadFinding, ProcessingOutcome, Upload, UploadStatus, WindowFinding, WindowJob, WindowPlan,
+};
+
+fn plan_of(p: &Processor, rec: &Upload) -> Result<WindowPlan, PipelineError> {
+    WindowPlan::new(rec.size, p.config.scan_window)
+        .ok_or_else(|| PipelineError::Other(format!("{} is not processed in windows", rec.id)))
+}
+
+/// Starts the windows of a large file and queues their jobs. A redelivered job (the
+/// first one crashed after starting) queues them again: repeated window jobs are harmless.
+pub(super) async fn fan_out(
+    p: &Processor,
+    rec: &Upload,
+    plan: WindowPlan,
+    receive_count: u32,
+) -> Result<JobOutcome, PipelineError> {
+    let started = p.app.repo.start_windows(&rec.id, plan.count(), crate::now()).await?;
+    if !started && receive_count <= 1 {
+        tracing::info!(upload_id = %rec.id, "windows already started; repeated job ignored");
+        return Ok(JobOutcome::Skipped);
+    }
+    let (upload_id, owner) = (rec.id.clone(), rec.owner.clone());
+    let mut jobs: Vec<WindowJob> = (0..plan.count())
+        .map(|index| WindowJob::Scan { upload_id: upload_id.clone(), owner: owner.clone(), index })
+        .collect();
+    jobs.push(WindowJob::Hash { upload_id, owner, index: 0 });
+    p.app.jobs.send_windows(&jobs).await?;
+    tracing::info!(upload_id = %rec.id, windows = plan.count(), size = rec.size, "processing in windows");
+    Ok(JobOutcome::FannedOut { windows: plan.count() })
+}
+
+pub(super) async fn run_job(p: &Processor, rec: &Upload, job: &WindowJob) -> Result<JobOutcome, PipelineError> {
+    let plan = plan_of(p, rec)?;
+    if rec.windows_total != Some(plan.count()) {
+        // Its fan-out has not been recorded yet (or the window size changed): retry soon.
+        return Err(PipelineError::NotYet);
+    }
+    match *job {
+        WindowJob::Scan { index, .. } if index < plan.count() => scan(p, rec, plan, index).await,
+        WindowJob::Hash { index, .. } if index < plan.count() => hash(p, rec, plan, index).await,
+        _ => Err(PipelineError::Other(format!("window job outside the plan of {}: {job:?}", rec.id))),
+    }
+}
+
+/// Scans window `k` (with the overlap before it); window 0 also reads the file's type.
+async fn scan(p: &Processor, rec: &Upload, plan: WindowPlan, k: u32) -> Result<JobOutcome, PipelineError> {
+    let etag = rec.etag.as_deref().ok_or_else(|| PipelineError::Other("the upload has no object ETag".into()))?;
+    let (start, end) = plan.scan_range(k);
+    let mut body = p.app.objects.read_range(&rec.s3_key, etag, start, end).await?;
+    let mut scanner = p.scanner.start().await?;
+    let mut head = Vec::new();
+    let mut read = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        read += chunk.len() as u64;
+        if k == 0 && head.len() < SNIFF_BYTES {
+            head.extend_from_slice(&chunk[..(SNIFF_BYTES - head.len()).min(chunk.len())]);
+        }
+        scanner.send(&chunk).await?;
+    }
+    if read != end - start {
+        return Err(PipelineError::Read(format!("window {k}: read {read} bytes of {}", end - start)));
+    }
+    let mut finding = match scanner.finish().await? {
+        ScanReply::Clean => WindowFinding::default(),
+        ScanReply::Found(sig) => WindowFinding { found: Some(sig), ..WindowFinding::default() },
+        ScanReply::NotFullyScanned(why) => WindowFinding { gap: Some(why), ..WindowFinding::default() },
+        ScanReply::Error(e) => return Err(PipelineError::Other(format!("scanner error: {e}"))),
+    };
+    if k == 0 {
+        // The type is read once per file, from its first bytes. Windowed files are far
+        // above the thumbnail size limit, so none is made.
+        let checked = check_type(&rec.content_type, &head);
+        finding.head = Some(HeadFinding {
+            detected_type: checked.as_ref().ok().cloned().flatten().or_else(|| detect(&head)),
+            type_rejection: checked.err(),
+            ..HeadFinding::default()
+        });
+    }
+    if !p.app.repo.window_scanned(&rec.id, k, &finding, crate::now()).await? {
+        tracing::info!(upload_id = %rec.id, window = k, "window already recorded; repeated job");
+    }
+    settle(p, rec).await
+}
+
+/// Carries the whole-file SHA-256 through window `k`, then queues window k+1's hash.
+async fn hash(p: &Processor, rec: &Upload, plan: WindowPlan, k: u32) -> Result<JobOutcome, PipelineError> {
+    let next = |index| WindowJob::Hash { upload_id: rec.id.clone(), owner: rec.owner.clone(), index };
+    match rec.hash_next {
+        Some(n) if n == k => {}
+        Some(n) if n == k + 1 && n < plan.count() => {
+            // This job already advanced the chain but may have died before queueing the
+            // next link: queue it (again; a repeated link is skipped by its condition).
+            p.app.jobs.send_windows(&[next(n)]).await?;
+            return Ok(JobOutcome::Skipped);
+        }
+        _ => return Ok(JobOutcome::Skipped),
+    }
+    let state = rec
+        .hash_state
+        .as_deref()
+        .and_then(ChainState::decode)
+        .ok_or_else(|| PipelineError::Other(format!("{}: no hash state to continue from", rec.id)))?;
+    let etag = rec.etag.as_deref().ok_or_else(|| PipelineError::Other("the upload has no object ETag".into()))?;
+    let (start, end) = plan.hash_range(k);
+    if state.bytes_hashed() != start {
+        return Err(PipelineError::Other(format!(
+            "{}: hash state at {} bytes, window {k} starts at {start}",
+            rec.id,
+            state.bytes_hashed()
+        )));
+    }
+    let mut body = p.app.objects.read_range(&rec.s3_key, etag, start, end).await?;
+    let mut hasher = ChainedSha256::resume(state);
+    let mut read = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        read += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    if read != end - start {
+        return Err(PipelineError::Read(format!("hash window {k}: read {read} bytes of {}", end - start)));
+    }
+    let last = k + 1 == plan.count();
+    let progress = if last {
+        HashProgress::Digest(hex::encode(hasher.finalize()))
+    } else {
+        HashProgress::State(
+            hasher.state().ok_or_else(|| PipelineError::Other("window does not end on a hash block".into()))?.encode(),
+        )
+    };
+    if p.app.repo.hash_advanced(&rec.id, k, &progress, crate::now()).await? && !last {
+        p.app.jobs.send_windows(&[next(k + 1)]).await?;
+    }
+    settle(p, rec).await
+}
+
+/// Writes the verdict once every window is scanned and the hash is finished; until then
+/// there is nothing to do. Safe to call from any number of jobs at once.
+async fn settle(p: &Processor, rec: &Upload) -> Result<JobOutcome, PipelineError> {
+    let started = std::time::Instant::now();
+    let Some(now) = p.app.repo.get(&rec.id).await? else { return Ok(JobOutcome::Skipped) };
+    let total = now.windows_total.unwrap_or(u32::MAX);
+    if now.status != UploadStatus::Processing || now.windows_done != Some(total) || now.hash_next != Some(total) {
+        return Ok(JobOutcome::WindowDone);
+    }
+    let scan = match (&now.scan_found, &now.scan_gap) {
+        (Some(sig), _) => ScanReply::Found(sig.clone()),
+        (None, Some(why)) => ScanReply::NotFullyScanned(why.clone()),
+        (None, None) => ScanReply::Clean,
+    };
+    let type_check = match &now.type_rejection {
+        Some(reason) => Err(reason.clone()),
+        None => Ok(now.detected_type.clone()),
+    };
+    let digest =
+        now.content_sha256.as_deref().and_then(|h| hex::decode(h).ok()).and_then(|b| <[u8; 32]>::try_from(b).ok());
+    let digest = digest.ok_or_else(|| PipelineError::Other(format!("{}: the chained hash is missing", rec.id)))?;
+    let declared = now.sha256.map(|d| *d.as_bytes());
+    let verdict =
+        decide(Some(&scan), &type_check, declared, digest, p.config.unscanned_policy).map_err(PipelineError::Other)?;
+    let outcome = ProcessingOutcome {
+        status: super::status_of(&verdict),
+        reason: match &verdict {
+            Verdict::Ready => format!("{} Scanned in {total} windows.", verdict.reason()),
+            v => v.reason(),
+        },
+        detected_type: now.detected_type.clone(),
+        content_sha256: Some(hex::encode(digest)),
+        thumbnail_key: None,
+        width: None,
+        height: None,
+    };
+    Ok(JobOutcome::Finished(record(p, &now, &outcome, started).await?))
+}

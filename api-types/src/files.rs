@@ -29,6 +29,9 @@ pub struct FileView {
     /// Until when a deleted file can be restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restorable_until: Option<String>,
+    /// While a large file is checked in windows: how far along the checks are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::uploads::ProcessingProgress>,
 }
 
 /// `GET /files`.

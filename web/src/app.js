@@ -75,6 +75,15 @@ async function refresh () {
     s.textContent = f.status
     status.append(s)
     if (f.status !== 'ready' && f.reason) { const why = document.createElement('div'); why.className = 'reason'; why.textContent = f.reason; status.append(why) }
+    if (f.progress) {
+      // A large file checked in windows: how far the scan and the whole-file hash are.
+      const p = f.progress
+      const pct = Math.round(100 * (p.bytes_scanned + p.bytes_hashed) / (2 * Math.max(p.bytes_total, 1)))
+      const how = document.createElement('div')
+      how.className = 'progress'
+      how.textContent = `checking ${pct}% (${p.windows_scanned} of ${p.windows_total} windows scanned)`
+      status.append(how)
+    }
     const action = document.createElement('td')
     if (f.status === 'ready') {
       const b = document.createElement('button')

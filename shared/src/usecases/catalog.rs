@@ -43,6 +43,7 @@ pub(crate) fn file_view(app: &App, u: &Upload, base_url: &str, now: i64) -> File
         updated_at: rfc3339(u.updated_at),
         deleted_at: u.deleted_at.map(rfc3339),
         restorable_until: u.deleted_at.and(u.purge_at).map(rfc3339),
+        progress: super::progress(u, u.status),
     }
 }
 

@@ -117,7 +117,7 @@ pub(crate) fn view(u: &Upload, parts: Option<&[PartRecord]>, now: i64) -> Upload
 }
 
 /// Progress of a file checked in windows, while it is.
-fn progress(u: &Upload, status: UploadStatus) -> Option<ProcessingProgress> {
+pub(crate) fn progress(u: &Upload, status: UploadStatus) -> Option<ProcessingProgress> {
     let total = u.windows_total.filter(|_| status == UploadStatus::Processing)?;
     let share = |n: u32| (u128::from(u.size) * u128::from(n.min(total)) / u128::from(total.max(1))) as u64;
     Some(ProcessingProgress {

@@ -217,3 +217,21 @@ async fn the_verdict_waits_for_every_window_and_the_whole_hash() {
     processing::process_window(&p, &marked, 1).await.unwrap();
     assert_eq!(f.repo.upload(&id).unwrap().status, UploadStatus::Quarantined);
 }
+
+#[tokio::test]
+async fn a_compressed_archive_larger_than_a_window_is_never_called_clean() {
+    use crate::processing::UnscannedPolicy;
+    for (policy, expected) in
+        [(UnscannedPolicy::Block, UploadStatus::Unscanned), (UnscannedPolicy::Allow, UploadStatus::Ready)]
+    {
+        let f = Fakes::new();
+        let mut p = processor(&f);
+        p.config.unscanned_policy = policy;
+        let mut data = bytes(5 * MIB, &[]);
+        data[..4].copy_from_slice(b"PK\x03\x04");
+        let id = completed(&f, &data, None, "application/zip").await;
+        assert_eq!(run_all(&f, &p, 1).await, expected);
+        let reason = f.repo.upload(&id).unwrap().reason.unwrap();
+        assert!(reason.contains("zip archive larger than one scan window"), "{reason}");
+    }
+}

@@ -86,16 +86,40 @@ async fn scan(p: &Processor, rec: &Upload, plan: WindowPlan, k: u32) -> Result<J
         // The type is read once per file, from its first bytes. Windowed files are far
         // above the thumbnail size limit, so none is made.
         let checked = check_type(&rec.content_type, &head);
-        finding.head = Some(HeadFinding {
-            detected_type: checked.as_ref().ok().cloned().flatten().or_else(|| detect(&head)),
-            type_rejection: checked.err(),
-            ..HeadFinding::default()
-        });
+        let detected = checked.as_ref().ok().cloned().flatten().or_else(|| detect(&head));
+        if let Some(kind) = detected.as_deref().and_then(compressed_container) {
+            // Raw windows of compressed data show the scanner nothing of the members:
+            // never call that clean.
+            finding.gap.get_or_insert(format!(
+                "it is a {kind} larger than one scan window ({} bytes), and its compressed members cannot be scanned window by window",
+                p.config.scan_window
+            ));
+        }
+        finding.head =
+            Some(HeadFinding { detected_type: detected, type_rejection: checked.err(), ..HeadFinding::default() });
     }
     if !p.app.repo.window_scanned(&rec.id, k, &finding, crate::now()).await? {
         tracing::info!(upload_id = %rec.id, window = k, "window already recorded; repeated job");
     }
     settle(p, rec).await
+}
+
+/// Containers whose members are compressed: a raw byte window of one shows the scanner
+/// no member's content. Named in words for the reason.
+fn compressed_container(mime: &str) -> Option<&'static str> {
+    Some(match mime {
+        "application/zip" | "application/epub+zip" => "zip archive",
+        "application/gzip" => "gzip file",
+        "application/x-7z-compressed" => "7z archive",
+        "application/zstd" => "zstd file",
+        "application/x-xz" => "xz file",
+        "application/x-bzip2" => "bzip2 file",
+        "application/vnd.rar" | "application/x-rar-compressed" => "rar archive",
+        m if m.starts_with("application/vnd.openxmlformats") || m.starts_with("application/vnd.oasis.opendocument") => {
+            "office document (a zip archive)"
+        }
+        _ => return None,
+    })
 }
 
 /// Carries the whole-file SHA-256 through window `k`, then queues window k+1's hash.

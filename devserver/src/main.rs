@@ -25,6 +25,10 @@ enum Cmd {
         /// The web uploader's built files (npm run build in web/).
         #[arg(long, default_value = "web/dist")]
         web_dir: String,
+        /// Processing workers: pollers taking one message at a time, as Lambda instances do
+        /// (the windows of a large file fan out over them).
+        #[arg(long, env = "HOIST_DEV_WORKERS", default_value_t = 2)]
+        workers: usize,
     },
     /// Print a dev bearer token for OWNER (signed with HOIST_DEV_JWT_SECRET).
     Token {
@@ -45,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             shared::domain::Owner::parse(&owner)?;
             println!("{}", hoist_dev::jwt::issue(&secret()?, &owner, ttl_seconds, shared::now())?);
         }
-        Cmd::Serve { port, template, janitor_seconds, web_dir } => {
+        Cmd::Serve { port, template, janitor_seconds, web_dir, workers } => {
             shared::telemetry::init("hoist-dev");
             let app = shared::App::from_env().await?;
             let text = std::fs::read_to_string(&template)?;
@@ -62,7 +66,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let scanner = std::sync::Arc::new(shared::clamd::Clamd { addr: config.clamd_addr.clone() });
             let processor = std::sync::Arc::new(process::Processor { app: app.clone(), scanner, config });
             let sqs = aws_sdk_sqs::Client::new(&aws_config::load_from_env().await);
-            hoist_dev::sqs::spawn_poller(processor, sqs, app.config.queue_url.clone());
+            for _ in 0..workers.max(1) {
+                hoist_dev::sqs::spawn_poller(processor.clone(), sqs.clone(), app.config.queue_url.clone());
+            }
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
             tracing::info!(port, routes = state.routes.len(), "hoist-dev listening on 127.0.0.1");
             eprintln!("hoist-dev: http://127.0.0.1:{port}/ ({} routes from {template})", state.routes.len());

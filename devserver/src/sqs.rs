@@ -20,10 +20,21 @@ pub async fn poll_once(
     queue_url: &str,
     wait_secs: i32,
 ) -> Result<PollReport, String> {
+    poll(processor, sqs, queue_url, wait_secs, 10).await
+}
+
+/// Receives up to `batch` messages (1..=10) and hands them to the handler as one event.
+pub async fn poll(
+    processor: &Arc<process::Processor>,
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    wait_secs: i32,
+    batch: i32,
+) -> Result<PollReport, String> {
     let out = sqs
         .receive_message()
         .queue_url(queue_url)
-        .max_number_of_messages(10)
+        .max_number_of_messages(batch.clamp(1, 10))
         .wait_time_seconds(wait_secs)
         .message_system_attribute_names(MessageSystemAttributeName::All)
         .send()
@@ -79,7 +90,8 @@ pub async fn poll_once(
     Ok(PollReport { received: messages.len(), failed: failed.len() })
 }
 
-/// The dev server's poller: runs until the process exits.
+/// One of the dev server's pollers (Lambda instances, locally): one message per
+/// invocation, as the template's `BatchSize: 1`; runs until the process exits.
 pub fn spawn_poller(
     processor: Arc<process::Processor>,
     sqs: aws_sdk_sqs::Client,
@@ -87,7 +99,7 @@ pub fn spawn_poller(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match poll_once(&processor, &sqs, &queue_url, 5).await {
+            match poll(&processor, &sqs, &queue_url, 5, 1).await {
                 Ok(r) if r.received > 0 => {
                     tracing::info!(received = r.received, failed = r.failed, "processed a batch")
                 }

@@ -9,6 +9,9 @@ echo "machine: $(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d)" | tee -a bench
 # Needs the local stack (LocalStack, moto, clamd).
 bash scripts/stack.sh start >/dev/null
 cargo bench -p hoist-e2e --bench processing 2>/dev/null | grep -v '^{"' | tee bench/processing.md
+# Large files in windows: time to verdict by number of workers (the CLI uploads the files).
+cargo build -q --release -p hoist-cli
+cargo bench -p hoist-e2e --bench windows 2>/dev/null | grep -v '^{"' | tee bench/windows.md
 
 # hoist put vs the AWS CLI on the same local S3 (the AWS CLI in its own venv; bench-only).
 VENV_AWSCLI="$HOIST_CACHE/venv-awscli"

@@ -10,7 +10,7 @@ cd "$HOIST_ROOT"
 files=(shared/src/usecases/complete.rs shared/src/domain/status.rs shared/src/usecases/janitor.rs shared/src/processing/mod.rs shared/src/domain/windows.rs shared/src/processing/windows.rs)
 backup=$(mktemp -d)
 tar -cf "$backup/files.tar" "${files[@]}"
-put_back() { tar -xf "$backup/files.tar"; }
+put_back() { tar -xmf "$backup/files.tar"; }  # -m: now as mtime, so cargo rebuilds
 trap 'put_back; rm -rf "$backup"' EXIT
 
 # mutate FILE PYTHON-OLD PYTHON-NEW: exact replacement, which must apply.

@@ -135,9 +135,11 @@ pub trait UploadRepo: Send + Sync {
     async fn due_purges(&self, now: i64, limit: u32) -> Result<Vec<Upload>, RepoError>;
     /// Forgets an upload entirely (its record and its parts).
     async fn delete_upload(&self, id: &UploadId) -> Result<(), RepoError>;
-    /// A `processing` upload is scanned in `total` windows: starts the tally and the hash
-    /// chain. False when already started (a repeated job).
-    async fn start_windows(&self, id: &UploadId, total: u32, now: i64) -> Result<bool, RepoError>;
+    /// A `processing` upload is scanned in `total` windows of `window_bytes`: starts the
+    /// tally and the hash chain. False when already started (a repeated job).
+    async fn start_windows(&self, id: &UploadId, total: u32, window_bytes: u64, now: i64) -> Result<bool, RepoError>;
+    /// Whether window `index`'s scan is recorded already (a repeated job skips the work).
+    async fn window_recorded(&self, id: &UploadId, index: u32) -> Result<bool, RepoError>;
     /// Records window `index`'s scan, once: false when it was already recorded.
     async fn window_scanned(
         &self,

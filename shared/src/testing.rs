@@ -372,12 +372,13 @@ impl UploadRepo for MemoryRepo {
         Ok(())
     }
 
-    async fn start_windows(&self, id: &UploadId, total: u32, now: i64) -> Result<bool, RepoError> {
+    async fn start_windows(&self, id: &UploadId, total: u32, window_bytes: u64, now: i64) -> Result<bool, RepoError> {
         self.enter("repo.start_windows").await?;
         let mut s = lock(&self.state);
         match s.uploads.get_mut(id) {
             Some(u) if u.status == UploadStatus::Processing && u.windows_total.is_none() => {
                 u.windows_total = Some(total);
+                u.window_bytes = Some(window_bytes);
                 u.windows_done = Some(0);
                 u.hash_next = Some(0);
                 u.hash_state = Some(crate::processing::chained_sha256::ChainState::default().encode());
@@ -386,6 +387,11 @@ impl UploadRepo for MemoryRepo {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn window_recorded(&self, id: &UploadId, index: u32) -> Result<bool, RepoError> {
+        self.enter("repo.window_recorded").await?;
+        Ok(lock(&self.state).windows.get(id).is_some_and(|w| w.contains(&index)))
     }
 
     async fn window_scanned(&self, id: &UploadId, index: u32, f: &WindowFinding, now: i64) -> Result<bool, RepoError> {

@@ -60,6 +60,13 @@ fn is_conditional_failure(e: &RepoError) -> bool {
     matches!(e, RepoError::Service { code, .. } if code == "ConditionalCheckFailedException")
 }
 
+/// Another transaction held the item: worth trying again at once.
+fn is_conflict(e: &RepoError) -> bool {
+    matches!(e, RepoError::Service { code, message, .. }
+        if code == "TransactionConflictException"
+            || (code == "TransactionCanceledException" && message.contains("TransactionConflict")))
+}
+
 fn is_cancelled_by_condition(e: &RepoError) -> bool {
     matches!(e, RepoError::Service { code, message, .. }
         if code == "TransactionCanceledException" && message.contains("ConditionalCheckFailed"))
@@ -655,12 +662,14 @@ impl UploadRepo for DynamoRepo {
         Ok(())
     }
 
-    async fn start_windows(&self, id: &UploadId, total: u32, now: i64) -> Result<bool, RepoError> {
+    async fn start_windows(&self, id: &UploadId, total: u32, window_bytes: u64, now: i64) -> Result<bool, RepoError> {
         let res = self
             .update_upload(id)
             .update_expression(
-                "SET windows_total = :n, windows_done = :zero, hash_next = :zero, hash_state = :h, updated_at = :now",
+                "SET windows_total = :n, window_bytes = :w, windows_done = :zero, hash_next = :zero, hash_state = :h, \
+                 updated_at = :now",
             )
+            .expression_attribute_values(":w", nv(window_bytes))
             .condition_expression("#s = :processing AND attribute_not_exists(windows_total)")
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":processing", sv(UploadStatus::Processing.as_str()))
@@ -671,6 +680,10 @@ impl UploadRepo for DynamoRepo {
             .send()
             .await;
         conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    async fn window_recorded(&self, id: &UploadId, index: u32) -> Result<bool, RepoError> {
+        Ok(self.item(upload_pk(id), &window_sk(index)).await?.is_some())
     }
 
     async fn window_scanned(
@@ -725,21 +738,32 @@ impl UploadRepo for DynamoRepo {
         for (k, v) in values {
             tally = tally.expression_attribute_values(k, v);
         }
-        let res = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(marker).build())
-            .transact_items(TransactWriteItem::builder().update(tally.build().map_err(corrupt)?).build())
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let err = map_err("TransactWriteItems", e);
-                if is_cancelled_by_condition(&err) {
-                    Ok(false)
-                } else {
-                    Err(err)
+        let tally = tally.build().map_err(corrupt)?;
+        // Windows of one file finish at once and all touch its item: a transaction that
+        // collides with another is tried again here, not after the queue's visibility
+        // timeout (which would re-scan the window).
+        let mut attempt = 0u32;
+        loop {
+            let res = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(marker.clone()).build())
+                .transact_items(TransactWriteItem::builder().update(tally.clone()).build())
+                .send()
+                .await;
+            match res {
+                Ok(_) => return Ok(true),
+                Err(e) => {
+                    let err = map_err("TransactWriteItems", e);
+                    if is_cancelled_by_condition(&err) {
+                        return Ok(false);
+                    }
+                    if is_conflict(&err) && attempt < 8 {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
+                        continue;
+                    }
+                    return Err(err);
                 }
             }
         }
@@ -758,19 +782,31 @@ impl UploadRepo for DynamoRepo {
                 ("SET hash_next = :next, content_sha256 = :v, updated_at = :now REMOVE hash_state", d)
             }
         };
-        let res = self
-            .update_upload(id)
-            .update_expression(expr)
-            .condition_expression("#s = :processing AND hash_next = :k")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":processing", sv(UploadStatus::Processing.as_str()))
-            .expression_attribute_values(":k", nv(index))
-            .expression_attribute_values(":next", nv(index + 1))
-            .expression_attribute_values(":v", sv(value.clone()))
-            .expression_attribute_values(":now", nv(now))
-            .send()
-            .await;
-        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+        let mut attempt = 0u32;
+        loop {
+            let res = self
+                .update_upload(id)
+                .update_expression(expr)
+                .condition_expression("#s = :processing AND hash_next = :k")
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":processing", sv(UploadStatus::Processing.as_str()))
+                .expression_attribute_values(":k", nv(index))
+                .expression_attribute_values(":next", nv(index + 1))
+                .expression_attribute_values(":v", sv(value.clone()))
+                .expression_attribute_values(":now", nv(now))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| map_err("UpdateItem", e));
+            match res {
+                // A window's tally transaction on the same item: try again at once.
+                Err(e) if is_conflict(&e) && attempt < 8 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
+                }
+                res => return conditional(res),
+            }
+        }
     }
 }
 

@@ -60,7 +60,7 @@ pub async fn app_from_env() -> Result<Arc<App>, StartupError> {
 pub fn iam_actions(port_method: &str) -> Option<&'static [&'static str]> {
     Some(match port_method {
         // DynamoDB (DynamoRepo). Transactions need the actions of their items.
-        "repo.quota" | "repo.get" => &["dynamodb:GetItem"],
+        "repo.quota" | "repo.get" | "repo.window_recorded" => &["dynamodb:GetItem"],
         "repo.create" => &["dynamodb:PutItem", "dynamodb:UpdateItem"],
         "repo.put_parts" => &["dynamodb:BatchWriteItem"],
         "repo.parts" | "repo.list_files" => &["dynamodb:Query"],

@@ -63,9 +63,12 @@ pub struct Upload {
     /// empty, and S3's ObjectCreated event (not a client call) completes the session.
     #[serde(default)]
     pub single_post: bool,
-    /// Processing in windows (files larger than one scan window): how many windows...
+    /// Processing in windows (files larger than one scan window): how many windows, of
+    /// what size (fixed when they start, so a configuration change cannot break them)...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows_total: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_bytes: Option<u64>,
     /// ...how many are scanned...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows_done: Option<u32>,

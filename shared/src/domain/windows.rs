@@ -31,6 +31,10 @@ impl WindowPlan {
         (window > WINDOW_OVERLAP && window.is_multiple_of(MIB) && size > window).then_some(Self { size, window })
     }
 
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
     pub fn count(&self) -> u32 {
         self.size.div_ceil(self.window) as u32
     }

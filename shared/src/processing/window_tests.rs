@@ -235,3 +235,33 @@ async fn a_compressed_archive_larger_than_a_window_is_never_called_clean() {
         assert!(reason.contains("zip archive larger than one scan window"), "{reason}");
     }
 }
+
+#[tokio::test]
+async fn a_verdict_that_failed_to_write_after_the_last_hash_link_is_written_on_redelivery() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(5 * MIB, &[]);
+    let id = completed(&f, &data, Some(Sha256::digest(&data).into()), "application/octet-stream").await;
+    processing::process(&p, &f.jobs.sent()[0], 1).await.unwrap();
+    let (mut hashes, scans): (Vec<_>, Vec<_>) =
+        f.jobs.take_windows().into_iter().partition(|j| matches!(j, WindowJob::Hash { .. }));
+    for job in &scans {
+        processing::process_window(&p, job, 1).await.unwrap();
+    }
+    // The chain runs to its last link, whose verdict write fails (tagging the object).
+    let mut last = None;
+    while let Some(job) = hashes.pop() {
+        if let WindowJob::Hash { index: 2, .. } = job {
+            f.faults.on("s3.tag_status", 1, Fault::Fail);
+            assert!(processing::process_window(&p, &job, 1).await.is_err());
+            last = Some(job);
+            continue;
+        }
+        processing::process_window(&p, &job, 1).await.unwrap();
+        hashes.extend(f.jobs.take_windows());
+    }
+    assert_eq!(f.repo.upload(&id).unwrap().status, UploadStatus::Processing);
+    // SQS brings the last link back: the hash is done, so it writes the verdict.
+    processing::process_window(&p, &last.unwrap(), 2).await.unwrap();
+    assert_eq!(f.repo.upload(&id).unwrap().status, UploadStatus::Ready);
+}

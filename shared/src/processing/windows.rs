@@ -16,8 +16,10 @@ use crate::domain::{
     HashProgress, HeadFinding, ProcessingOutcome, Upload, UploadStatus, WindowFinding, WindowJob, WindowPlan,
 };
 
-fn plan_of(p: &Processor, rec: &Upload) -> Result<WindowPlan, PipelineError> {
-    WindowPlan::new(rec.size, p.config.scan_window)
+/// The plan the windows started with (stored), whatever the configuration says now.
+fn plan_of(rec: &Upload) -> Result<WindowPlan, PipelineError> {
+    rec.window_bytes
+        .and_then(|w| WindowPlan::new(rec.size, w))
         .ok_or_else(|| PipelineError::Other(format!("{} is not processed in windows", rec.id)))
 }
 
@@ -29,7 +31,7 @@ pub(super) async fn fan_out(
     plan: WindowPlan,
     receive_count: u32,
 ) -> Result<JobOutcome, PipelineError> {
-    let started = p.app.repo.start_windows(&rec.id, plan.count(), crate::now()).await?;
+    let started = p.app.repo.start_windows(&rec.id, plan.count(), plan.window(), crate::now()).await?;
     if !started && receive_count <= 1 {
         tracing::info!(upload_id = %rec.id, "windows already started; repeated job ignored");
         return Ok(JobOutcome::Skipped);
@@ -45,11 +47,11 @@ pub(super) async fn fan_out(
 }
 
 pub(super) async fn run_job(p: &Processor, rec: &Upload, job: &WindowJob) -> Result<JobOutcome, PipelineError> {
-    let plan = plan_of(p, rec)?;
-    if rec.windows_total != Some(plan.count()) {
-        // Its fan-out has not been recorded yet (or the window size changed): retry soon.
+    if rec.windows_total.is_none() {
+        // Its fan-out has not been recorded yet: retry soon.
         return Err(PipelineError::NotYet);
     }
+    let plan = plan_of(rec)?;
     match *job {
         WindowJob::Scan { index, .. } if index < plan.count() => scan(p, rec, plan, index).await,
         WindowJob::Hash { index, .. } if index < plan.count() => hash(p, rec, plan, index).await,
@@ -59,6 +61,10 @@ pub(super) async fn run_job(p: &Processor, rec: &Upload, job: &WindowJob) -> Res
 
 /// Scans window `k` (with the overlap before it); window 0 also reads the file's type.
 async fn scan(p: &Processor, rec: &Upload, plan: WindowPlan, k: u32) -> Result<JobOutcome, PipelineError> {
+    if p.app.repo.window_recorded(&rec.id, k).await? {
+        // A repeated job: the window is scanned; only the verdict may be left to write.
+        return settle(p, rec).await;
+    }
     let etag = rec.etag.as_deref().ok_or_else(|| PipelineError::Other("the upload has no object ETag".into()))?;
     let (start, end) = plan.scan_range(k);
     let mut body = p.app.objects.read_range(&rec.s3_key, etag, start, end).await?;
@@ -92,7 +98,7 @@ async fn scan(p: &Processor, rec: &Upload, plan: WindowPlan, k: u32) -> Result<J
             // never call that clean.
             finding.gap.get_or_insert(format!(
                 "it is a {kind} larger than one scan window ({} bytes), and its compressed members cannot be scanned window by window",
-                p.config.scan_window
+                plan.window()
             ));
         }
         finding.head =
@@ -133,6 +139,8 @@ async fn hash(p: &Processor, rec: &Upload, plan: WindowPlan, k: u32) -> Result<J
             p.app.jobs.send_windows(&[next(n)]).await?;
             return Ok(JobOutcome::Skipped);
         }
+        // The last link is done; if writing the verdict failed after it, do it now.
+        Some(n) if n == plan.count() => return settle(p, rec).await,
         _ => return Ok(JobOutcome::Skipped),
     }
     let state = rec

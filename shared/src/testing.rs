@@ -409,9 +409,6 @@ impl UploadRepo for MemoryRepo {
         if let Some(h) = &f.head {
             u.detected_type = h.detected_type.clone().or(u.detected_type.take());
             u.type_rejection = h.type_rejection.clone().or(u.type_rejection.take());
-            u.thumbnail_key = h.thumbnail_key.clone().or(u.thumbnail_key.take());
-            u.width = h.width.or(u.width);
-            u.height = h.height.or(u.height);
         }
         Ok(true)
     }

@@ -151,6 +151,20 @@ impl TransitionWrite {
     }
 }
 
+/// Adds `clause` (and its value) to an update for each field that has a value.
+fn set_present<'a, const N: usize>(
+    set: &mut Vec<&'a str>,
+    values: &mut Vec<(&'a str, AttributeValue)>,
+    fields: [(&'a str, &'a str, Option<AttributeValue>); N],
+) {
+    for (clause, name, value) in fields {
+        if let Some(v) = value {
+            set.push(clause);
+            values.push((name, v));
+        }
+    }
+}
+
 /// A stored upload item: the entity, plus the keys that file it.
 fn upload_item(upload: &Upload, forget_at: i64) -> Result<HashMap<String, AttributeValue>, RepoError> {
     let mut item: HashMap<String, AttributeValue> = serde_dynamo::to_item(upload).map_err(corrupt)?;
@@ -534,19 +548,17 @@ impl UploadRepo for DynamoRepo {
     async fn finish_processing(&self, id: &UploadId, outcome: &ProcessingOutcome, now: i64) -> Result<bool, RepoError> {
         let mut set = vec!["reason = :reason", "processed_at = :now"];
         let mut values = vec![(":reason", sv(outcome.reason.clone()))];
-        let optional: [(&str, &str, Option<AttributeValue>); 5] = [
-            ("detected_type = :dt", ":dt", outcome.detected_type.clone().map(sv)),
-            ("content_sha256 = :cs", ":cs", outcome.content_sha256.clone().map(sv)),
-            ("thumbnail_key = :tk", ":tk", outcome.thumbnail_key.clone().map(sv)),
-            ("width = :w", ":w", outcome.width.map(nv)),
-            ("height = :h", ":h", outcome.height.map(nv)),
-        ];
-        for (clause, name, value) in optional {
-            if let Some(v) = value {
-                set.push(clause);
-                values.push((name, v));
-            }
-        }
+        set_present(
+            &mut set,
+            &mut values,
+            [
+                ("detected_type = :dt", ":dt", outcome.detected_type.clone().map(sv)),
+                ("content_sha256 = :cs", ":cs", outcome.content_sha256.clone().map(sv)),
+                ("thumbnail_key = :tk", ":tk", outcome.thumbnail_key.clone().map(sv)),
+                ("width = :w", ":w", outcome.width.map(nv)),
+                ("height = :h", ":h", outcome.height.map(nv)),
+            ],
+        );
         let set = set.join(", ");
         let effects = Effects { set: &set, values, ..Effects::default() };
         let req = self.transition(id, Transition::FinishProcessing(outcome.status), now, effects);
@@ -714,19 +726,14 @@ impl UploadRepo for DynamoRepo {
             values.push((":gap", sv(g.clone())));
         }
         if let Some(head) = &finding.head {
-            let fields: [(&str, &str, Option<AttributeValue>); 5] = [
-                ("detected_type = :dt", ":dt", head.detected_type.clone().map(sv)),
-                ("type_rejection = :tr", ":tr", head.type_rejection.clone().map(sv)),
-                ("thumbnail_key = :tk", ":tk", head.thumbnail_key.clone().map(sv)),
-                ("width = :w", ":w", head.width.map(nv)),
-                ("height = :h", ":h", head.height.map(nv)),
-            ];
-            for (clause, name, value) in fields {
-                if let Some(v) = value {
-                    set.push(clause);
-                    values.push((name, v));
-                }
-            }
+            set_present(
+                &mut set,
+                &mut values,
+                [
+                    ("detected_type = :dt", ":dt", head.detected_type.clone().map(sv)),
+                    ("type_rejection = :tr", ":tr", head.type_rejection.clone().map(sv)),
+                ],
+            );
         }
         let mut tally = Update::builder()
             .table_name(&self.table)

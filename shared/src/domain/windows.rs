@@ -89,9 +89,6 @@ pub struct HeadFinding {
     pub detected_type: Option<String>,
     /// Why the bytes are not the declared type (the file is then rejected).
     pub type_rejection: Option<String>,
-    pub thumbnail_key: Option<String>,
-    pub width: Option<u32>,
-    pub height: Option<u32>,
 }
 
 /// Where the whole-file hash stands after a window.

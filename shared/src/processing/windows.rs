@@ -101,8 +101,7 @@ async fn scan(p: &Processor, rec: &Upload, plan: WindowPlan, k: u32) -> Result<J
                 plan.window()
             ));
         }
-        finding.head =
-            Some(HeadFinding { detected_type: detected, type_rejection: checked.err(), ..HeadFinding::default() });
+        finding.head = Some(HeadFinding { detected_type: detected, type_rejection: checked.err() });
     }
     if !p.app.repo.window_scanned(&rec.id, k, &finding, crate::now()).await? {
         tracing::info!(upload_id = %rec.id, window = k, "window already recorded; repeated job");

@@ -91,7 +91,8 @@ async fn upload_to_process(p: &Processor, id: &UploadId, owner: &Owner) -> Resul
 /// On the last allowed delivery a failure is recorded as `failed` (and the message then
 /// moves to the DLQ); before that SQS simply redelivers.
 async fn fail_on_last_delivery(p: &Processor, rec: &Upload, receive_count: u32, e: &PipelineError) {
-    if receive_count < p.config.max_receives {
+    // "Not yet" is not a failure: it comes right by itself and never counts.
+    if receive_count < p.config.max_receives || matches!(e, PipelineError::NotYet) {
         return;
     }
     let outcome = ProcessingOutcome {

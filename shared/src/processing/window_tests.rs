@@ -265,3 +265,33 @@ async fn a_verdict_that_failed_to_write_after_the_last_hash_link_is_written_on_r
     processing::process_window(&p, &last.unwrap(), 2).await.unwrap();
     assert_eq!(f.repo.upload(&id).unwrap().status, UploadStatus::Ready);
 }
+
+#[tokio::test]
+async fn a_window_job_outside_the_plan_is_dropped_without_harm() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(5 * MIB, &[]);
+    let id = completed(&f, &data, None, "application/octet-stream").await;
+    processing::process(&p, &f.jobs.sent()[0], 1).await.unwrap();
+    let owner = f.repo.upload(&id).unwrap().owner;
+    for job in [
+        WindowJob::Scan { upload_id: id.clone(), owner: owner.clone(), index: 99 },
+        WindowJob::Hash { upload_id: id.clone(), owner: owner.clone(), index: u32::MAX },
+    ] {
+        // Even on the last allowed delivery: the upload is not failed by a stray message.
+        assert_eq!(processing::process_window(&p, &job, 5).await.unwrap(), JobOutcome::Skipped);
+    }
+    assert_eq!(f.repo.upload(&id).unwrap().status, UploadStatus::Processing);
+    assert_eq!(run_rest(&f, &p).await, UploadStatus::Ready);
+}
+
+/// Runs the window jobs already queued (and those they queue) to the end.
+async fn run_rest(f: &Fakes, p: &Processor) -> UploadStatus {
+    let mut pending = f.jobs.take_windows();
+    let id = pending[0].upload_id().clone();
+    while let Some(job) = pending.pop() {
+        processing::process_window(p, &job, 1).await.unwrap();
+        pending.extend(f.jobs.take_windows());
+    }
+    f.repo.upload(&id).unwrap().status
+}

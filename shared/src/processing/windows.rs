@@ -55,7 +55,12 @@ pub(super) async fn run_job(p: &Processor, rec: &Upload, job: &WindowJob) -> Res
     match *job {
         WindowJob::Scan { index, .. } if index < plan.count() => scan(p, rec, plan, index).await,
         WindowJob::Hash { index, .. } if index < plan.count() => hash(p, rec, plan, index).await,
-        _ => Err(PipelineError::Other(format!("window job outside the plan of {}: {job:?}", rec.id))),
+        _ => {
+            // Not one we sent (the plan has no such window): dropped, never held against
+            // the upload (failing it would let a stray message decide its fate).
+            tracing::warn!(upload_id = %rec.id, ?job, "window job outside the plan; dropped");
+            Ok(JobOutcome::Skipped)
+        }
     }
 }
 

@@ -207,6 +207,8 @@ async fn a_job_that_always_fails_reaches_the_dlq_and_its_batch_neighbours_succee
     let v = status(&h, &owner, &doomed).await;
     assert_eq!(v.status, "failed", "{v:?}");
     assert!(reason(&v).contains("failed 2 times"), "{v:?}");
+    // The cause (here S3's NoSuchKey, with the bucket's address) stays in the logs.
+    assert!(!reason(&v).contains("NoSuchKey") && !reason(&v).contains("127.0.0.1"), "{v:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

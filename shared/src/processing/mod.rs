@@ -95,10 +95,13 @@ async fn fail_on_last_delivery(p: &Processor, rec: &Upload, receive_count: u32, 
     if receive_count < p.config.max_receives || matches!(e, PipelineError::NotYet) {
         return;
     }
+    // The owner reads `reason`: it says what happened in words; the error itself (S3,
+    // DynamoDB, clamd addresses) goes to the logs only.
+    tracing::error!(upload_id = %rec.id, receive_count, error = %e, "processing failed for good; set aside");
     let outcome = ProcessingOutcome {
         status: UploadStatus::Failed,
         reason: format!(
-            "Processing failed {receive_count} times; the job was set aside for an operator. Last error: {e}"
+            "Processing failed {receive_count} times and was set aside for an operator; the file is not served."
         ),
         detected_type: None,
         content_sha256: None,

@@ -37,10 +37,13 @@ pub(super) async fn fan_out(
         return Ok(JobOutcome::Skipped);
     }
     let (upload_id, owner) = (rec.id.clone(), rec.owner.clone());
-    let mut jobs: Vec<WindowJob> = (0..plan.count())
-        .map(|index| WindowJob::Scan { upload_id: upload_id.clone(), owner: owner.clone(), index })
-        .collect();
-    jobs.push(WindowJob::Hash { upload_id, owner, index: 0 });
+    // The hash chain first: it is the sequential part, so it should never wait behind scans.
+    let mut jobs = vec![WindowJob::Hash { upload_id: upload_id.clone(), owner: owner.clone(), index: 0 }];
+    jobs.extend((0..plan.count()).map(|index| WindowJob::Scan {
+        upload_id: upload_id.clone(),
+        owner: owner.clone(),
+        index,
+    }));
     p.app.jobs.send_windows(&jobs).await?;
     tracing::info!(upload_id = %rec.id, windows = plan.count(), size = rec.size, "processing in windows");
     Ok(JobOutcome::FannedOut { windows: plan.count() })

@@ -51,8 +51,39 @@ pub struct Api {
     pub http: reqwest::Client,
 }
 
+/// A bearer token is a password: it only travels over TLS, or over plain HTTP to this
+/// machine itself (the dev server). Anything else is refused before a byte is sent.
+pub fn check_transport(base: &str) -> Result<(), CliError> {
+    let lower = base.trim().to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = lower.strip_prefix("http://") else {
+        return Err(CliError::Other(format!(
+            "{base}: the API URL must start with https:// (or http:// to this machine)"
+        )));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host.starts_with('[') {
+        host.split(']').next().map(|h| format!("{h}]")).unwrap_or_default()
+    } else {
+        host.split(':').next().unwrap_or("").to_owned()
+    };
+    let loopback =
+        host == "localhost" || host == "[::1]" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(CliError::Other(format!(
+            "refusing to send your token over plain http:// to {host}: use https:// (http:// is for this machine only)"
+        )))
+    }
+}
+
 impl Api {
     pub fn new(base: &str, token: &str) -> Result<Self, CliError> {
+        check_transport(base)?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("hoist-cli/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
@@ -209,4 +240,27 @@ pub fn error_detail(text: &str) -> String {
         return c.error;
     }
     text.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_transport;
+
+    #[test]
+    fn tokens_travel_over_tls_or_stay_on_this_machine() {
+        for ok in ["https://api.example.com", "http://127.0.0.1:8787", "http://localhost:8787/", "http://[::1]:8787"] {
+            assert!(check_transport(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://api.example.com",
+            "http://10.0.0.5:8787",
+            "http://127.0.0.1.evil.example",
+            "http://localhost.evil.example",
+            "http://user@evil.example",
+            "ftp://127.0.0.1",
+            "127.0.0.1:8787",
+        ] {
+            assert!(check_transport(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -195,6 +195,21 @@ pub enum LinkError {
 /// `Content-Disposition` per RFC 6266, with an ASCII `filename` fallback and the real
 /// name in RFC 5987 `filename*`. No quote, backslash, control character or path part
 /// of the name can reach the header.
+/// How a file of `content_type` is actually served: types a browser would run as a
+/// document (XML and its kin: XSLT can script the page) are always downloads, whatever
+/// the link asks for.
+pub fn served_disposition(content_type: &str, asked: Disposition) -> Disposition {
+    let ct = content_type.to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    let renders_as_document = matches!(essence, "text/xml" | "application/xml" | "text/xsl" | "application/xslt+xml")
+        || essence.ends_with("+xml");
+    if renders_as_document {
+        Disposition::Attachment
+    } else {
+        asked
+    }
+}
+
 pub fn content_disposition(disposition: Disposition, name: &str) -> String {
     let kind = match disposition {
         Disposition::Attachment => "attachment",
@@ -314,5 +329,16 @@ mod tests {
             "attachment; filename=\"download\"; filename*=UTF-8''download"
         );
         assert!(content_disposition(Disposition::Attachment, "日本語.txt").contains("filename=\"___.txt\""));
+    }
+
+    #[test]
+    fn xml_is_never_served_inline() {
+        for ct in
+            ["text/xml", "application/xml", "application/xslt+xml", "application/rss+xml", "Text/XML; charset=utf-8"]
+        {
+            assert_eq!(served_disposition(ct, Disposition::Inline), Disposition::Attachment, "{ct}");
+        }
+        assert_eq!(served_disposition("image/png", Disposition::Inline), Disposition::Inline);
+        assert_eq!(served_disposition("text/plain", Disposition::Attachment), Disposition::Attachment);
     }
 }

@@ -127,18 +127,37 @@ fn is_dangerous(detected: &str) -> bool {
 }
 
 fn looks_like_html(head: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(&head[..head.len().min(1024)]).to_ascii_lowercase();
-    let t = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
-    ["<!doctype html", "<html", "<script", "<head", "<body", "<iframe", "<svg"].iter().any(|p| t.starts_with(p))
+    let text = String::from_utf8_lossy(&head[..head.len().min(4096)]).to_ascii_lowercase();
+    // A browser looks past an XML prolog, processing instructions and comments: so do we.
+    let mut t = text.as_str();
+    loop {
+        t = t.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+        let skip = if t.starts_with("<?") {
+            t.find("?>").map(|i| i + 2)
+        } else if t.starts_with("<!--") {
+            t.find("-->").map(|i| i + 3)
+        } else {
+            break;
+        };
+        match skip {
+            Some(i) => t = &t[i..],
+            None => break,
+        }
+    }
+    ["<!doctype html", "<html", "<script", "<head", "<body", "<iframe", "<svg", "<xsl:stylesheet", "<xsl:transform"]
+        .iter()
+        .any(|p| t.starts_with(p))
 }
 
 /// What the first bytes are (a MIME type), if known.
 pub fn detect(head: &[u8]) -> Option<String> {
-    if let Some(k) = infer::get(head) {
-        return Some(k.mime_type().to_owned());
-    }
-    if looks_like_html(head) {
+    let inferred = infer::get(head).map(|k| k.mime_type());
+    // XML (as `infer` calls anything starting `<?xml`) is HTML or SVG when its root says so.
+    if matches!(inferred, None | Some("text/xml" | "application/xml")) && looks_like_html(head) {
         return Some("text/html".to_owned());
+    }
+    if let Some(mime) = inferred {
+        return Some(mime.to_owned());
     }
     if head.starts_with(b"#!") {
         return Some("application/x-shellscript".to_owned());
@@ -333,6 +352,14 @@ mod tests {
         // HTML declared as PNG; HTML as text/plain.
         assert!(check_type(&ct("image/png"), b"<!DOCTYPE html><html><script>x</script>").is_err());
         assert!(check_type(&ct("text/plain"), b"  <html><body>hi").is_err());
+        // Behind an XML prolog or comments, as a browser would read it.
+        assert!(check_type(&ct("text/plain"), b"<?xml version=\"1.0\"?>\n<!-- x --><html><script>x</script>").is_err());
+        assert!(check_type(&ct("application/octet-stream"), b"<!-- a --> <!-- b --><svg onload=alert(1)>").is_err());
+        assert!(check_type(&ct("text/plain"), b"<?xml version=\"1.0\"?><xsl:stylesheet version=\"1.0\">").is_err());
+        assert!(
+            check_type(&ct("text/plain"), b"<?xml version=\"1.0\"?><data><row>1</row></data>").is_ok(),
+            "plain XML data is data"
+        );
         // A PNG declared as JPEG; random bytes declared as JPEG.
         assert!(check_type(&ct("image/jpeg"), PNG).unwrap_err().contains("image/png"));
         assert!(check_type(&ct("image/jpeg"), b"hello world").is_err());

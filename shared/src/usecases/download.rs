@@ -3,7 +3,7 @@
 
 use crate::{
     domain::{
-        links::{content_disposition, LinkError, LinkQuery, Variant},
+        links::{content_disposition, served_disposition, LinkError, LinkQuery, Variant},
         Upload, UploadError, UploadStatus,
     },
     App,
@@ -58,7 +58,7 @@ pub async fn download(app: &App, raw_id: &str, q: &LinkQuery<'_>, now: i64) -> R
         .presign_get(
             &key,
             &content_type,
-            &content_disposition(link.disposition, &name),
+            &content_disposition(served_disposition(&content_type, link.disposition), &name),
             std::time::Duration::from_secs(S3_URL_SECS),
         )
         .await?;

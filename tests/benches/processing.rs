@@ -11,21 +11,10 @@
 
 use std::time::Instant;
 
-use hoist_e2e::{rand_like, unique, Harness};
+use hoist_e2e::{rand_like, unique, vm_hwm_kib, Harness};
 use shared::{clamd::Instream, config::ProcessConfig, domain::ProcessJob, processing};
 
 const MIB: usize = 1024 * 1024;
-
-fn vm_hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
-}
 
 /// Child mode: run only the processing pass for one job and report peak memory.
 async fn child(job_json: &str) {

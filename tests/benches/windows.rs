@@ -16,24 +16,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use hoist_e2e::{unique, Harness};
+use hoist_e2e::{unique, vm_hwm_kib, Harness};
 use shared::domain::{ProcessJob, UploadId, UploadStatus};
 
 const MIB: u64 = 1024 * 1024;
 
 fn env_list(name: &str, default: &str) -> Vec<u64> {
     std::env::var(name).unwrap_or_else(|_| default.into()).split(',').filter_map(|v| v.trim().parse().ok()).collect()
-}
-
-fn vm_hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
 }
 
 /// Worker mode: poll the queue, one message at a time, until the upload has its verdict.

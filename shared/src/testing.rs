@@ -507,9 +507,13 @@ impl MemoryObjectStore {
         *lock(&self.longest_read)
     }
 
-    fn note_read(&self, len: u64) {
+    /// One read of `bytes`, noted, in uneven chunks as a network stream arrives.
+    fn stream_of(&self, bytes: Bytes) -> ByteStream {
         let mut l = lock(&self.longest_read);
-        *l = (*l).max(len);
+        *l = (*l).max(bytes.len() as u64);
+        let chunks: Vec<Result<Bytes, ObjectStoreError>> =
+            (0..bytes.len()).step_by(7919).map(|i| Ok(bytes.slice(i..(i + 7919).min(bytes.len())))).collect();
+        Box::pin(futures::stream::iter(chunks))
     }
 
     pub fn object(&self, key: &str) -> Option<Bytes> {
@@ -670,15 +674,7 @@ impl ObjectStore for MemoryObjectStore {
         self.enter("s3.read").await?;
         let obj = lock(&self.state).objects.get(key).cloned();
         match obj {
-            Some(o) if o.etag == etag => {
-                self.note_read(o.bytes.len() as u64);
-                // In uneven chunks, as a network stream arrives.
-                let chunks: Vec<Result<Bytes, ObjectStoreError>> = (0..o.bytes.len())
-                    .step_by(7919)
-                    .map(|i| Ok(o.bytes.slice(i..(i + 7919).min(o.bytes.len()))))
-                    .collect();
-                Ok(Box::pin(futures::stream::iter(chunks)))
-            }
+            Some(o) if o.etag == etag => Ok(self.stream_of(o.bytes)),
             Some(_) => Err(ObjectStoreError::Service {
                 op: "GetObject",
                 code: "PreconditionFailed".into(),
@@ -700,11 +696,7 @@ impl ObjectStore for MemoryObjectStore {
         match obj {
             Some(o) if o.etag == etag => {
                 let (start, end) = (start.min(o.bytes.len() as u64) as usize, end.min(o.bytes.len() as u64) as usize);
-                let range = o.bytes.slice(start..end.max(start));
-                self.note_read(range.len() as u64);
-                let chunks: Vec<Result<Bytes, ObjectStoreError>> =
-                    (0..range.len()).step_by(7919).map(|i| Ok(range.slice(i..(i + 7919).min(range.len())))).collect();
-                Ok(Box::pin(futures::stream::iter(chunks)))
+                Ok(self.stream_of(o.bytes.slice(start..end.max(start))))
             }
             _ => Err(ObjectStoreError::Service {
                 op: "GetObject",

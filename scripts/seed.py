@@ -21,6 +21,9 @@ try:
     s3.create_bucket(Bucket=bucket)
 except s3.exceptions.BucketAlreadyOwnedByYou:
     pass
+# Versioned, as in template.yaml: a later write to a key (a reused POST form) is a new
+# version and never replaces the bytes that were scanned (docs/security.md).
+s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 s3.put_bucket_cors(
     Bucket=bucket,
     CORSConfiguration={
@@ -49,7 +52,14 @@ s3.put_bucket_lifecycle_configuration(
                 "Status": "Enabled",
                 "Filter": {"Prefix": ""},
                 "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
-            }
+            },
+            {
+                "ID": "expire-noncurrent-versions",
+                "Status": "Enabled",
+                "Filter": {"Prefix": ""},
+                "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+                "Expiration": {"ExpiredObjectDeleteMarker": True},
+            },
         ]
     },
 )

@@ -60,6 +60,10 @@ pub struct UploadView {
     /// While a large file is checked in windows: how far along the checks are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<ProcessingProgress>,
+    /// Writes to the file's key after it was completed (a POST form sent again) that
+    /// were thrown away: the file is always the bytes that were scanned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_writes: Option<u32>,
 }
 
 /// How far processing has come for a file checked in windows (larger than one scan

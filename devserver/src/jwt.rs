@@ -13,12 +13,19 @@ pub struct Claims {
     pub iss: String,
     pub aud: String,
     pub iat: i64,
+    pub nbf: i64,
     pub exp: i64,
 }
 
 pub fn issue(secret: &str, owner: &str, ttl_secs: i64, now: i64) -> Result<String, jsonwebtoken::errors::Error> {
-    let claims =
-        Claims { sub: owner.to_owned(), iss: ISSUER.into(), aud: AUDIENCE.into(), iat: now, exp: now + ttl_secs };
+    let claims = Claims {
+        sub: owner.to_owned(),
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        iat: now,
+        nbf: now,
+        exp: now + ttl_secs,
+    };
     encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
 }
 

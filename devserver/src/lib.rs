@@ -17,7 +17,10 @@ pub fn dev_state(app: Arc<App>, template: &routes::Template, jwt_secret: String)
         app,
         routes: template.routes.clone(),
         handlers: server::http_handlers(),
-        verifier: Arc::new(shared::http::authn::Verifier::dev(&jwt_secret)),
+        auth: Arc::new(authorizer::Authorizer {
+            verifier: shared::http::authn::Verifier::dev(&jwt_secret),
+            policy: shared::http::authn::BrowserPolicy::from_env(),
+        }),
         jwt_secret,
         request_log: None,
         web_dir: None,

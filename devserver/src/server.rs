@@ -49,8 +49,8 @@ pub struct DevState {
     pub routes: Vec<Route>,
     pub handlers: BTreeMap<&'static str, HttpHandler>,
     pub jwt_secret: String,
-    /// Token verification: the authorizer's own code and settings.
-    pub verifier: Arc<shared::http::authn::Verifier>,
+    /// Token verification and cookie rules: the authorizer's own code and settings.
+    pub auth: Arc<authorizer::Authorizer>,
     /// Every routed request as (route key, body), for tests that assert what the
     /// server saw. Off unless a test turns it on.
     pub request_log: Option<Arc<std::sync::Mutex<Vec<LoggedRequest>>>>,
@@ -87,11 +87,26 @@ fn plain(status: StatusCode, msg: &str) -> AxResponse {
 pub const SESSION_COOKIE: &str = shared::http::authn::SESSION_COOKIE;
 
 /// The owner, decided by the same code as the Lambda authorizer in AWS.
-async fn authorize(st: &DevState, headers: &http::HeaderMap) -> Option<shared::domain::Owner> {
-    let authorization = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let cookies =
-        headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';'));
-    authorizer::decide(&st.verifier, authorization, cookies).await
+async fn authorize(
+    st: &DevState,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Result<shared::domain::Owner, shared::http::authn::Refusal> {
+    let header = |name: http::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let caller = shared::http::authn::Caller {
+        path,
+        authorization: header(http::header::AUTHORIZATION),
+        cookies: headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .collect(),
+        origin: header(http::header::ORIGIN),
+        sec_fetch_site: header(http::header::HeaderName::from_static("sec-fetch-site")),
+        host: header(http::header::HOST),
+    };
+    authorizer::decide(&st.auth, &caller).await
 }
 
 /// `GET /dev/login?owner=NAME` (dev server only): sets the session cookie for NAME and
@@ -106,8 +121,8 @@ fn dev_login(st: &DevState, query: Option<&str>) -> AxResponse {
     let Ok(token) = crate::jwt::issue(&st.jwt_secret, &owner, 12 * 3600, shared::now()) else {
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "could not issue a token");
     };
-    // Secure is left out only because this is plain-HTTP localhost.
-    let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200");
+    // `__Host-` requires Secure; browsers accept Secure cookies from loopback origins.
+    let cookie = format!("{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=43200");
     AxResponse::builder()
         .status(StatusCode::SEE_OTHER)
         .header("set-cookie", cookie)
@@ -159,9 +174,14 @@ async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse
         return plain(StatusCode::NOT_IMPLEMENTED, "This route's function is not served by the dev server.");
     };
     let owner = if route.authorized {
-        match authorize(&st, &parts.headers).await {
-            Some(o) => Some(o),
-            None => return to_axum(ApiError::Unauthorized.into_response()),
+        match authorize(&st, &path, &parts.headers).await {
+            Ok(o) => Some(o),
+            // API Gateway answers 401 without a credential and 403 when the authorizer
+            // says no; the dev server says which rule refused.
+            Err(why) if why.status() == 403 => {
+                return to_axum(ApiError::Forbidden(format!("Refused: {why}.")).into_response())
+            }
+            Err(_) => return to_axum(ApiError::Unauthorized.into_response()),
         }
     } else {
         None

@@ -201,6 +201,16 @@ async fn every_function_policy_grants_what_its_handler_calls() {
     let single_id = UploadId::parse(single.trim_start_matches("uploads/")).unwrap();
     let processed = run.f.repo.upload(&single_id).unwrap();
     assert!(processed.thumbnail_key.is_some(), "{processed:?}");
+    // The same form sent again after the verdict: that version is thrown away.
+    let again = run.f.objects.put_object(&single, b"later");
+    let event = json!({"Records": [{"eventName": "ObjectCreated:Post", "s3": {"bucket": {"name": bucket},
+        "object": {"key": single, "versionId": again.version}}}]});
+    run.charge("(setup)");
+    process::handle(processor.clone(), lambda_event(json!({"Records": [sqs_record(97, &event.to_string())]})))
+        .await
+        .unwrap();
+    run.charge("process");
+    assert_eq!(run.f.repo.upload(&single_id).unwrap().refused_writes, Some(1));
     // A job that comes before its status write is handed back in seconds.
     let early = run.sent_upload().await;
     let mut upload = run.f.repo.upload(&early).unwrap();

@@ -101,9 +101,12 @@ pub trait UploadRepo: Send + Sync {
     async fn begin_completion(&self, id: &UploadId, now: i64, lease: Duration) -> Result<bool, RepoError>;
     /// `ReleaseCompletion`: gives the lease back.
     async fn release_completion(&self, upload: &Upload, now: i64) -> Result<bool, RepoError>;
-    /// `FinishCompletion`: records the object (`etag`, the upload's `size`) and releases
-    /// the owner's quota, atomically.
-    async fn finish_completion(&self, upload: &Upload, etag: &str, now: i64) -> Result<bool, RepoError>;
+    /// `FinishCompletion`: records the object (its ETag and version, the upload's
+    /// `size`) and releases the owner's quota, atomically.
+    async fn finish_completion(&self, upload: &Upload, object: &ObjectInfo, now: i64) -> Result<bool, RepoError>;
+    /// Counts a write to a completed upload's key that was thrown away (it would have
+    /// replaced the bytes that were scanned).
+    async fn refused_write(&self, id: &UploadId, now: i64) -> Result<(), RepoError>;
     /// `Close(to)`: aborted or expired, quota released atomically; forgotten at `forget_at`.
     async fn close_open(
         &self,
@@ -194,23 +197,26 @@ pub type PartToSign = (PartNumber, u64, Option<Sha256Digest>);
 pub enum CompleteOutcome {
     Completed {
         etag: String,
+        /// S3's version id of the new object (None in an unversioned bucket).
+        version: Option<String>,
     },
     /// `If-None-Match: *` refused: an object already sits at the key.
     AlreadyExists,
     /// S3 no longer knows the multipart upload (completed or aborted earlier).
     NoSuchUpload,
     /// S3 refused the part list (e.g. InvalidPart, InvalidPartOrder, EntityTooSmall).
-    Refused {
-        code: String,
-        message: String,
-    },
+    Refused { code: String, message: String },
 }
 
-/// Size and ETag of a stored object.
+/// Size, ETag and version of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub size: u64,
     pub etag: String,
+    /// S3's version id (None in an unversioned bucket). In the versioned bucket the
+    /// template makes, a later write to the same key is a new version and never changes
+    /// these bytes: the upload pins this id through processing, tagging and downloads.
+    pub version: Option<String>,
 }
 
 /// An object's bytes, as they stream in.
@@ -247,10 +253,12 @@ pub trait ObjectStore: Send + Sync {
         metadata: &[(&str, String)],
         expires_in: Duration,
     ) -> Result<PresignedPost, ObjectStoreError>;
-    /// A short-lived GET answering with our Content-Type and Content-Disposition.
+    /// A short-lived GET of exactly `version` (when given), answering with our
+    /// Content-Type and Content-Disposition.
     async fn presign_get(
         &self,
         key: &str,
+        version: Option<&str>,
         content_type: &str,
         disposition: &str,
         expires_in: Duration,
@@ -267,17 +275,27 @@ pub trait ObjectStore: Send + Sync {
     ) -> Result<CompleteOutcome, ObjectStoreError>;
     /// Aborts a multipart upload; one S3 no longer knows counts as done.
     async fn abort(&self, key: &str, upload_id: &str) -> Result<(), ObjectStoreError>;
-    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, ObjectStoreError>;
-    /// Deletes an object; an absent one counts as deleted.
+    /// The object's `version` (when given), else its current version; None when absent.
+    async fn head(&self, key: &str, version: Option<&str>) -> Result<Option<ObjectInfo>, ObjectStoreError>;
+    /// Deletes an object with every version of it; an absent one counts as deleted.
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError>;
-    /// Streams the object, only if its ETag is still `etag`.
-    async fn read(&self, key: &str, etag: &str) -> Result<ByteStream, ObjectStoreError>;
-    /// Streams bytes `start..end` of the object, only if its ETag is still `etag`.
-    async fn read_range(&self, key: &str, etag: &str, start: u64, end: u64) -> Result<ByteStream, ObjectStoreError>;
+    /// Deletes one version of an object (a write that must not replace what was scanned).
+    async fn delete_version(&self, key: &str, version: &str) -> Result<(), ObjectStoreError>;
+    /// Streams the object's `version` (when given), only if its ETag is `etag`.
+    async fn read(&self, key: &str, etag: &str, version: Option<&str>) -> Result<ByteStream, ObjectStoreError>;
+    /// Streams bytes `start..end` of the object's `version`, only if its ETag is `etag`.
+    async fn read_range(
+        &self,
+        key: &str,
+        etag: &str,
+        version: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<ByteStream, ObjectStoreError>;
     /// Stores a small object the service made (a thumbnail), tagged with `status`.
     async fn put(&self, key: &str, content_type: &str, body: Vec<u8>, status: &str) -> Result<(), ObjectStoreError>;
-    /// Sets the object's status tag (the bucket policy reads it).
-    async fn tag_status(&self, key: &str, status: &str) -> Result<(), ObjectStoreError>;
+    /// Sets the status tag of the object's `version` (the bucket policy reads it).
+    async fn tag_status(&self, key: &str, version: Option<&str>, status: &str) -> Result<(), ObjectStoreError>;
 }
 
 // ---------------------------------------------------------------- the job queue

@@ -252,12 +252,13 @@ impl UploadRepo for MemoryRepo {
         Ok(self.apply(&upload.id, Transition::ReleaseCompletion, now, |_, u| u.lease_until = None))
     }
 
-    async fn finish_completion(&self, upload: &Upload, etag: &str, now: i64) -> Result<bool, RepoError> {
+    async fn finish_completion(&self, upload: &Upload, object: &ObjectInfo, now: i64) -> Result<bool, RepoError> {
         self.enter("repo.finish_completion").await?;
         Ok(self.apply(&upload.id, Transition::FinishCompletion, now, |s, u| {
             // Quota is released against what the caller reserved, in the same step.
             Self::release_quota(s, upload);
-            u.etag = Some(etag.to_owned());
+            u.etag = Some(object.etag.clone());
+            u.version_id = object.version.clone();
             u.size = upload.size;
             u.completed_at = Some(now);
             u.lease_until = None;
@@ -389,6 +390,15 @@ impl UploadRepo for MemoryRepo {
         }
     }
 
+    async fn refused_write(&self, id: &UploadId, now: i64) -> Result<(), RepoError> {
+        self.enter("repo.refused_write").await?;
+        if let Some(u) = lock(&self.state).uploads.get_mut(id) {
+            u.refused_writes = Some(u.refused_writes.unwrap_or(0) + 1);
+            u.updated_at = now;
+        }
+        Ok(())
+    }
+
     async fn window_recorded(&self, id: &UploadId, index: u32) -> Result<bool, RepoError> {
         self.enter("repo.window_recorded").await?;
         Ok(lock(&self.state).windows.get(id).is_some_and(|w| w.contains(&index)))
@@ -436,8 +446,10 @@ impl UploadRepo for MemoryRepo {
 
 // ---------------------------------------------------------------- the object store
 
+/// One version of an object, as a versioned bucket keeps it.
 #[derive(Debug, Clone)]
 struct StoredObject {
+    version: String,
     bytes: Bytes,
     etag: String,
     status_tag: Option<String>,
@@ -453,12 +465,34 @@ struct Multipart {
 
 #[derive(Default)]
 struct StoreState {
-    objects: HashMap<String, StoredObject>,
+    /// Key → its versions, oldest first (the last is the current one).
+    objects: HashMap<String, Vec<StoredObject>>,
     multipart: HashMap<String, Multipart>,
     next_id: u64,
 }
 
-/// [`ObjectStore`] in memory, one bucket.
+impl StoreState {
+    /// Stores a new current version of `key`.
+    fn add_version(&mut self, key: &str, bytes: Bytes, status_tag: Option<String>) -> ObjectInfo {
+        self.next_id += 1;
+        let version = format!("v{}", self.next_id);
+        let etag = etag_of(&bytes);
+        let info = ObjectInfo { size: bytes.len() as u64, etag: etag.clone(), version: Some(version.clone()) };
+        self.objects.entry(key.to_owned()).or_default().push(StoredObject { version, bytes, etag, status_tag });
+        info
+    }
+
+    /// `version` of `key`, or its current version.
+    fn version_of(&self, key: &str, version: Option<&str>) -> Option<&StoredObject> {
+        let versions = self.objects.get(key)?;
+        match version {
+            Some(v) => versions.iter().find(|o| o.version == v),
+            None => versions.last(),
+        }
+    }
+}
+
+/// [`ObjectStore`] in memory, one versioned bucket.
 pub struct MemoryObjectStore {
     bucket: String,
     state: Mutex<StoreState>,
@@ -474,6 +508,10 @@ fn etag_of(bytes: &[u8]) -> String {
 fn sha256_b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
+}
+
+fn no_such(op: &'static str, code: &str, key: &str) -> ObjectStoreError {
+    ObjectStoreError::Service { op, code: code.into(), message: key.to_owned(), throttled: false }
 }
 
 impl MemoryObjectStore {
@@ -494,12 +532,9 @@ impl MemoryObjectStore {
         Some(etag)
     }
 
-    /// What a browser's form POST (or anyone's PUT) does: stores the object at `key`.
-    pub fn put_object(&self, key: &str, bytes: &[u8]) -> String {
-        let etag = etag_of(bytes);
-        let obj = StoredObject { bytes: Bytes::copy_from_slice(bytes), etag: etag.clone(), status_tag: None };
-        lock(&self.state).objects.insert(key.to_owned(), obj);
-        etag
+    /// What a browser's form POST (or anyone's PUT) does: stores a new version at `key`.
+    pub fn put_object(&self, key: &str, bytes: &[u8]) -> ObjectInfo {
+        lock(&self.state).add_version(key, Bytes::copy_from_slice(bytes), None)
     }
 
     /// The longest stretch of bytes a single read (one invocation's stream) asked for.
@@ -516,17 +551,38 @@ impl MemoryObjectStore {
         Box::pin(futures::stream::iter(chunks))
     }
 
+    /// The current version's bytes.
     pub fn object(&self, key: &str) -> Option<Bytes> {
-        lock(&self.state).objects.get(key).map(|o| o.bytes.clone())
+        lock(&self.state).version_of(key, None).map(|o| o.bytes.clone())
+    }
+
+    /// How many versions of `key` the bucket holds.
+    pub fn versions(&self, key: &str) -> usize {
+        lock(&self.state).objects.get(key).map_or(0, Vec::len)
+    }
+
+    /// The status tag of `version` (or of the current version).
+    pub fn status_tag_of(&self, key: &str, version: Option<&str>) -> Option<String> {
+        lock(&self.state).version_of(key, version).and_then(|o| o.status_tag.clone())
     }
 
     pub fn status_tag(&self, key: &str) -> Option<String> {
-        lock(&self.state).objects.get(key).and_then(|o| o.status_tag.clone())
+        self.status_tag_of(key, None)
     }
 
     /// Multipart uploads S3 still holds (not completed or aborted).
     pub fn open_multipart_uploads(&self) -> usize {
         lock(&self.state).multipart.len()
+    }
+
+    /// A read of `version` (or the current one) of `key`, pinned to `etag`.
+    fn pinned(&self, key: &str, etag: &str, version: Option<&str>) -> Result<Bytes, ObjectStoreError> {
+        match lock(&self.state).version_of(key, version) {
+            Some(o) if o.etag == etag => Ok(o.bytes.clone()),
+            Some(_) => Err(no_such("GetObject", "PreconditionFailed", key)),
+            None if version.is_some() => Err(no_such("GetObject", "NoSuchVersion", key)),
+            None => Err(no_such("GetObject", "NoSuchKey", key)),
+        }
     }
 }
 
@@ -585,12 +641,16 @@ impl ObjectStore for MemoryObjectStore {
     async fn presign_get(
         &self,
         key: &str,
+        version: Option<&str>,
         _content_type: &str,
         _disposition: &str,
         _expires_in: Duration,
     ) -> Result<String, ObjectStoreError> {
         self.enter("s3.presign_get").await?;
-        Ok(format!("memory://{}/{key}", self.bucket))
+        Ok(match version {
+            Some(v) => format!("memory://{}/{key}?versionId={v}", self.bucket),
+            None => format!("memory://{}/{key}", self.bucket),
+        })
     }
 
     async fn list_parts(&self, _key: &str, upload_id: &str) -> Result<Option<Vec<StoredPart>>, ObjectStoreError> {
@@ -623,7 +683,7 @@ impl ObjectStore for MemoryObjectStore {
             return Ok(CompleteOutcome::NoSuchUpload);
         }
         // If-None-Match: * never overwrites.
-        if s.objects.contains_key(key) {
+        if s.version_of(key, None).is_some() {
             return Ok(CompleteOutcome::AlreadyExists);
         }
         let mut assembled = Vec::new();
@@ -644,13 +704,9 @@ impl ObjectStore for MemoryObjectStore {
                 message: format!("object size {} is not the declared {size}", assembled.len()),
             });
         }
-        let etag = format!("{}-{}", etag_of(&assembled), parts.len());
-        s.objects.insert(
-            key.to_owned(),
-            StoredObject { bytes: Bytes::from(assembled), etag: etag.clone(), status_tag: None },
-        );
+        let info = s.add_version(key, Bytes::from(assembled), None);
         s.multipart.remove(upload_id);
-        Ok(CompleteOutcome::Completed { etag })
+        Ok(CompleteOutcome::Completed { etag: info.etag, version: info.version })
     }
 
     async fn abort(&self, _key: &str, upload_id: &str) -> Result<(), ObjectStoreError> {
@@ -659,9 +715,13 @@ impl ObjectStore for MemoryObjectStore {
         Ok(())
     }
 
-    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, ObjectStoreError> {
+    async fn head(&self, key: &str, version: Option<&str>) -> Result<Option<ObjectInfo>, ObjectStoreError> {
         self.enter("s3.head").await?;
-        Ok(lock(&self.state).objects.get(key).map(|o| ObjectInfo { size: o.bytes.len() as u64, etag: o.etag.clone() }))
+        Ok(lock(&self.state).version_of(key, version).map(|o| ObjectInfo {
+            size: o.bytes.len() as u64,
+            etag: o.etag.clone(),
+            version: Some(o.version.clone()),
+        }))
     }
 
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
@@ -670,64 +730,56 @@ impl ObjectStore for MemoryObjectStore {
         Ok(())
     }
 
-    async fn read(&self, key: &str, etag: &str) -> Result<ByteStream, ObjectStoreError> {
-        self.enter("s3.read").await?;
-        let obj = lock(&self.state).objects.get(key).cloned();
-        match obj {
-            Some(o) if o.etag == etag => Ok(self.stream_of(o.bytes)),
-            Some(_) => Err(ObjectStoreError::Service {
-                op: "GetObject",
-                code: "PreconditionFailed".into(),
-                message: "the ETag changed".into(),
-                throttled: false,
-            }),
-            None => Err(ObjectStoreError::Service {
-                op: "GetObject",
-                code: "NoSuchKey".into(),
-                message: key.to_owned(),
-                throttled: false,
-            }),
+    async fn delete_version(&self, key: &str, version: &str) -> Result<(), ObjectStoreError> {
+        self.enter("s3.delete_version").await?;
+        let mut s = lock(&self.state);
+        if let Some(versions) = s.objects.get_mut(key) {
+            versions.retain(|o| o.version != version);
+            if versions.is_empty() {
+                s.objects.remove(key);
+            }
         }
+        Ok(())
     }
 
-    async fn read_range(&self, key: &str, etag: &str, start: u64, end: u64) -> Result<ByteStream, ObjectStoreError> {
+    async fn read(&self, key: &str, etag: &str, version: Option<&str>) -> Result<ByteStream, ObjectStoreError> {
+        self.enter("s3.read").await?;
+        Ok(self.stream_of(self.pinned(key, etag, version)?))
+    }
+
+    async fn read_range(
+        &self,
+        key: &str,
+        etag: &str,
+        version: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<ByteStream, ObjectStoreError> {
         self.enter("s3.read_range").await?;
-        let obj = lock(&self.state).objects.get(key).cloned();
-        match obj {
-            Some(o) if o.etag == etag => {
-                let (start, end) = (start.min(o.bytes.len() as u64) as usize, end.min(o.bytes.len() as u64) as usize);
-                Ok(self.stream_of(o.bytes.slice(start..end.max(start))))
-            }
-            _ => Err(ObjectStoreError::Service {
-                op: "GetObject",
-                code: "PreconditionFailed".into(),
-                message: key.to_owned(),
-                throttled: false,
-            }),
-        }
+        let bytes = self.pinned(key, etag, version)?;
+        let (start, end) = (start.min(bytes.len() as u64) as usize, end.min(bytes.len() as u64) as usize);
+        Ok(self.stream_of(bytes.slice(start..end.max(start))))
     }
 
     async fn put(&self, key: &str, _content_type: &str, body: Vec<u8>, status: &str) -> Result<(), ObjectStoreError> {
         self.enter("s3.put").await?;
-        let etag = etag_of(&body);
-        let obj = StoredObject { bytes: Bytes::from(body), etag, status_tag: Some(status.to_owned()) };
-        lock(&self.state).objects.insert(key.to_owned(), obj);
+        lock(&self.state).add_version(key, Bytes::from(body), Some(status.to_owned()));
         Ok(())
     }
 
-    async fn tag_status(&self, key: &str, status: &str) -> Result<(), ObjectStoreError> {
+    async fn tag_status(&self, key: &str, version: Option<&str>, status: &str) -> Result<(), ObjectStoreError> {
         self.enter("s3.tag_status").await?;
-        match lock(&self.state).objects.get_mut(key) {
+        let mut s = lock(&self.state);
+        let found = s.objects.get_mut(key).and_then(|versions| match version {
+            Some(v) => versions.iter_mut().find(|o| o.version == v),
+            None => versions.last_mut(),
+        });
+        match found {
             Some(o) => {
                 o.status_tag = Some(status.to_owned());
                 Ok(())
             }
-            None => Err(ObjectStoreError::Service {
-                op: "PutObjectTagging",
-                code: "NoSuchKey".into(),
-                message: key.to_owned(),
-                throttled: false,
-            }),
+            None => Err(no_such("PutObjectTagging", "NoSuchKey", key)),
         }
     }
 }

@@ -25,7 +25,7 @@ pub struct Harness {
     /// The test's own S3 client, to look at the bucket independently of the app's adapter.
     pub s3: aws_sdk_s3::Client,
     pub queue_url: String,
-    secret: String,
+    pub secret: String,
     server: tokio::task::JoinHandle<()>,
     /// What the dev server received, in order.
     pub request_log: Arc<std::sync::Mutex<Vec<hoist_dev::server::LoggedRequest>>>,
@@ -527,6 +527,16 @@ async fn notifying_bucket(sdk: &aws_config::SdkConfig, sqs: &aws_sdk_sqs::Client
     let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build());
     let bucket = unique("hoist-test-b");
     s3.create_bucket().bucket(&bucket).send().await.expect("create test bucket");
+    s3.put_bucket_versioning()
+        .bucket(&bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("bucket versioning");
     let attrs = sqs
         .get_queue_attributes()
         .queue_url(queue_url)

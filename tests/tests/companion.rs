@@ -100,7 +100,7 @@ async fn size_limit_is_enforced_at_completion() {
     let (s, e) = h.call_companion_error(Some(&owner), "POST", &path, Some(complete_body(&parts))).await;
     assert_eq!(s, 422, "{e:?}");
     assert!(e.error.contains("limit"), "Companion error shape: {e:?}");
-    assert!(h.app.objects.head(&key).await.unwrap().is_none(), "no object was made");
+    assert!(h.app.objects.head(&key, None).await.unwrap().is_none(), "no object was made");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

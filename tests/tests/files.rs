@@ -179,7 +179,7 @@ async fn retention_over_means_purged_by_the_janitor() {
     assert!(v.deleted_at.is_some(), "{v:?}");
     let report = shared::usecases::janitor::sweep(&h.app, shared::now() + 5).await.unwrap();
     assert!(report.purged >= 1, "{report:?}");
-    assert!(h.app.objects.head(&format!("uploads/{id}")).await.unwrap().is_none(), "object purged");
+    assert!(h.app.objects.head(&format!("uploads/{id}"), None).await.unwrap().is_none(), "object purged");
     let (s, p, _) = h.call_problem(Some(&owner), "POST", &format!("/files/{id}/restore"), None).await;
     assert_eq!(s, 404, "nothing left to restore: {p:?}");
     assert_eq!(p.slug(), "not-found");

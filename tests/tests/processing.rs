@@ -175,8 +175,8 @@ async fn a_job_that_always_fails_reaches_the_dlq_and_its_batch_neighbours_succee
         .queue_url
         .unwrap();
     // Processing reads the object the record names (never the job's word for it): with
-    // the doomed upload's object gone, every delivery of its job fails.
-    h.s3.delete_object().bucket(h.app.objects.bucket()).key(format!("uploads/{doomed}")).send().await.unwrap();
+    // the doomed upload's object gone (every version of it), every delivery of its job fails.
+    h.app.objects.delete(&format!("uploads/{doomed}")).await.unwrap();
     for job in &jobs {
         h.sqs.send_message().queue_url(&queue_url).message_body(job.to_string()).send().await.unwrap();
     }

@@ -147,7 +147,7 @@ print(auth.signature(f["policy"], req))
     let (s, body, _) = post_form(&h, &url, &other_type, b"<script>".to_vec()).await;
     assert_eq!(s, 403, "{body}");
     let id = upload_id(&p);
-    assert!(h.app.objects.head(&format!("uploads/{id}")).await.unwrap().is_none(), "nothing was stored");
+    assert!(h.app.objects.head(&format!("uploads/{id}"), None).await.unwrap().is_none(), "nothing was stored");
     assert_eq!(h.process_all().await, 0, "no event for a refused POST");
     assert_eq!(upload_status(&h, &owner, &id).await.status, "uploading");
 
@@ -212,7 +212,7 @@ async fn bad_params_abort_and_a_late_arrival() {
     let (s, body, _) = post_form(&h, &p.url, &p.fields, rand_like::bytes(1000)).await;
     assert_eq!(s, 204, "{body}");
     assert_eq!(h.process_all().await, 1, "the event, and no job");
-    assert!(h.app.objects.head(&key).await.unwrap().is_none(), "the late object was deleted");
+    assert!(h.app.objects.head(&key, None).await.unwrap().is_none(), "the late object was deleted");
     assert_eq!(upload_status(&h, &owner, &id).await.status, "aborted");
 }
 
@@ -240,4 +240,73 @@ async fn janitor_completes_a_single_post_whose_event_was_lost() {
     let v = upload_status(&h, &owner, &id).await;
     assert_eq!(v.status, "ready", "{v:?}");
     assert_eq!(h.object_bytes(&id).await, data);
+}
+
+/// Follows a download link: the bytes S3 serves behind its redirect.
+async fn downloaded(h: &Harness, owner: &str, id: &str) -> Vec<u8> {
+    let l: api_types::files::LinkResponse =
+        h.call_as(Some(owner), "POST", &format!("/files/{id}/links"), Some(json!({})), 201).await;
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let resp = no_redirect.get(&l.url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 302);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("versionId="), "the S3 URL names the scanned version: {location}");
+    let got = h.http.get(&location).send().await.unwrap();
+    assert_eq!(got.status().as_u16(), 200);
+    got.bytes().await.unwrap().to_vec()
+}
+
+/// Issue 11.1: the POST form stays valid for minutes; sending it again (after the
+/// verdict, or while the scan runs) must never get unscanned bytes served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_form_never_replaces_the_scanned_bytes() {
+    let h = Harness::with_notifying_bucket(|_| {}).await;
+    let owner = unique("reuse");
+    let clean = b"a perfectly ordinary note\n".to_vec();
+    let eicar = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*".to_vec();
+    let p = params(&h, &owner, "note.txt", "text/plain").await;
+    let id = upload_id(&p);
+    let key = format!("uploads/{id}");
+    let (s, body, _) = post_form(&h, &p.url, &p.fields, clean.clone()).await;
+    assert_eq!(s, 204, "{body}");
+    h.process_all().await;
+    assert_eq!(upload_status(&h, &owner, &id).await.status, "ready");
+
+    // After the verdict: the same form, the EICAR string. S3 takes it (a new version).
+    let (s, body, _) = post_form(&h, &p.url, &p.fields, eicar.clone()).await;
+    assert_eq!(s, 204, "{body}");
+    assert_eq!(h.object_bytes(&id).await, eicar, "S3 made it the key's current version");
+    // Before its event is handled, a link already serves only the scanned version.
+    assert_eq!(downloaded(&h, &owner, &id).await, clean);
+    // Its event deletes that version and counts the write; the verdict stands.
+    assert_eq!(h.process_all().await, 1, "the event only; no new job");
+    let v = upload_status(&h, &owner, &id).await;
+    assert_eq!((v.status.as_str(), v.refused_writes), ("ready", Some(1)), "{v:?}");
+    assert_eq!(h.object_bytes(&id).await, clean, "the later version is gone");
+    assert_eq!(h.status_tag(&key).await.as_deref(), Some("ready"));
+    assert_eq!(downloaded(&h, &owner, &id).await, clean);
+
+    // While the scan runs: a second session, written over between completion and its job.
+    let p = params(&h, &owner, "other.txt", "text/plain").await;
+    let id = upload_id(&p);
+    let (s, _, _) = post_form(&h, &p.url, &p.fields, clean.clone()).await;
+    assert_eq!(s, 204);
+    // The first event completes the upload and queues its job; nothing else runs yet.
+    let processor = h.processor(5);
+    let mut handled = 0;
+    while upload_status(&h, &owner, &id).await.status == "uploading" && handled < 20 {
+        handled += hoist_dev::sqs::poll_once(&processor, &h.sqs, &h.queue_url, 1).await.expect("poll").received;
+    }
+    assert_eq!(upload_status(&h, &owner, &id).await.status, "processing");
+    let (s, _, _) = post_form(&h, &p.url, &p.fields, eicar.clone()).await;
+    assert_eq!(s, 204);
+    h.process_all().await;
+    let v = upload_status(&h, &owner, &id).await;
+    assert_eq!(
+        (v.status.as_str(), v.refused_writes),
+        ("ready", Some(1)),
+        "the scanned version was the clean one: {v:?}"
+    );
+    assert_eq!(h.object_bytes(&id).await, clean);
+    assert_eq!(downloaded(&h, &owner, &id).await, clean);
 }

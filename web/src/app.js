@@ -1,7 +1,7 @@
 // Hoist's web uploader: Uppy's Dashboard with @uppy/aws-s3 in Companion mode, pointed at
 // this API's own origin. Uppy 6 sends no custom headers in Companion mode, only
 // same-origin cookies: the page is served by the API and authenticates with the
-// `hoist_session` cookie (HttpOnly, SameSite=Strict).
+// `__Host-hoist_session` cookie (Secure, HttpOnly, SameSite=Strict).
 import Uppy from '@uppy/core'
 import Dashboard from '@uppy/dashboard'
 import AwsS3 from '@uppy/aws-s3'

@@ -41,8 +41,8 @@ test('a 30 MiB file goes through Uppy to ready, and downloads byte for byte', { 
   await page.goto(`${base}/dev/login?owner=${owner}`)
   assert.equal(new URL(page.url()).pathname, '/')
   const cookies = await context.cookies()
-  const session = cookies.find((c) => c.name === 'hoist_session')
-  assert.ok(session && session.httpOnly && session.sameSite === 'Strict', 'HttpOnly, SameSite=Strict session cookie')
+  const session = cookies.find((c) => c.name === '__Host-hoist_session')
+  assert.ok(session && session.httpOnly && session.secure && session.sameSite === 'Strict', '__Host-, Secure, HttpOnly, SameSite=Strict session cookie')
 
   await page.locator('input[type=file]').first().setInputFiles(source)
   await page.locator('.uppy-StatusBar-actionBtn--upload').click()

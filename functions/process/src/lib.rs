@@ -7,7 +7,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent};
 use shared::{
-    processing::{self, PipelineError, QueueMessage},
+    processing::{self, CreatedObject, PipelineError, QueueMessage},
     usecases::arrival,
 };
 
@@ -70,12 +70,12 @@ pub async fn handle(p: Arc<Processor>, event: LambdaEvent<SqsEvent>) -> Result<S
             },
             QueueMessage::ObjectsCreated(objects) => {
                 let mut handled = Handled::Done;
-                for (bucket, key) in objects {
+                for CreatedObject { bucket, key, version } in objects {
                     if bucket != p.app.objects.bucket() {
                         tracing::warn!(message_id, bucket, key, "object event for another bucket ignored");
                         continue;
                     }
-                    match arrival::object_arrived(&p.app, &key, shared::now()).await {
+                    match arrival::object_arrived(&p.app, &key, version.as_deref(), shared::now()).await {
                         Ok(arrival) => tracing::info!(message_id, key, ?arrival, "object arrived"),
                         // Another worker holds the completion lease: done in moments.
                         Err(e) if e.is_transient_conflict() => {

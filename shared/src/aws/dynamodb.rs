@@ -28,7 +28,7 @@ use crate::domain::{
     catalog_sort_key, CatalogPosition, FilePage, HashProgress, Owner, PartRecord, ProcessingOutcome, Quota,
     QuotaLimits, Transition, Upload, UploadId, UploadStatus, WindowFinding, CLOSED_RETENTION_SECS,
 };
-use crate::ports::{CreateError, RepoError, UploadRepo};
+use crate::ports::{CreateError, ObjectInfo, RepoError, UploadRepo};
 
 pub const GSI_OPEN: &str = "gsi1";
 pub const GSI_FILES: &str = "gsi2";
@@ -502,21 +502,32 @@ impl UploadRepo for DynamoRepo {
         conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
     }
 
-    async fn finish_completion(&self, upload: &Upload, etag: &str, now: i64) -> Result<bool, RepoError> {
+    async fn finish_completion(&self, upload: &Upload, object: &ObjectInfo, now: i64) -> Result<bool, RepoError> {
         let sort_key = catalog_sort_key(crate::now_millis().max(now * 1000), &upload.id);
+        // An unversioned bucket has no version to pin (`version_id` stays absent).
+        let (set, version) = match &object.version {
+            Some(v) => (
+                "etag = :etag, version_id = :ver, #sz = :size, completed_at = :now, gsi2pk = :g2pk, gsi2sk = :g2sk",
+                Some((":ver", sv(v.clone()))),
+            ),
+            None => ("etag = :etag, #sz = :size, completed_at = :now, gsi2pk = :g2pk, gsi2sk = :g2sk", None),
+        };
         let session = self.transition_in_transaction(
             upload,
             Transition::FinishCompletion,
             now,
             Effects {
-                set: "etag = :etag, #sz = :size, completed_at = :now, gsi2pk = :g2pk, gsi2sk = :g2sk",
+                set,
                 remove: "gsi1pk, gsi1sk, lease_until, #ttl",
                 values: vec![
-                    (":etag", sv(etag)),
+                    (":etag", sv(object.etag.clone())),
                     (":size", nv(upload.size)),
                     (":g2pk", sv(owner_pk(&upload.owner))),
                     (":g2sk", sv(sort_key)),
-                ],
+                ]
+                .into_iter()
+                .chain(version)
+                .collect(),
                 names: vec![("#sz", "size"), ("#ttl", "ttl")],
             },
         )?;
@@ -692,6 +703,19 @@ impl UploadRepo for DynamoRepo {
             .send()
             .await;
         conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    async fn refused_write(&self, id: &UploadId, now: i64) -> Result<(), RepoError> {
+        let res = self
+            .update_upload(id)
+            .update_expression("ADD refused_writes :one SET updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", nv(1))
+            .expression_attribute_values(":now", nv(now))
+            .send()
+            .await;
+        // A record that is gone already has nothing left to count on.
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e))).map(|_| ())
     }
 
     async fn window_recorded(&self, id: &UploadId, index: u32) -> Result<bool, RepoError> {

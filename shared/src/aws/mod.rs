@@ -72,18 +72,22 @@ pub fn iam_actions(port_method: &str) -> Option<&'static [&'static str]> {
         | "repo.soft_delete"
         | "repo.restore"
         | "repo.start_windows"
-        | "repo.hash_advanced" => &["dynamodb:UpdateItem"],
+        | "repo.hash_advanced"
+        | "repo.refused_write" => &["dynamodb:UpdateItem"],
         "repo.window_scanned" => &["dynamodb:PutItem", "dynamodb:UpdateItem"],
         "repo.due" | "repo.due_purges" => &["dynamodb:Query", "dynamodb:GetItem"],
         "repo.delete_upload" => &["dynamodb:Query", "dynamodb:BatchWriteItem"],
         // S3 (S3Store). Presigned requests act with the signer's rights.
         "s3.create_multipart" | "s3.presign_parts" | "s3.presign_post" | "s3.complete" => &["s3:PutObject"],
-        "s3.presign_get" | "s3.head" | "s3.read" | "s3.read_range" => &["s3:GetObject"],
+        // Reads, HEADs and tags name a version when one is pinned, and none otherwise.
+        "s3.presign_get" | "s3.head" | "s3.read" | "s3.read_range" => &["s3:GetObject", "s3:GetObjectVersion"],
         "s3.list_parts" => &["s3:ListMultipartUploadParts"],
         "s3.abort" => &["s3:AbortMultipartUpload"],
-        "s3.delete" => &["s3:DeleteObject"],
+        // Every version of the key, listed then deleted one by one.
+        "s3.delete" => &["s3:ListBucketVersions", "s3:DeleteObjectVersion"],
+        "s3.delete_version" => &["s3:DeleteObjectVersion"],
         "s3.put" => &["s3:PutObject", "s3:PutObjectTagging"],
-        "s3.tag_status" => &["s3:PutObjectTagging"],
+        "s3.tag_status" => &["s3:PutObjectTagging", "s3:PutObjectVersionTagging"],
         // SQS (SqsQueue).
         "queue.send" | "queue.send_windows" => &["sqs:SendMessage"],
         "queue.retry_in" => &["sqs:ChangeMessageVisibility"],

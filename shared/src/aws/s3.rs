@@ -118,13 +118,20 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    /// GetObject (a `range` of it), pinned to `etag`, as a stream of chunks.
-    async fn get(&self, key: &str, etag: &str, range: Option<String>) -> Result<ByteStream, ObjectStoreError> {
+    /// GetObject (a `range` of it), pinned to `version` and `etag`, as a stream of chunks.
+    async fn get(
+        &self,
+        key: &str,
+        etag: &str,
+        version: Option<&str>,
+        range: Option<String>,
+    ) -> Result<ByteStream, ObjectStoreError> {
         let obj = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_version_id(version.map(str::to_owned))
             .if_match(format!("\"{etag}\""))
             .set_range(range)
             .send()
@@ -369,6 +376,7 @@ impl ObjectStore for S3Store {
     async fn presign_get(
         &self,
         key: &str,
+        version: Option<&str>,
         content_type: &str,
         disposition: &str,
         expires_in: Duration,
@@ -379,6 +387,7 @@ impl ObjectStore for S3Store {
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_version_id(version.map(str::to_owned))
             .response_content_type(content_type)
             .response_content_disposition(disposition)
             .presigned(cfg)
@@ -387,12 +396,46 @@ impl ObjectStore for S3Store {
         Ok(req.uri().to_owned())
     }
 
-    /// Deletes an object; an absent one counts as deleted.
+    /// Deletes every version (and delete marker) of the key, so nothing of it stays
+    /// behind in the versioned bucket (a plain DeleteObject would only add a marker). An
+    /// unversioned bucket lists its objects as version "null", which deletes them too.
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.clone())
+                .set_version_id_marker(version_marker.clone())
+                .send()
+                .await
+                .map_err(|e| map_err("ListObjectVersions", e))?;
+            let versions = out.versions().iter().filter(|v| v.key() == Some(key)).filter_map(|v| v.version_id());
+            let markers = out.delete_markers().iter().filter(|m| m.key() == Some(key)).filter_map(|m| m.version_id());
+            for version in versions.chain(markers) {
+                self.delete_version(key, version).await?;
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            version_marker = out.next_version_id_marker().map(str::to_owned);
+            if key_marker.is_none() && version_marker.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_version(&self, key: &str, version: &str) -> Result<(), ObjectStoreError> {
         self.client
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
+            .version_id(version)
             .send()
             .await
             .map_err(|e| map_err("DeleteObject", e))?;
@@ -469,7 +512,10 @@ impl ObjectStore for S3Store {
             .send()
             .await;
         match res {
-            Ok(out) => Ok(CompleteOutcome::Completed { etag: out.e_tag().unwrap_or("").trim_matches('"').to_owned() }),
+            Ok(out) => Ok(CompleteOutcome::Completed {
+                etag: out.e_tag().unwrap_or("").trim_matches('"').to_owned(),
+                version: out.version_id().map(str::to_owned),
+            }),
             Err(e) => {
                 let status = e.raw_response().map(|r| r.status().as_u16());
                 let err = map_err("CompleteMultipartUpload", e);
@@ -498,12 +544,15 @@ impl ObjectStore for S3Store {
         }
     }
 
-    /// Size and ETag of an object, or None when absent.
-    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, ObjectStoreError> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+    /// Size, ETag and version of an object (its `version`, else the current one), or
+    /// None when absent.
+    async fn head(&self, key: &str, version: Option<&str>) -> Result<Option<ObjectInfo>, ObjectStoreError> {
+        let req = self.client.head_object().bucket(&self.bucket).key(key).set_version_id(version.map(str::to_owned));
+        match req.send().await {
             Ok(o) => Ok(Some(ObjectInfo {
                 size: o.content_length().unwrap_or(0).max(0) as u64,
                 etag: o.e_tag().unwrap_or("").trim_matches('"').to_owned(),
+                version: o.version_id().filter(|v| *v != "null").map(str::to_owned),
             })),
             Err(e) => {
                 if e.raw_response().map(|r| r.status().as_u16()) == Some(404) {
@@ -529,15 +578,22 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn read(&self, key: &str, etag: &str) -> Result<ByteStream, ObjectStoreError> {
-        self.get(key, etag, None).await
+    async fn read(&self, key: &str, etag: &str, version: Option<&str>) -> Result<ByteStream, ObjectStoreError> {
+        self.get(key, etag, version, None).await
     }
 
-    async fn read_range(&self, key: &str, etag: &str, start: u64, end: u64) -> Result<ByteStream, ObjectStoreError> {
+    async fn read_range(
+        &self,
+        key: &str,
+        etag: &str,
+        version: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<ByteStream, ObjectStoreError> {
         if end <= start {
             return Ok(Box::pin(futures::stream::empty()));
         }
-        self.get(key, etag, Some(format!("bytes={start}-{}", end - 1))).await
+        self.get(key, etag, version, Some(format!("bytes={start}-{}", end - 1))).await
     }
 
     async fn put(&self, key: &str, content_type: &str, body: Vec<u8>, status: &str) -> Result<(), ObjectStoreError> {
@@ -555,7 +611,7 @@ impl ObjectStore for S3Store {
     }
 
     /// Retried twice: a file whose tag did not land is not readable under the bucket policy.
-    async fn tag_status(&self, key: &str, status: &str) -> Result<(), ObjectStoreError> {
+    async fn tag_status(&self, key: &str, version: Option<&str>, status: &str) -> Result<(), ObjectStoreError> {
         let other = |e: aws_sdk_s3::error::BuildError| ObjectStoreError::Other {
             op: "PutObjectTagging",
             detail: e.to_string(),
@@ -564,7 +620,14 @@ impl ObjectStore for S3Store {
         let tagging = Tagging::builder().tag_set(tag).build().map_err(other)?;
         let mut attempt = 0;
         loop {
-            match self.client.put_object_tagging().bucket(&self.bucket).key(key).tagging(tagging.clone()).send().await {
+            let req = self
+                .client
+                .put_object_tagging()
+                .bucket(&self.bucket)
+                .key(key)
+                .set_version_id(version.map(str::to_owned))
+                .tagging(tagging.clone());
+            match req.send().await {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt < 2 => {
                     attempt += 1;

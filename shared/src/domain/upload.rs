@@ -34,6 +34,13 @@ pub struct Upload {
     pub lease_until: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// S3's version id of the completed object: processing reads, tags and downloads
+    /// serve exactly this version (a later write to the key is another version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// Writes to the key after completion that were thrown away (a reused POST form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_writes: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// What processing read from the bytes (MIME type), if recognised.

@@ -1,7 +1,8 @@
 //! Who is calling, decided once for every route: a bearer token from the
-//! `Authorization` header, or the same token from the `hoist_session` cookie (Uppy 6's
-//! Companion mode sends cookies, not headers). Used by the Lambda request authorizer
-//! in AWS and by the dev server locally, so both run the same code.
+//! `Authorization` header, or the same token from the `__Host-hoist_session` cookie
+//! (Uppy 6's Companion mode sends cookies, not headers), which counts only under the
+//! [`BrowserPolicy`] (CSRF). Used by the Lambda request authorizer in AWS and by the
+//! dev server locally, so both run the same code.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -18,8 +19,9 @@ use crate::{
     domain::Owner,
 };
 
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "hoist_session";
+/// The session cookie's name. `__Host-`: browsers take it only with `Secure`, `Path=/`
+/// and no `Domain`, so no sibling subdomain can plant or overwrite it.
+pub const SESSION_COOKIE: &str = "__Host-hoist_session";
 
 /// Least time between two fetches of the provider's keys.
 pub const JWKS_REFRESH_EVERY: Duration = Duration::from_secs(60);
@@ -202,22 +204,154 @@ impl Verifier {
             }
         };
         let mut v = Validation::new(alg);
+        // All four must be present (an absent `iss` or `aud` is not "any"), and a token
+        // is not valid before its `nbf`.
+        v.set_required_spec_claims(&["iss", "aud", "sub", "exp"]);
         v.set_issuer(&[issuer]);
         v.set_audience(audience);
+        v.validate_nbf = true;
         v.leeway = 5;
         let claims = decode::<Claims>(token, &key, &v).ok()?.claims;
         Owner::parse(&claims.sub).ok()
     }
 }
 
+/// What a request presents as its credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// `Authorization: Bearer <t>`: only code that holds the token can send it.
+    Bearer(&'a str),
+    /// The session cookie: a browser attaches it on its own, so it counts only where
+    /// [`BrowserPolicy`] says the request came from our own pages.
+    Cookie(&'a str),
+}
+
 /// The token a request carries: `Authorization: Bearer <t>` first, else the session cookie.
 /// `cookies` are `name=value` pairs (API Gateway's `cookies` array, or a split Cookie header).
-pub fn token_from<'a>(authorization: Option<&'a str>, cookies: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+/// A request carrying the session cookie twice (a planted second one) carries none.
+pub fn credential_from<'a>(
+    authorization: Option<&'a str>,
+    cookies: impl IntoIterator<Item = &'a str>,
+) -> Result<Credential<'a>, Refusal> {
     if let Some(v) = authorization {
-        let (scheme, token) = v.trim().split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty());
+        let (scheme, token) = v.trim().split_once(' ').ok_or(Refusal::NoCredential)?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(token.trim())
+            .filter(|t| !t.is_empty())
+            .map(Credential::Bearer)
+            .ok_or(Refusal::NoCredential);
     }
-    cookies.into_iter().find_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('=')).filter(|t| !t.is_empty())
+    let mut found = cookies.into_iter().filter_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='));
+    let first = found.next().ok_or(Refusal::NoCredential)?;
+    if found.next().is_some() {
+        return Err(Refusal::DuplicateCookie);
+    }
+    Some(first).filter(|t| !t.is_empty()).map(Credential::Cookie).ok_or(Refusal::NoCredential)
+}
+
+/// Why a request is not authenticated (logged; clients only see 401 or 403).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no bearer token or session cookie")]
+    NoCredential,
+    #[error("the session cookie was sent more than once")]
+    DuplicateCookie,
+    #[error("this route does not accept the session cookie (send a bearer token)")]
+    CookieNotAccepted,
+    #[error("a cookie-authenticated request from a foreign or unknown origin")]
+    ForeignOrigin,
+    #[error("the token is invalid, expired or not yet valid")]
+    BadToken,
+}
+
+impl Refusal {
+    /// 401 when no usable credential came, 403 when one came in a way we refuse.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::NoCredential | Refusal::BadToken => 401,
+            Refusal::DuplicateCookie | Refusal::CookieNotAccepted | Refusal::ForeignOrigin => 403,
+        }
+    }
+}
+
+/// What the authorizer sees of a request.
+#[derive(Debug, Clone, Default)]
+pub struct Caller<'a> {
+    /// The request path (`/s3/multipart`, `/files/…`).
+    pub path: &'a str,
+    pub authorization: Option<&'a str>,
+    pub cookies: Vec<&'a str>,
+    pub origin: Option<&'a str>,
+    pub sec_fetch_site: Option<&'a str>,
+    /// The Host the request was sent to (the API's own origin).
+    pub host: Option<&'a str>,
+}
+
+/// CSRF defence for cookie sessions. A browser attaches the cookie to any request to
+/// us, from any page; so a cookie counts only (1) on the routes our web page needs
+/// (Uppy's Companion routes and the file list), and (2) when the browser says the
+/// request comes from our own origin (`Sec-Fetch-Site: same-origin`) or from an origin
+/// on the configured list (or the API's own), per its `Origin` header. Bearer tokens are
+/// not sent by browsers on their own and need neither.
+#[derive(Debug, Clone, Default)]
+pub struct BrowserPolicy {
+    /// Origins whose pages may use the session (`https://app.example.com`), besides
+    /// the API's own.
+    pub allowed_origins: Vec<String>,
+}
+
+impl BrowserPolicy {
+    /// `HOIST_ALLOWED_ORIGINS`: comma-separated origins (`*` entries are ignored).
+    pub fn from_env() -> Self {
+        let allowed_origins = var("HOIST_ALLOWED_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty() && !o.contains('*'))
+            .collect();
+        Self { allowed_origins }
+    }
+
+    /// Routes a browser session may use: the Companion routes Uppy calls and the
+    /// files the page lists and links. Upload sessions of the CLI (`/uploads…`) are
+    /// bearer-only.
+    pub fn cookie_route(path: &str) -> bool {
+        path.starts_with("/s3/") || path == "/files" || path.starts_with("/files/")
+    }
+
+    /// Whether a cookie-authenticated request comes from a page allowed to use it.
+    pub fn trusted_origin(&self, caller: &Caller<'_>) -> bool {
+        if caller.sec_fetch_site.is_some_and(|s| s.eq_ignore_ascii_case("same-origin")) {
+            return true;
+        }
+        let Some(origin) = caller.origin.map(|o| o.trim_end_matches('/')) else { return false };
+        if self.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+            return true;
+        }
+        // The API's own origin: https, or plain http only on this machine.
+        let Some(host) = caller.host else { return false };
+        let loopback = host.starts_with("127.0.0.1") || host.starts_with("localhost") || host.starts_with("[::1]");
+        origin.eq_ignore_ascii_case(&format!("https://{host}"))
+            || (loopback && origin.eq_ignore_ascii_case(&format!("http://{host}")))
+    }
+
+    /// The owner a request is authenticated as, or why not.
+    pub async fn authenticate(&self, verifier: &Verifier, caller: &Caller<'_>) -> Result<Owner, Refusal> {
+        let token = match credential_from(caller.authorization, caller.cookies.iter().copied())? {
+            Credential::Bearer(t) => t,
+            Credential::Cookie(t) => {
+                if !Self::cookie_route(caller.path) {
+                    return Err(Refusal::CookieNotAccepted);
+                }
+                if !self.trusted_origin(caller) {
+                    return Err(Refusal::ForeignOrigin);
+                }
+                t
+            }
+        };
+        verifier.owner_of(token).await.ok_or(Refusal::BadToken)
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +366,37 @@ mod tests {
         encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
     }
 
+    fn signed(secret: &str, claims: serde_json::Value) -> String {
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+
+    /// Issue 11.2: `iss`, `aud`, `sub` and `exp` are required, and `nbf` is honoured.
+    #[tokio::test]
+    async fn tokens_must_carry_every_required_claim_and_not_be_early() {
+        let v = Verifier::dev("s3cret");
+        let now = crate::now();
+        let full = serde_json::json!({"sub": "alice", "iss": "hoist-dev", "aud": "hoist", "exp": now + 60});
+        assert!(v.owner_of(&signed("s3cret", full.clone())).await.is_some(), "the baseline is accepted");
+        for missing in ["iss", "aud", "sub", "exp"] {
+            let mut c = full.clone();
+            c.as_object_mut().unwrap().remove(missing);
+            assert!(v.owner_of(&signed("s3cret", c)).await.is_none(), "accepted without {missing}");
+        }
+        let only_sub_exp = serde_json::json!({"sub": "alice", "exp": now + 60});
+        assert!(v.owner_of(&signed("s3cret", only_sub_exp)).await.is_none());
+        for (field, value) in [("iss", "someone-else"), ("aud", "another-api")] {
+            let mut c = full.clone();
+            c[field] = value.into();
+            assert!(v.owner_of(&signed("s3cret", c)).await.is_none(), "accepted a wrong {field}");
+        }
+        let mut early = full.clone();
+        early["nbf"] = (now + 600).into();
+        assert!(v.owner_of(&signed("s3cret", early)).await.is_none(), "accepted before nbf");
+        let mut started = full;
+        started["nbf"] = (now - 60).into();
+        assert!(v.owner_of(&signed("s3cret", started)).await.is_some(), "refused after nbf");
+    }
+
     #[tokio::test]
     async fn dev_tokens() {
         let v = Verifier::dev("s3cret");
@@ -244,17 +409,76 @@ mod tests {
 
     #[test]
     fn header_then_cookie() {
-        assert_eq!(token_from(Some("Bearer abc"), ["hoist_session=zzz"]), Some("abc"));
-        assert_eq!(token_from(Some("bearer  abc "), []), Some("abc"));
+        use Credential::*;
+        let c = "__Host-hoist_session";
+        let s = format!("{c}=zzz");
+        assert_eq!(credential_from(Some("Bearer abc"), [s.as_str()]), Ok(Bearer("abc")));
+        assert_eq!(credential_from(Some("bearer  abc "), []), Ok(Bearer("abc")));
         assert_eq!(
-            token_from(Some("Basic abc"), ["hoist_session=zzz"]),
-            None,
+            credential_from(Some("Basic abc"), [s.as_str()]),
+            Err(Refusal::NoCredential),
             "a wrong scheme is not silently replaced"
         );
-        assert_eq!(token_from(None, ["a=1", " hoist_session=zzz"]), Some("zzz"));
-        assert_eq!(token_from(None, ["hoist_sessionx=zzz"]), None);
-        assert_eq!(token_from(None, ["hoist_session="]), None);
-        assert_eq!(token_from(None, []), None);
+        assert_eq!(credential_from(None, ["a=1", &format!(" {s}")]), Ok(Cookie("zzz")));
+        assert_eq!(credential_from(None, [&format!("{c}x=zzz")[..]]), Err(Refusal::NoCredential));
+        assert_eq!(credential_from(None, ["hoist_session=zzz"]), Err(Refusal::NoCredential), "the old name");
+        assert_eq!(credential_from(None, [&format!("{c}=")[..]]), Err(Refusal::NoCredential));
+        assert_eq!(credential_from(None, []), Err(Refusal::NoCredential));
+        assert_eq!(credential_from(None, [s.as_str(), "a=1", &format!("{c}=yyy")]), Err(Refusal::DuplicateCookie));
+    }
+
+    /// Issue 11.3: a cookie counts only on the page's routes, from the page's origin.
+    #[tokio::test]
+    async fn cookie_sessions_refuse_cross_site_requests() {
+        let v = Verifier::dev("s3cret");
+        let token = dev_token("s3cret", "alice", 60);
+        let cookie: &'static str = Box::leak(format!("{SESSION_COOKIE}={token}").into_boxed_str());
+        let policy = BrowserPolicy { allowed_origins: vec!["https://app.example.com".into()] };
+        let caller = |path, origin, site| Caller {
+            path,
+            authorization: None,
+            cookies: vec![cookie],
+            origin,
+            sec_fetch_site: site,
+            host: Some("api.example.com"),
+        };
+        let ok = |c: Caller<'static>| {
+            let (policy, v) = (&policy, &v);
+            async move { policy.authenticate(v, &c).await }
+        };
+        // The page itself, and a configured origin.
+        assert!(ok(caller("/s3/multipart", None, Some("same-origin"))).await.is_ok());
+        assert!(ok(caller("/files", Some("https://api.example.com"), Some("same-origin"))).await.is_ok());
+        assert!(ok(caller("/s3/params", Some("https://app.example.com"), Some("cross-site"))).await.is_ok());
+        // The repro: a cross-site POST with the victim's cookie.
+        for (path, origin, site) in [
+            ("/s3/multipart", Some("https://evil.example"), Some("cross-site")),
+            ("/s3/multipart", Some("https://evil.example"), None),
+            ("/files", None, None),
+            ("/s3/multipart", Some("http://api.example.com"), None),
+            ("/s3/multipart", Some("null"), Some("cross-site")),
+        ] {
+            assert_eq!(ok(caller(path, origin, site)).await, Err(Refusal::ForeignOrigin), "{path} {origin:?} {site:?}");
+        }
+        // Routes a browser never needs take bearer tokens only, even same-origin.
+        for path in ["/uploads", "/uploads/abc/complete", "/uploads/abc/parts"] {
+            assert_eq!(ok(caller(path, None, Some("same-origin"))).await, Err(Refusal::CookieNotAccepted));
+        }
+        // A bearer token needs no origin.
+        let bearer = format!("Bearer {token}");
+        let c = Caller { path: "/uploads", authorization: Some(&bearer), ..Caller::default() };
+        assert_eq!(policy.authenticate(&v, &c).await.unwrap().as_str(), "alice");
+        // Loopback serves plain http: its own origin is trusted there only.
+        let local = Caller {
+            path: "/s3/multipart",
+            cookies: vec![cookie],
+            origin: Some("http://127.0.0.1:8787"),
+            host: Some("127.0.0.1:8787"),
+            ..Caller::default()
+        };
+        assert!(policy.authenticate(&v, &local).await.is_ok());
+        assert_eq!(Refusal::ForeignOrigin.status(), 403);
+        assert_eq!(Refusal::BadToken.status(), 401);
     }
 
     #[tokio::test]

@@ -12,15 +12,20 @@ pub const MAX_JSON_BODY: usize = 1024 * 1024;
 
 /// Parses a JSON body into `T`, refusing unknown fields (T's serde attributes),
 /// wrong media types and oversized bodies with a sentence saying which.
+/// The media type must be said, and be JSON: a body without it is what a cross-site
+/// form or `fetch` "simple request" sends (no CORS preflight), so it is refused (CSRF).
 pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        if essence != "application/json" && !essence.ends_with("+json") {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "Send the request body as application/json, not '{essence}'."
-            )));
-        }
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
+        return Err(ApiError::UnsupportedMediaType(
+            "Send the request body as application/json, with a Content-Type header saying so.".into(),
+        ));
+    };
+    let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence != "application/json" && !essence.ends_with("+json") {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Send the request body as application/json, not '{essence}'."
+        )));
     }
     let bytes: &[u8] = req.body().as_ref();
     if bytes.len() > MAX_JSON_BODY {

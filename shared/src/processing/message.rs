@@ -11,10 +11,18 @@ pub enum QueueMessage {
     Job(ProcessJob),
     /// One window of a large file (scan or hash).
     Window(WindowJob),
-    /// `(bucket, key)` of each object created.
-    ObjectsCreated(Vec<(String, String)>),
+    /// Each object created.
+    ObjectsCreated(Vec<CreatedObject>),
     /// S3's `s3:TestEvent`, sent when the notification is configured: nothing to do.
     S3Test,
+}
+
+/// An object S3 announced: where, and which version (absent in an unversioned bucket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedObject {
+    pub bucket: String,
+    pub key: String,
+    pub version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +52,8 @@ struct S3Bucket {
 #[derive(Deserialize)]
 struct S3Object {
     key: String,
+    #[serde(rename = "versionId", default)]
+    version_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -70,7 +80,12 @@ impl QueueMessage {
             n.records
                 .into_iter()
                 .filter(|r| r.event_name.starts_with("ObjectCreated:"))
-                .map(|r| (r.s3.bucket.name, decode_key(&r.s3.object.key)))
+                .map(|r| CreatedObject {
+                    bucket: r.s3.bucket.name,
+                    key: decode_key(&r.s3.object.key),
+                    // An unversioned bucket's objects are version "null".
+                    version: r.s3.object.version_id.filter(|v| !v.is_empty() && v != "null"),
+                })
                 .collect(),
         ))
     }
@@ -108,14 +123,18 @@ mod tests {
         // As S3 sends it (trimmed): form-encoded key, several records, a removal ignored.
         let event = r#"{"Records":[
             {"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectCreated:Post",
-             "s3":{"bucket":{"name":"bkt","arn":"arn:aws:s3:::bkt"},"object":{"key":"uploads/a+b%2Bc","size":5,"eTag":"x"}}},
+             "s3":{"bucket":{"name":"bkt","arn":"arn:aws:s3:::bkt"},"object":{"key":"uploads/a+b%2Bc","size":5,"eTag":"x","versionId":"3HL4kqtJlcpXroDTDmJ"}}},
             {"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":"bkt"},"object":{"key":"uploads/z"}}},
             {"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"bkt"},"object":{"key":"uploads/y"}}}]}"#;
         assert_eq!(
             QueueMessage::parse(event).unwrap(),
             QueueMessage::ObjectsCreated(vec![
-                ("bkt".into(), "uploads/a b+c".into()),
-                ("bkt".into(), "uploads/y".into())
+                CreatedObject {
+                    bucket: "bkt".into(),
+                    key: "uploads/a b+c".into(),
+                    version: Some("3HL4kqtJlcpXroDTDmJ".into())
+                },
+                CreatedObject { bucket: "bkt".into(), key: "uploads/y".into(), version: None }
             ])
         );
         let test = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-21T12:00:00.000Z","Bucket":"bkt"}"#;

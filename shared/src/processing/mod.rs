@@ -16,7 +16,7 @@ mod window_tests;
 pub mod windows;
 
 pub use decide::{check_type, decide, detect, ScanReply, UnscannedPolicy, Verdict, SNIFF_BYTES};
-pub use message::QueueMessage;
+pub use message::{CreatedObject, QueueMessage};
 
 use crate::{
     config::ProcessConfig,
@@ -112,7 +112,7 @@ async fn fail_on_last_delivery(p: &Processor, rec: &Upload, receive_count: u32, 
     if let Err(se) = p.app.repo.finish_processing(&rec.id, &outcome, crate::now()).await {
         tracing::error!(error = %se, "could not record failure");
     }
-    let _ = p.app.objects.tag_status(&rec.s3_key, "failed").await;
+    let _ = p.app.objects.tag_status(&rec.s3_key, rec.version_id.as_deref(), "failed").await;
 }
 
 /// Processes one job. `receive_count` is SQS's ApproximateReceiveCount. A file larger
@@ -154,11 +154,12 @@ struct PassResult {
     image: Option<Vec<u8>>,
 }
 
-/// Reads the stored object (the record's key and ETag, never the job's word for them).
+/// Reads the stored object (the record's key, version and ETag, never the job's word
+/// for them).
 async fn stream_pass(p: &Processor, rec: &Upload) -> Result<PassResult, PipelineError> {
     let (app, cfg) = (&*p.app, &p.config);
     let etag = rec.etag.clone().ok_or_else(|| PipelineError::Other("the upload has no object ETag".into()))?;
-    let mut body = app.objects.read(&rec.s3_key, &etag).await?;
+    let mut body = app.objects.read(&rec.s3_key, &etag, rec.version_id.as_deref()).await?;
     // Reading from S3 runs ahead in its own task while we feed clamd: a small bounded
     // channel overlaps the two without ever holding more than a few chunks.
     let (tx, mut rx) = mpsc::channel::<Result<bytes::Bytes, String>>(8);
@@ -255,7 +256,7 @@ async fn record(
     outcome: &ProcessingOutcome,
     started: std::time::Instant,
 ) -> Result<UploadStatus, PipelineError> {
-    p.app.objects.tag_status(&rec.s3_key, outcome.status.as_str()).await?;
+    p.app.objects.tag_status(&rec.s3_key, rec.version_id.as_deref(), outcome.status.as_str()).await?;
     let written = p.app.repo.finish_processing(&rec.id, outcome, crate::now()).await?;
     tracing::info!(
         upload_id = %rec.id, owner = %rec.owner, status = outcome.status.as_str(), written,

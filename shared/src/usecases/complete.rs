@@ -15,7 +15,7 @@ use api_types::uploads::UploadView;
 
 use crate::{
     domain::{ETag, Owner, PartNumber, PartRecord, ProcessJob, Upload, UploadError, UploadId, UploadStatus},
-    ports::{CompleteOutcome, StoredPart},
+    ports::{CompleteOutcome, ObjectInfo, StoredPart},
     ranges::missing_ranges,
     telemetry, App,
 };
@@ -34,7 +34,7 @@ pub async fn complete(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Resu
             s if s.is_completed() => return Ok(view(&upload, None, t)),
             UploadStatus::Uploading => {
                 if app.repo.begin_completion(id, t, app.config.complete_lease).await? {
-                    return drive_completion(app, upload, t).await;
+                    return drive_completion(app, upload, None, t).await;
                 }
             }
             UploadStatus::Completing => {
@@ -43,7 +43,7 @@ pub async fn complete(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Resu
                 if upload.lease_until.is_some_and(|l| l < t)
                     && app.repo.begin_completion(id, t, app.config.complete_lease).await?
                 {
-                    return drive_completion(app, upload, t).await;
+                    return drive_completion(app, upload, None, t).await;
                 }
             }
             _ => refuse_unless_open(&upload, t, "complete")?,
@@ -57,16 +57,22 @@ pub async fn complete(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Resu
 
 /// Runs with the completion lease held; gives it back on any failure before the job is
 /// sent. After the job is sent, a failure keeps the lease: whoever takes it over next
-/// finds the object done and sends the (idempotent) job again.
-pub(crate) async fn drive_completion(app: &App, mut upload: Upload, now: i64) -> Result<UploadView, UploadError> {
+/// finds the object done and sends the (idempotent) job again. `arrived` is the version
+/// an S3 event announced (a single POST): that exact version is the upload's object.
+pub(crate) async fn drive_completion(
+    app: &App,
+    mut upload: Upload,
+    arrived: Option<&str>,
+    now: i64,
+) -> Result<UploadView, UploadError> {
     let finished = if upload.single_post {
-        finish_single_object(app, &upload).await
+        finish_single_object(app, &upload, arrived).await
     } else if upload.deferred_size {
         finish_deferred_object(app, &upload).await
     } else {
         finish_object(app, &upload).await
     };
-    let (etag, size) = match finished {
+    let object = match finished {
         Ok(done) => done,
         Err(e) => {
             if let Err(release) = app.repo.release_completion(&upload, now).await {
@@ -76,7 +82,7 @@ pub(crate) async fn drive_completion(app: &App, mut upload: Upload, now: i64) ->
         }
     };
     // A deferred-size upload learns its size now.
-    upload.size = size;
+    upload.size = object.size;
     let job = ProcessJob {
         version: 1,
         upload_id: upload.id.clone(),
@@ -84,7 +90,7 @@ pub(crate) async fn drive_completion(app: &App, mut upload: Upload, now: i64) ->
         bucket: app.objects.bucket().to_owned(),
         key: upload.s3_key.clone(),
         size: upload.size,
-        etag: etag.clone(),
+        etag: object.etag.clone(),
         content_type: upload.content_type.clone(),
         sha256: upload.sha256,
     };
@@ -94,7 +100,11 @@ pub(crate) async fn drive_completion(app: &App, mut upload: Upload, now: i64) ->
         let _ = app.repo.release_completion(&upload, now).await;
         return Err(e.into());
     }
-    app.repo.finish_completion(&upload, &etag, now).await?;
+    if object.version.is_none() {
+        // Without versions a later write could replace what gets scanned (docs/security.md).
+        tracing::error!(upload_id = %upload.id, "the bucket is not versioned: the object cannot be pinned");
+    }
+    app.repo.finish_completion(&upload, &object, now).await?;
     tracing::info!(upload_id = %upload.id, owner = %upload.owner, size = upload.size, "upload completed");
     telemetry::metric("complete_upload", "UploadsCompleted", 1.0, "Count");
     telemetry::metric("complete_upload", "BytesCompleted", upload.size as f64, "Bytes");
@@ -103,12 +113,12 @@ pub(crate) async fn drive_completion(app: &App, mut upload: Upload, now: i64) ->
 }
 
 /// Makes sure the object exists, assembled from exactly the planned parts; returns its
-/// ETag and size.
-async fn finish_object(app: &App, upload: &Upload) -> Result<(String, u64), UploadError> {
+/// ETag, version and size.
+async fn finish_object(app: &App, upload: &Upload) -> Result<ObjectInfo, UploadError> {
     let Some(stored) = app.objects.list_parts(&upload.s3_key, &upload.s3_upload_id).await? else {
         // S3 no longer knows the multipart upload: our own earlier completion (that
         // crashed before recording it), or an abort by the lifecycle rule.
-        return existing_object(app, upload).await?.map(|e| (e, upload.size)).ok_or(UploadError::PartsGone);
+        return existing_object(app, upload).await?.ok_or(UploadError::PartsGone);
     };
     let plan = plan_of(upload)?;
     let recorded: HashMap<u32, PartRecord> =
@@ -161,11 +171,11 @@ async fn complete_parts(
     upload: &Upload,
     parts: &[(PartNumber, ETag, Option<String>)],
     size: u64,
-) -> Result<(String, u64), UploadError> {
+) -> Result<ObjectInfo, UploadError> {
     match app.objects.complete(&upload.s3_key, &upload.s3_upload_id, parts, size).await? {
-        CompleteOutcome::Completed { etag } => Ok((etag, size)),
+        CompleteOutcome::Completed { etag, version } => Ok(ObjectInfo { size, etag, version }),
         CompleteOutcome::AlreadyExists | CompleteOutcome::NoSuchUpload => {
-            existing_object(app, upload).await?.map(|e| (e, size)).ok_or(UploadError::NoObject)
+            existing_object(app, upload).await?.ok_or(UploadError::NoObject)
         }
         CompleteOutcome::Refused { code, message } => Err(UploadError::AssemblyRefused { code, message }),
     }
@@ -174,12 +184,9 @@ async fn complete_parts(
 /// Completes an upload whose size was not declared (Uppy's Companion protocol): the
 /// parts are whatever S3 holds, which must run 1..=n without gaps; the total must be
 /// within the service's limit, or the upload is aborted.
-async fn finish_deferred_object(app: &App, upload: &Upload) -> Result<(String, u64), UploadError> {
+async fn finish_deferred_object(app: &App, upload: &Upload) -> Result<ObjectInfo, UploadError> {
     let Some(mut stored) = app.objects.list_parts(&upload.s3_key, &upload.s3_upload_id).await? else {
-        return match app.objects.head(&upload.s3_key).await? {
-            Some(o) => Ok((o.etag, o.size)),
-            None => Err(UploadError::PartsGone),
-        };
+        return app.objects.head(&upload.s3_key, None).await?.ok_or(UploadError::PartsGone);
     };
     if stored.is_empty() {
         return Err(UploadError::NoPartsYet);
@@ -207,11 +214,12 @@ async fn finish_deferred_object(app: &App, upload: &Upload) -> Result<(String, u
     complete_parts(app, upload, &parts, size).await
 }
 
-/// A single POST's object is whatever S3 received (the signed policy bounded its size
-/// and pinned its key and type).
-async fn finish_single_object(app: &App, upload: &Upload) -> Result<(String, u64), UploadError> {
-    match app.objects.head(&upload.s3_key).await? {
-        Some(o) if o.size <= app.config.max_upload_size => Ok((o.etag, o.size)),
+/// A single POST's object is what S3 received in the `arrived` version (the current
+/// one when the event is unknown, e.g. the janitor's lost-event path); the signed
+/// policy bounded its size and pinned its key and type.
+async fn finish_single_object(app: &App, upload: &Upload, arrived: Option<&str>) -> Result<ObjectInfo, UploadError> {
+    match app.objects.head(&upload.s3_key, arrived).await? {
+        Some(o) if o.size <= app.config.max_upload_size => Ok(o),
         Some(o) => Err(discard_too_large(app, upload, o.size).await),
         None => Err(UploadError::NotArrived),
     }
@@ -227,9 +235,10 @@ async fn discard_too_large(app: &App, upload: &Upload, size: u64) -> UploadError
 }
 
 /// The object at the upload's key, if it is the one this upload produced (right size).
-async fn existing_object(app: &App, upload: &Upload) -> Result<Option<String>, UploadError> {
-    Ok(match app.objects.head(&upload.s3_key).await? {
-        Some(o) if o.size == upload.size || upload.deferred_size => Some(o.etag),
+/// Multipart completions never overwrite (If-None-Match), so it is the only version.
+async fn existing_object(app: &App, upload: &Upload) -> Result<Option<ObjectInfo>, UploadError> {
+    Ok(match app.objects.head(&upload.s3_key, None).await? {
+        Some(o) if o.size == upload.size || upload.deferred_size => Some(o),
         Some(o) => {
             tracing::error!(upload_id = %upload.id, size = o.size, expected = upload.size, "object at upload key has the wrong size");
             None

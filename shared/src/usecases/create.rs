@@ -180,6 +180,8 @@ pub(crate) async fn open_session(app: &App, owner: &Owner, session: Session, now
         completed_at: None,
         lease_until: None,
         etag: None,
+        version_id: None,
+        refused_writes: None,
         reason: None,
         detected_type: None,
         content_sha256: None,

@@ -46,10 +46,14 @@ pub async fn download(app: &App, raw_id: &str, q: &LinkQuery<'_>, now: i64) -> R
     if u.status != UploadStatus::Ready {
         return Err(not_servable(&u));
     }
-    let (key, content_type, name) = match link.variant {
-        Variant::File => (u.s3_key.clone(), u.content_type.to_string(), u.filename.display().to_owned()),
+    // The file is served at exactly the version that was scanned; a thumbnail is only
+    // ever written by processing.
+    let (key, version, content_type, name) = match link.variant {
+        Variant::File => {
+            (u.s3_key.clone(), u.version_id.as_deref(), u.content_type.to_string(), u.filename.display().to_owned())
+        }
         Variant::Thumbnail => match &u.thumbnail_key {
-            Some(k) => (k.clone(), "image/jpeg".to_owned(), format!("{}.thumbnail.jpg", u.filename.display())),
+            Some(k) => (k.clone(), None, "image/jpeg".to_owned(), format!("{}.thumbnail.jpg", u.filename.display())),
             None => return Err(UploadError::NoThumbnail),
         },
     };
@@ -57,6 +61,7 @@ pub async fn download(app: &App, raw_id: &str, q: &LinkQuery<'_>, now: i64) -> R
         .objects
         .presign_get(
             &key,
+            version,
             &content_type,
             &content_disposition(served_disposition(&content_type, link.disposition), &name),
             std::time::Duration::from_secs(S3_URL_SECS),

@@ -42,14 +42,15 @@ pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, UploadError> {
                 UploadStatus::Uploading if upload.expires_at <= now => {
                     // A single POST whose S3 event never came: its object is the upload,
                     // handled as the event would have been.
-                    if upload.single_post && app.objects.head(&upload.s3_key).await?.is_some() {
-                        match object_arrived(app, &upload.s3_key, now).await {
+                    let arrived = if upload.single_post { app.objects.head(&upload.s3_key, None).await? } else { None };
+                    if let Some(object) = arrived {
+                        match object_arrived(app, &upload.s3_key, object.version.as_deref(), now).await {
                             Ok(Arrival::Completed) => {
                                 progressed = true;
                                 report.completed += 1;
                             }
                             Ok(Arrival::Discarded) => progressed = true,
-                            Ok(Arrival::Ignored) => {}
+                            Ok(Arrival::Ignored | Arrival::Refused) => {}
                             Err(e) => {
                                 report.errors += 1;
                                 tracing::error!(error = %e, upload_id = %upload.id, "janitor could not complete a single POST");
@@ -77,7 +78,7 @@ pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, UploadError> {
                 UploadStatus::Completing if upload.lease_until.is_some_and(|l| l < now) => {
                     if app.repo.begin_completion(&upload.id, now, app.config.complete_lease).await? {
                         progressed = true;
-                        match drive_completion(app, upload.clone(), now).await {
+                        match drive_completion(app, upload.clone(), None, now).await {
                             Ok(_) => report.completed += 1,
                             Err(e) if e.is_completion_refused() => report.released += 1,
                             Err(e) => {

@@ -9,6 +9,8 @@ pub mod create;
 pub mod download;
 pub mod janitor;
 pub mod links;
+#[cfg(test)]
+mod overwrite_tests;
 pub mod parts;
 #[cfg(test)]
 mod protocol_tests;
@@ -113,6 +115,7 @@ pub(crate) fn view(u: &Upload, parts: Option<&[PartRecord]>, now: i64) -> Upload
         has_thumbnail: u.thumbnail_key.is_some(),
         processed_at: u.processed_at.map(rfc3339),
         progress: progress(u, status),
+        refused_writes: u.refused_writes,
     }
 }
 

@@ -332,6 +332,7 @@ impl UploadRepo for MemoryRepo {
             Some(u) if u.deleted_at.is_none() => {
                 u.deleted_at = Some(now);
                 u.purge_at = Some(purge_at);
+                u.link_generation = Some(u.link_generation.unwrap_or(0) + 1);
                 u.updated_at = now;
                 Ok(true)
             }

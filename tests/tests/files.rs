@@ -57,6 +57,17 @@ async fn link_refused(h: &Harness, owner: &str, id: &str, body: Value) -> (u16, 
     (s, p)
 }
 
+/// A link made with the server's own key (as if it had handed it out), valid a minute.
+fn own_link(id: &str) -> shared::domain::links::Link {
+    shared::domain::links::Link {
+        id: shared::domain::UploadId::parse(id).unwrap(),
+        variant: shared::domain::links::Variant::File,
+        expires: shared::now() + 60,
+        disposition: shared::domain::links::Disposition::Attachment,
+        generation: 0,
+    }
+}
+
 fn expiring_in(secs: u64) -> LinkRequest {
     LinkRequest { expires_in: Some(secs.into()), ..LinkRequest::default() }
 }
@@ -147,7 +158,7 @@ async fn tampered_truncated_or_expired_links_are_403() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_is_410_restored_works_again_and_listing_hides_it() {
+async fn deleted_is_410_restore_needs_new_links_and_listing_hides_it() {
     let h = Harness::start().await;
     let owner = unique("yan");
     let id = ready_file(&h, &owner, "keep.txt", "text/plain", b"precious").await;
@@ -166,8 +177,16 @@ async fn deleted_is_410_restored_works_again_and_listing_hides_it() {
     assert!(list.files.iter().any(|f| f.id == id));
     let v: FileView = h.call_as(Some(&owner), "POST", &format!("/files/{id}/restore"), None, 200).await;
     assert!(v.deleted_at.is_none(), "{v:?}");
+    // Issue 11.7: a link made before the delete stays dead; a new one works.
     let (s, _, body, _) = follow(&h, &url, None).await;
-    assert_eq!((s, body.as_slice()), (302, &b"precious"[..]), "the old link works again");
+    assert_eq!(s, 410, "a link from before the delete was revoked");
+    assert!(problem_in(&body).detail.contains("revoked"), "{}", String::from_utf8_lossy(&body));
+    let fresh = link(&h, &owner, &id, LinkRequest::default()).await.url;
+    let (s, _, body, _) = follow(&h, &fresh, None).await;
+    assert_eq!((s, body.as_slice()), (302, &b"precious"[..]), "a new link works");
+    // It carries the generation the delete moved to.
+    let g = fresh.split("&g=").nth(1).unwrap().split('&').next().unwrap();
+    assert_eq!(g, "1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,23 +216,13 @@ async fn unsafe_files_are_never_redirected() {
     assert!(p.detail.contains("quarantined"), "{p:?}");
     // A link forged with the server's own key still does not redirect.
     let keys = h.app.config.link_keys.clone().unwrap();
-    let forged = keys.sign(
-        &shared::domain::UploadId::parse(&bad).unwrap(),
-        shared::domain::links::Variant::File,
-        shared::now() + 60,
-        shared::domain::links::Disposition::Attachment,
-    );
+    let forged = keys.sign(&own_link(&bad));
     let (s, loc, body, _) = follow(&h, &format!("{}{forged}", h.base), None).await;
     assert_eq!((s, loc), (403, None), "{}", String::from_utf8_lossy(&body));
     assert_eq!(problem_in(&body).slug(), "forbidden");
     // Not yet processed: a clear 409 with Retry-After, no redirect.
     let pending = h.upload_file(&owner, "later.txt", "text/plain", b"wait for it", None).await;
-    let forged = keys.sign(
-        &shared::domain::UploadId::parse(&pending).unwrap(),
-        shared::domain::links::Variant::File,
-        shared::now() + 60,
-        shared::domain::links::Disposition::Attachment,
-    );
+    let forged = keys.sign(&own_link(&pending));
     let (s, loc, body, headers) = follow(&h, &format!("{}{forged}", h.base), None).await;
     assert_eq!((s, loc), (409, None));
     assert!(headers.get("retry-after").is_some());

@@ -20,6 +20,7 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
                 v: http::query_param(&req, "v"),
                 e: http::query_param(&req, "e"),
                 d: http::query_param(&req, "d"),
+                g: http::query_param(&req, "g"),
                 k: http::query_param(&req, "k"),
                 s: http::query_param(&req, "s"),
             };

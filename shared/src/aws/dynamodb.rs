@@ -626,8 +626,12 @@ impl UploadRepo for DynamoRepo {
     async fn soft_delete(&self, id: &UploadId, now: i64, purge_at: i64) -> Result<bool, RepoError> {
         let res = self
             .update_upload(id)
-            .update_expression("SET deleted_at = :now, purge_at = :p, updated_at = :now, gsi1pk = :purge, gsi1sk = :p")
+            .update_expression(
+                "SET deleted_at = :now, purge_at = :p, updated_at = :now, gsi1pk = :purge, gsi1sk = :p \
+                 ADD link_generation :one",
+            )
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(deleted_at)")
+            .expression_attribute_values(":one", nv(1))
             .expression_attribute_values(":now", nv(now))
             .expression_attribute_values(":p", nv(purge_at))
             .expression_attribute_values(":purge", sv(PURGE))

@@ -1,9 +1,13 @@
 //! Signed, expiring download links, and safe Content-Disposition headers.
 //!
-//! A link is `/d/{id}?v=<file|thumb>&e=<unix expiry>&d=<a|i>&k=<key id>&s=<signature>`,
+//! A link is `/d/{id}?v=<file|thumb>&e=<unix expiry>&d=<a|i>&g=<generation>&k=<key id>&s=<signature>`,
 //! where the signature is HMAC-SHA256 over every other field, base64url. Keys rotate:
 //! the first configured key signs, every configured key verifies, so links made with
 //! the previous key keep working while it is still listed. Verification is constant-time.
+//! The generation is the file's link generation when the link was made: deleting a
+//! file bumps it, so no link made before a delete works again after a restore. A link
+//! whose expiry lies further ahead than the configured maximum lifetime is refused at
+//! verification too (lowering the maximum cuts links already handed out).
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use hmac::{Hmac, Mac};
@@ -134,35 +138,59 @@ impl LinkKeys {
         mac
     }
 
-    fn message(id: &UploadId, variant: Variant, expires: i64, disposition: Disposition, kid: &str) -> String {
-        format!("hoist-link-v1\n{id}\n{}\n{expires}\n{}\n{kid}", variant.code(), disposition.code())
+    fn message(link: &Link, kid: &str) -> String {
+        format!(
+            "hoist-link-v2\n{}\n{}\n{}\n{}\n{}\n{kid}",
+            link.id,
+            link.variant.code(),
+            link.expires,
+            link.disposition.code(),
+            link.generation
+        )
     }
 
     /// The path and query of a link (append to the API's base URL).
-    pub fn sign(&self, id: &UploadId, variant: Variant, expires: i64, disposition: Disposition) -> String {
+    pub fn sign(&self, link: &Link) -> String {
         let key = &self.keys[0];
-        let msg = Self::message(id, variant, expires, disposition, &key.id);
-        let sig = URL_SAFE_NO_PAD.encode(Self::mac(key, &msg).finalize().into_bytes());
-        format!("/d/{id}?v={}&e={expires}&d={}&k={}&s={sig}", variant.code(), disposition.code(), key.id)
+        let sig = URL_SAFE_NO_PAD.encode(Self::mac(key, &Self::message(link, &key.id)).finalize().into_bytes());
+        format!(
+            "/d/{}?v={}&e={}&d={}&g={}&k={}&s={sig}",
+            link.id,
+            link.variant.code(),
+            link.expires,
+            link.disposition.code(),
+            link.generation,
+            key.id
+        )
     }
 
-    /// Verifies a link's fields; `Ok` only for an authentic, unexpired link.
-    pub fn verify(&self, raw_id: &str, query: &LinkQuery<'_>, now: i64) -> Result<VerifiedLink, LinkError> {
+    /// Verifies a link's fields; `Ok` only for an authentic, unexpired link that expires
+    /// within `max_lifetime_secs` of `now` (a minute's clock skew allowed).
+    pub fn verify(
+        &self,
+        raw_id: &str,
+        query: &LinkQuery<'_>,
+        now: i64,
+        max_lifetime_secs: i64,
+    ) -> Result<Link, LinkError> {
         let id = UploadId::parse(raw_id).map_err(|_| LinkError::Invalid)?;
         let variant = query.v.and_then(Variant::parse).ok_or(LinkError::Invalid)?;
         let disposition = query.d.and_then(Disposition::parse_code).ok_or(LinkError::Invalid)?;
         let expires: i64 = query.e.and_then(|e| e.parse().ok()).ok_or(LinkError::Invalid)?;
+        let generation: u32 = query.g.and_then(|g| g.parse().ok()).ok_or(LinkError::Invalid)?;
         let kid = query.k.ok_or(LinkError::Invalid)?;
         let sig = query.s.and_then(|s| URL_SAFE_NO_PAD.decode(s).ok()).ok_or(LinkError::Invalid)?;
         let key = self.keys.iter().find(|k| k.id == kid).ok_or(LinkError::Invalid)?;
-        Self::mac(key, &Self::message(&id, variant, expires, disposition, kid))
-            .verify_slice(&sig)
-            .map_err(|_| LinkError::Invalid)?;
+        let link = Link { id, variant, expires, disposition, generation };
+        Self::mac(key, &Self::message(&link, kid)).verify_slice(&sig).map_err(|_| LinkError::Invalid)?;
         // Expiry is checked after the signature so an attacker learns nothing from it.
         if now >= expires {
             return Err(LinkError::Expired);
         }
-        Ok(VerifiedLink { id, variant, disposition, expires })
+        if expires - now > max_lifetime_secs + MAX_CLOCK_SKEW_SECS {
+            return Err(LinkError::Invalid);
+        }
+        Ok(link)
     }
 }
 
@@ -172,17 +200,24 @@ pub struct LinkQuery<'a> {
     pub v: Option<&'a str>,
     pub e: Option<&'a str>,
     pub d: Option<&'a str>,
+    pub g: Option<&'a str>,
     pub k: Option<&'a str>,
     pub s: Option<&'a str>,
 }
 
+/// What a link grants: one variant of one file, until `expires`, while the file's link
+/// generation is still `generation`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedLink {
+pub struct Link {
     pub id: UploadId,
     pub variant: Variant,
-    pub disposition: Disposition,
     pub expires: i64,
+    pub disposition: Disposition,
+    pub generation: u32,
 }
+
+/// How far a link's expiry may lie past the maximum lifetime (clocks differ).
+const MAX_CLOCK_SKEW_SECS: i64 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
@@ -257,17 +292,39 @@ mod tests {
         (id, q.split('&').map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).unwrap()).collect())
     }
 
-    fn verify(keys: &LinkKeys, id: &str, pairs: &[(String, String)], now: i64) -> Result<VerifiedLink, LinkError> {
+    const DAY: i64 = 86_400;
+
+    fn verify(keys: &LinkKeys, id: &str, pairs: &[(String, String)], now: i64) -> Result<Link, LinkError> {
         let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        keys.verify(id, &LinkQuery { v: get("v"), e: get("e"), d: get("d"), k: get("k"), s: get("s") }, now)
+        let q = LinkQuery { v: get("v"), e: get("e"), d: get("d"), g: get("g"), k: get("k"), s: get("s") };
+        keys.verify(id, &q, now, DAY)
+    }
+
+    fn link(id: &UploadId, expires: i64, disposition: Disposition) -> Link {
+        Link { id: id.clone(), variant: Variant::File, expires, disposition, generation: 0 }
+    }
+
+    /// Issue 11.7: a link is bound to the file's link generation, and its lifetime is
+    /// capped at verification, whatever it says.
+    #[test]
+    fn generation_is_signed_and_lifetime_is_capped() {
+        let keys = LinkKeys::parse(KEYS).unwrap();
+        let id = UploadId::generate();
+        let signed = keys.sign(&Link { generation: 3, ..link(&id, 1_000, Disposition::Attachment) });
+        let (raw_id, pairs) = query(&signed);
+        assert_eq!(verify(&keys, &raw_id, &pairs, 999).unwrap().generation, 3);
+        let far = keys.sign(&link(&id, 10 * DAY, Disposition::Attachment));
+        let (raw_id, pairs) = query(&far);
+        assert_eq!(verify(&keys, &raw_id, &pairs, 0), Err(LinkError::Invalid), "beyond the maximum lifetime");
+        assert!(verify(&keys, &raw_id, &pairs, 9 * DAY).is_ok(), "within it once time has passed");
     }
 
     #[test]
     fn round_trip_tamper_expiry_rotation() {
         let keys = LinkKeys::parse(KEYS).unwrap();
         let id = UploadId::generate();
-        let link = keys.sign(&id, Variant::File, 1_000, Disposition::Attachment);
-        let (raw_id, pairs) = query(&link);
+        let signed = keys.sign(&link(&id, 1_000, Disposition::Attachment));
+        let (raw_id, pairs) = query(&signed);
         let ok = verify(&keys, &raw_id, &pairs, 999).unwrap();
         assert_eq!((ok.id, ok.variant, ok.disposition), (id.clone(), Variant::File, Disposition::Attachment));
         assert_eq!(verify(&keys, &raw_id, &pairs, 1_000), Err(LinkError::Expired));
@@ -278,6 +335,7 @@ mod tests {
                 "v" => "thumb".into(),
                 "e" => "99999".into(),
                 "d" => "i".into(),
+                "g" => "1".into(),
                 "k" => "k1".into(),
                 _ => {
                     let mut s = p[i].1.clone();
@@ -296,7 +354,7 @@ mod tests {
         let rotated =
             LinkKeys::parse(&format!("k3:{},{}", "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXowMTIzNDU=", KEYS)).unwrap();
         assert!(verify(&rotated, &raw_id, &pairs, 0).is_ok());
-        assert!(rotated.sign(&id, Variant::File, 5, Disposition::Inline).contains("k=k3"));
+        assert!(rotated.sign(&link(&id, 5, Disposition::Inline)).contains("k=k3"));
         // Once the old key is removed, its links die.
         let only_new = LinkKeys::parse("k3:YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXowMTIzNDU=").unwrap();
         assert_eq!(verify(&only_new, &raw_id, &pairs, 0), Err(LinkError::Invalid));
@@ -309,7 +367,7 @@ mod tests {
         assert!(LinkKeys::parse("bad id:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").is_err());
         assert!(LinkKeys::parse("nocolon").is_err(), "a bare secret must be long");
         let bare = LinkKeys::parse("Zq8yV3rN0pLm4Kc7Tx2Bw9Hd6Jf1Sg5A3Qe8Ru0Y").unwrap();
-        assert!(bare.sign(&UploadId::generate(), Variant::File, 9, Disposition::Attachment).contains("k=k0"));
+        assert!(bare.sign(&link(&UploadId::generate(), 9, Disposition::Attachment)).contains("k=k0"));
     }
 
     #[test]

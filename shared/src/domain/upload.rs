@@ -62,6 +62,10 @@ pub struct Upload {
     pub deleted_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purge_at: Option<i64>,
+    /// Bumped by every delete: links carry the generation they were made in, so none
+    /// made before a delete serves the file after a restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_generation: Option<u32>,
     /// The size was not declared (Uppy's Companion protocol): `size` is 0 and no bytes are
     /// reserved in the quota until completion learns it.
     #[serde(default)]

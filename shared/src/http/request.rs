@@ -50,17 +50,22 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// The public base URL of this API (for links it hands out): configured, or the
-/// request's own scheme and host as API Gateway forwards them.
+/// The public base URL of this API (for links it hands out): configured
+/// (`HOIST_PUBLIC_BASE_URL`; the template sets it), else the domain API Gateway itself
+/// says it served the request on. Never a client's `X-Forwarded-Host`: a link built
+/// from it would send the victim's download to the attacker's host.
 pub fn base_url(req: &Request, configured: Option<&str>) -> String {
     if let Some(c) = configured {
         return c.trim_end_matches('/').to_owned();
     }
-    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
-    let host = header("x-forwarded-host").or_else(|| header("host")).unwrap_or("localhost");
-    let proto = header("x-forwarded-proto")
-        .unwrap_or(if host.starts_with("127.0.0.1") || host.starts_with("localhost") { "http" } else { "https" });
-    format!("{proto}://{host}")
+    let domain = match req.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => ctx.domain_name.clone(),
+        _ => None,
+    };
+    let host = domain.unwrap_or_else(|| "localhost".to_owned());
+    // Plain http only for the dev server on this machine.
+    let loopback = host.starts_with("127.0.0.1") || host.starts_with("localhost") || host.starts_with("[::1]");
+    format!("{}://{host}", if loopback { "http" } else { "https" })
 }
 
 /// The route API Gateway matched, e.g. `GET /files/{id}` (for binaries serving several).
@@ -84,6 +89,27 @@ pub fn query_param<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(domain: &str, forwarded_host: &str) -> Request {
+        let event = serde_json::json!({
+            "version": "2.0", "routeKey": "GET /files", "rawPath": "/files", "rawQueryString": "",
+            "headers": {"host": domain, "x-forwarded-host": forwarded_host, "x-forwarded-proto": "http"},
+            "isBase64Encoded": false,
+            "requestContext": {"accountId": "1", "apiId": "a", "domainName": domain, "domainPrefix": "a",
+                "requestId": "r", "routeKey": "GET /files", "stage": "$default", "time": "t", "timeEpoch": 0,
+                "http": {"method": "GET", "path": "/files", "protocol": "HTTP/1.1", "sourceIp": "1.2.3.4", "userAgent": "t"}}
+        });
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    /// Issue 11.7: link URLs never come from a header the client controls.
+    #[test]
+    fn base_url_ignores_forwarded_headers() {
+        let req = request("abc.execute-api.eu-west-1.amazonaws.com", "evil.example");
+        assert_eq!(base_url(&req, None), "https://abc.execute-api.eu-west-1.amazonaws.com");
+        assert_eq!(base_url(&req, Some("https://files.example.com/")), "https://files.example.com");
+        assert_eq!(base_url(&request("127.0.0.1:8787", "evil.example"), None), "http://127.0.0.1:8787");
+    }
 
     #[test]
     fn json_errors_are_classified() {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     domain::{
-        links::{Disposition, Variant},
+        links::{Disposition, Link, Variant},
         CatalogPosition, Invalid, Owner, Upload, UploadError, UploadId, UploadStatus,
     },
     rfc3339, App,
@@ -23,7 +23,14 @@ pub(crate) fn file_view(app: &App, u: &Upload, base_url: &str, now: i64) -> File
         (Some(_), UploadStatus::Ready, None, Some(keys)) => {
             // Rounded so a listing's thumbnail URLs stay cacheable for a while.
             let expires = (now / 600) * 600 + THUMBNAIL_LINK_SECS;
-            Some(format!("{base_url}{}", keys.sign(&u.id, Variant::Thumbnail, expires, Disposition::Inline)))
+            let link = Link {
+                id: u.id.clone(),
+                variant: Variant::Thumbnail,
+                expires,
+                disposition: Disposition::Inline,
+                generation: u.link_generation.unwrap_or(0),
+            };
+            Some(format!("{base_url}{}", keys.sign(&link)))
         }
         _ => None,
     };

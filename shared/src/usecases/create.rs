@@ -182,6 +182,7 @@ pub(crate) async fn open_session(app: &App, owner: &Owner, session: Session, now
         etag: None,
         version_id: None,
         refused_writes: None,
+        link_generation: None,
         reason: None,
         detected_type: None,
         content_sha256: None,

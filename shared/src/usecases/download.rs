@@ -33,7 +33,8 @@ pub const S3_URL_SECS: u64 = 60;
 
 /// Verifies the link, re-checks the file (ready, not deleted) and answers where to go.
 pub async fn download(app: &App, raw_id: &str, q: &LinkQuery<'_>, now: i64) -> Result<Redirect, UploadError> {
-    let link = keys(app)?.verify(raw_id, q, now).map_err(|e| match e {
+    let max_lifetime = app.config.link_max_ttl.as_secs() as i64;
+    let link = keys(app)?.verify(raw_id, q, now, max_lifetime).map_err(|e| match e {
         LinkError::Invalid => UploadError::LinkInvalid,
         LinkError::Expired => UploadError::LinkExpired,
     })?;
@@ -42,6 +43,9 @@ pub async fn download(app: &App, raw_id: &str, q: &LinkQuery<'_>, now: i64) -> R
     };
     if u.deleted_at.is_some() {
         return Err(UploadError::Gone("The file was deleted."));
+    }
+    if link.generation != u.link_generation.unwrap_or(0) {
+        return Err(UploadError::Gone("This link was revoked when the file was deleted; create a new one."));
     }
     if u.status != UploadStatus::Ready {
         return Err(not_servable(&u));

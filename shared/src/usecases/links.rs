@@ -4,7 +4,7 @@ use api_types::files::{LinkRequest, LinkResponse};
 
 use crate::{
     domain::{
-        links::{Disposition, LinkKeys, Variant},
+        links::{Disposition, Link, LinkKeys, Variant},
         Invalid, Owner, UploadError, UploadId, UploadStatus,
     },
     rfc3339, App,
@@ -52,6 +52,7 @@ pub async fn create_link(
         return Err(not_servable(&u));
     }
     let expires = now + expires_in as i64;
-    let path = keys(app)?.sign(id, Variant::File, expires, disposition);
+    let generation = u.link_generation.unwrap_or(0);
+    let path = keys(app)?.sign(&Link { id: id.clone(), variant: Variant::File, expires, disposition, generation });
     Ok(LinkResponse { url: format!("{base_url}{path}"), expires_at: rfc3339(expires) })
 }

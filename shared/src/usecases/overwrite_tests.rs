@@ -42,7 +42,7 @@ async fn served_url(f: &Fakes, who: &Owner, id: &UploadId) -> String {
     let link = create_link(&f.app, who, id, LinkRequest::default(), "", T0).await.unwrap();
     let query = link.url.split_once('?').unwrap().1.to_owned();
     let get = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(&format!("{name}=")[..]));
-    let q = LinkQuery { v: get("v"), e: get("e"), d: get("d"), k: get("k"), s: get("s") };
+    let q = LinkQuery { v: get("v"), e: get("e"), d: get("d"), g: get("g"), k: get("k"), s: get("s") };
     download(&f.app, id.as_str(), &q, T0).await.unwrap().location
 }
 

@@ -143,3 +143,27 @@ pub struct RecordPartItem {
 pub struct RecordPartsResponse {
     pub recorded: u32,
 }
+
+/// `GET /uploads`: the caller's open uploads (what holds their quota, to finish or
+/// abort), and where their quotas stand.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OpenUploads {
+    pub uploads: Vec<UploadView>,
+    pub quota: QuotaView,
+}
+
+/// An owner's quotas: what is used and the limit of each.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaView {
+    pub open_uploads: u64,
+    pub max_open_uploads: u64,
+    /// Reserved by open uploads (their declared size, or the ceiling of one without).
+    pub bytes_in_flight: u64,
+    pub max_bytes_in_flight: u64,
+    /// Taken by the owner's files (deleted ones give theirs back).
+    pub bytes_stored: u64,
+    /// Stored plus in flight may not exceed this.
+    pub max_stored_bytes: u64,
+}

@@ -27,7 +27,10 @@ struct Run {
 impl Run {
     fn new() -> Self {
         let template = routes::parse_template(TEMPLATE).expect("template parses");
-        Run { f: Fakes::new(), template, usage: Usage::default(), owner: Owner::parse("alice").unwrap() }
+        // The per-owner rate limit on, as deployed (it is one more repository call).
+        let mut config = shared::testing::config();
+        config.owner_requests_per_minute = 1_000_000;
+        Run { f: Fakes::with_config(config), template, usage: Usage::default(), owner: Owner::parse("alice").unwrap() }
     }
 
     /// Attributes the port calls logged since the last call to `binary`.
@@ -137,6 +140,7 @@ async fn every_function_policy_grants_what_its_handler_calls() {
     // also resolves an object S3 already assembled).
     let a = run.sent_upload().await;
     assert_eq!(run.call("GET", &format!("/uploads/{a}"), None).await.0, 200);
+    assert_eq!(run.call("GET", "/uploads", None).await.0, 200);
     let (s, v) = run.call("POST", &format!("/uploads/{a}/complete"), None).await;
     assert_eq!(s, 200, "{v}");
     let b = run.sent_upload().await;
@@ -259,6 +263,8 @@ async fn every_function_policy_grants_what_its_handler_calls() {
     let q = format!("key={key}");
     assert_eq!(run.call("GET", &format!("/s3/multipart/{uid}/1?{q}"), None).await.0, 200);
     assert_eq!(run.call("GET", &format!("/s3/multipart/{uid}/batch?{q}&partNumbers=1,2"), None).await.0, 200);
+    // Every 16th part number, what the session parked is summed (ListParts).
+    assert_eq!(run.call("GET", &format!("/s3/multipart/{uid}/16?{q}"), None).await.0, 200);
     let mpu = run.f.repo.upload(&UploadId::parse(&uid).unwrap()).unwrap().s3_upload_id;
     run.f.objects.upload_part(&mpu, 1, b"one part");
     assert_eq!(run.call("GET", &format!("/s3/multipart/{uid}?{q}"), None).await.0, 200);

@@ -112,6 +112,13 @@ pub struct Config {
     pub upload_ttl: Duration,
     pub max_open_uploads: u64,
     pub max_bytes_in_flight: u64,
+    /// Per owner: stored files plus open uploads.
+    pub max_stored_bytes: u64,
+    /// Per owner: API requests a minute (0: no limit).
+    pub owner_requests_per_minute: u32,
+    /// What a session of undeclared size (Companion, single POST) reserves, and so the
+    /// most it may hold.
+    pub deferred_ceiling: u64,
     /// How long a second `complete` waits for the first one to finish.
     pub complete_wait: Duration,
     /// How long a completion may hold its lease before another may take over.
@@ -181,6 +188,9 @@ impl Config {
             upload_ttl: Duration::from_secs(number("HOIST_UPLOAD_TTL_SECONDS", 3 * 24 * 3600)?),
             max_open_uploads: number("HOIST_MAX_OPEN_UPLOADS", 100)?,
             max_bytes_in_flight: number("HOIST_MAX_BYTES_IN_FLIGHT", 10 * TIB)?,
+            max_stored_bytes: number("HOIST_MAX_STORED_BYTES", 100 * TIB)?,
+            owner_requests_per_minute: number("HOIST_OWNER_REQUESTS_PER_MINUTE", 1200)? as u32,
+            deferred_ceiling: number("HOIST_DEFERRED_CEILING_BYTES", 64 * GIB)?,
             complete_wait: Duration::from_secs(number("HOIST_COMPLETE_WAIT_SECONDS", 20)?),
             complete_lease: Duration::from_secs(number("HOIST_COMPLETE_LEASE_SECONDS", 120)?),
             link_keys: var("HOIST_LINK_KEYS")

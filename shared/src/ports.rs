@@ -127,10 +127,17 @@ pub trait UploadRepo: Send + Sync {
         status: Option<UploadStatus>,
         include_deleted: bool,
     ) -> Result<FilePage, RepoError>;
-    /// Marks a file deleted, to be purged at `purge_at`. False when already deleted.
-    async fn soft_delete(&self, id: &UploadId, now: i64, purge_at: i64) -> Result<bool, RepoError>;
-    /// Undoes a delete while `purge_at` is in the future. False otherwise.
-    async fn restore(&self, id: &UploadId, now: i64) -> Result<bool, RepoError>;
+    /// Marks a file deleted, to be purged at `purge_at`, and gives its bytes back to the
+    /// owner's storage quota, atomically. False when already deleted.
+    async fn soft_delete(&self, upload: &Upload, now: i64, purge_at: i64) -> Result<bool, RepoError>;
+    /// Undoes a delete while `purge_at` is in the future, taking its bytes again only
+    /// if they fit in `limits.max_stored`, atomically. False otherwise.
+    async fn restore(&self, upload: &Upload, now: i64, limits: QuotaLimits) -> Result<bool, RepoError>;
+    /// Counts one request of `owner` in the minute starting at `window`; false (and not
+    /// counted) when `limit` were counted already.
+    async fn count_request(&self, owner: &Owner, window: i64, limit: u32) -> Result<bool, RepoError>;
+    /// The owner's open uploads (uploading or completing), newest first.
+    async fn list_open(&self, owner: &Owner, limit: u32) -> Result<Vec<Upload>, RepoError>;
     /// Uploads the janitor should look at now: open ones past their expiry, completions
     /// past their lease.
     async fn due(&self, now: i64, limit: u32) -> Result<Vec<Upload>, RepoError>;

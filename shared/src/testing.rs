@@ -113,6 +113,8 @@ struct RepoState {
     uploads: HashMap<UploadId, Upload>,
     parts: HashMap<UploadId, BTreeMap<u32, PartRecord>>,
     quotas: HashMap<Owner, Quota>,
+    /// Requests counted per owner and minute.
+    requests: HashMap<(Owner, i64), u32>,
     /// The catalog's sort key, set when the object exists.
     catalog: HashMap<UploadId, String>,
     /// Windows recorded as scanned, per upload.
@@ -168,6 +170,11 @@ impl MemoryRepo {
         let q = s.quotas.entry(u.owner.clone()).or_default();
         q.open_uploads = q.open_uploads.saturating_sub(1);
         q.bytes_in_flight = q.bytes_in_flight.saturating_sub(u.reserved_bytes());
+    }
+
+    fn store_bytes(s: &mut RepoState, owner: &Owner, bytes: u64) {
+        let q = s.quotas.entry(owner.clone()).or_default();
+        q.bytes_stored += bytes;
     }
 
     /// Up to `limit` uploads in the janitor's index (purges or not) due at `now`.
@@ -255,8 +262,10 @@ impl UploadRepo for MemoryRepo {
     async fn finish_completion(&self, upload: &Upload, object: &ObjectInfo, now: i64) -> Result<bool, RepoError> {
         self.enter("repo.finish_completion").await?;
         Ok(self.apply(&upload.id, Transition::FinishCompletion, now, |s, u| {
-            // Quota is released against what the caller reserved, in the same step.
+            // Quota is released against what the caller reserved, in the same step, and
+            // the file's bytes are now stored.
             Self::release_quota(s, upload);
+            Self::store_bytes(s, &upload.owner, upload.size);
             u.etag = Some(object.etag.clone());
             u.version_id = object.version.clone();
             u.size = upload.size;
@@ -325,33 +334,65 @@ impl UploadRepo for MemoryRepo {
         Ok(FilePage { items, next: next.flatten() })
     }
 
-    async fn soft_delete(&self, id: &UploadId, now: i64, purge_at: i64) -> Result<bool, RepoError> {
+    async fn soft_delete(&self, upload: &Upload, now: i64, purge_at: i64) -> Result<bool, RepoError> {
         self.enter("repo.soft_delete").await?;
         let mut s = lock(&self.state);
-        match s.uploads.get_mut(id) {
+        match s.uploads.get_mut(&upload.id) {
             Some(u) if u.deleted_at.is_none() => {
                 u.deleted_at = Some(now);
                 u.purge_at = Some(purge_at);
                 u.link_generation = Some(u.link_generation.unwrap_or(0) + 1);
                 u.updated_at = now;
-                Ok(true)
             }
-            _ => Ok(false),
+            _ => return Ok(false),
         }
+        let q = s.quotas.entry(upload.owner.clone()).or_default();
+        q.bytes_stored = q.bytes_stored.saturating_sub(upload.size);
+        Ok(true)
     }
 
-    async fn restore(&self, id: &UploadId, now: i64) -> Result<bool, RepoError> {
+    async fn count_request(&self, owner: &Owner, window: i64, limit: u32) -> Result<bool, RepoError> {
+        self.enter("repo.count_request").await?;
+        let mut s = lock(&self.state);
+        let n = s.requests.entry((owner.clone(), window)).or_default();
+        if *n >= limit {
+            return Ok(false);
+        }
+        *n += 1;
+        Ok(true)
+    }
+
+    async fn list_open(&self, owner: &Owner, limit: u32) -> Result<Vec<Upload>, RepoError> {
+        self.enter("repo.list_open").await?;
+        let s = lock(&self.state);
+        let mut open: Vec<Upload> = s
+            .uploads
+            .values()
+            .filter(|u| &u.owner == owner && matches!(u.status, UploadStatus::Uploading | UploadStatus::Completing))
+            .cloned()
+            .collect();
+        open.sort_by(|a, b| (b.created_at, b.id.as_str()).cmp(&(a.created_at, a.id.as_str())));
+        open.truncate(limit as usize);
+        Ok(open)
+    }
+
+    async fn restore(&self, upload: &Upload, now: i64, limits: QuotaLimits) -> Result<bool, RepoError> {
         self.enter("repo.restore").await?;
         let mut s = lock(&self.state);
-        match s.uploads.get_mut(id) {
+        let quota = s.quotas.get(&upload.owner).copied().unwrap_or_default();
+        if !limits.has_room(quota, upload.size) {
+            return Ok(false);
+        }
+        match s.uploads.get_mut(&upload.id) {
             Some(u) if u.deleted_at.is_some() && u.purge_at.is_some_and(|p| p > now) => {
                 u.deleted_at = None;
                 u.purge_at = None;
                 u.updated_at = now;
-                Ok(true)
             }
-            _ => Ok(false),
+            _ => return Ok(false),
         }
+        Self::store_bytes(&mut s, &upload.owner, upload.size);
+        Ok(true)
     }
 
     async fn due(&self, now: i64, limit: u32) -> Result<Vec<Upload>, RepoError> {
@@ -892,6 +933,9 @@ pub fn config() -> Config {
         upload_ttl: Duration::from_secs(3 * 24 * 3600),
         max_open_uploads: 100,
         max_bytes_in_flight: 10 * TIB,
+        max_stored_bytes: 100 * TIB,
+        owner_requests_per_minute: 0,
+        deferred_ceiling: 64 * GIB,
         complete_wait: Duration::from_secs(2),
         complete_lease: Duration::from_secs(120),
         link_keys: crate::domain::links::LinkKeys::parse("test1:dGVzdC1vbmx5LWxpbmsta2V5LTAwMDAwMDAwMDAwMDAw").ok(),

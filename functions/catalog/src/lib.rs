@@ -16,7 +16,7 @@ pub const FUNCTION: &str = "catalog";
 pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
     http::respond(
         async {
-            let owner = auth::owner(&req)?;
+            let owner = auth::admitted_owner(&app, &req).await?;
             let base = http::base_url(&req, app.config.public_base_url.as_deref());
             let now = shared::now();
             let id = || http::file_id(http::path_param(&req, "id"));

@@ -14,7 +14,7 @@ pub const FUNCTION: &str = "companion";
 pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
     http::respond_companion(
         async {
-            let owner = auth::owner(&req)?;
+            let owner = auth::admitted_owner(&app, &req).await?;
             let now = shared::now();
             let ids = || companion::parse_ids(http::path_param(&req, "uploadId"), http::query_param(&req, "key"));
             match http::route_key(&req).as_str() {

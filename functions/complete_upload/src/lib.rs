@@ -13,7 +13,7 @@ pub const FUNCTION: &str = "complete_upload";
 pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
     http::respond(
         async {
-            let owner = auth::owner(&req)?;
+            let owner = auth::admitted_owner(&app, &req).await?;
             let id = http::upload_id(http::path_param(&req, "id"))?;
             let done = complete::complete(&app, &owner, &id, shared::now()).await?;
             http::json(StatusCode::OK, &done)

@@ -13,7 +13,7 @@ pub const FUNCTION: &str = "create_upload";
 pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
     http::respond(
         async {
-            let owner = auth::owner(&req)?;
+            let owner = auth::admitted_owner(&app, &req).await?;
             let body: api_types::uploads::CreateUploadRequest = http::json_body(&req)?;
             let new = NewUpload::parse(body, app.config.max_upload_size, &app.config.content_types)?;
             let created = create::create(&app, &owner, new, shared::now()).await?;

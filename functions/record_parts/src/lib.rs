@@ -13,7 +13,7 @@ pub const FUNCTION: &str = "record_parts";
 pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
     http::respond(
         async {
-            let owner = auth::owner(&req)?;
+            let owner = auth::admitted_owner(&app, &req).await?;
             let id = http::upload_id(http::path_param(&req, "id"))?;
             let body: api_types::uploads::RecordPartsRequest = http::json_body(&req)?;
             let recorded = parts::record_parts(&app, &owner, &id, body, shared::now()).await?;

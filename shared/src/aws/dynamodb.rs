@@ -4,11 +4,13 @@
 //! |-------------------|-------------------|--------------|-----------------------------------------|
 //! | upload            | `UPLOAD#<id>`     | `META`       | the `Upload` entity plus the keys below |
 //! | recorded part     | `UPLOAD#<id>`     | `PART#00042` | etag, size, sha256; TTL'd               |
-//! | owner quota       | `OWNER#<owner>`   | `QUOTA`      | open_uploads, bytes_in_flight counters  |
+//! | request counter   | `OWNER#<owner>`   | `RATE#<minute>` | n (requests in that minute); TTL'd   |
+//! | owner quota       | `OWNER#<owner>`   | `QUOTA`      | open_uploads, bytes_in_flight, bytes_stored, bytes_committed (= the two summed) |
 //!
 //! GSI `gsi1` (gsi1pk, gsi1sk) holds only uploads that still need the janitor (`OPEN`,
 //! keyed by the time it should look; `PURGE` for deleted files, keyed by purge time), so
-//! its query is sparse. GSI `gsi2` (owner, completion time + id) is the owner's catalog.
+//! its query is sparse. GSI `gsi2` (owner, completion time + id) is the owner's catalog;
+//! its `OPENBY#<owner>` partition (creation time + id) lists the owner's open uploads.
 //! `ttl` lets DynamoDB forget closed uploads. These keys exist only here: the domain's
 //! `Upload` carries none of them. Every status change is a [`Transition`] turned into a
 //! condition expression; quota counters move in the same transaction as the status.
@@ -86,6 +88,19 @@ fn sv(s: impl Into<String>) -> AttributeValue {
 }
 fn nv(n: impl ToString) -> AttributeValue {
     AttributeValue::N(n.to_string())
+}
+
+/// A change of an owner's quota counters.
+#[derive(Debug, Clone, Copy)]
+struct QuotaDelta {
+    open: i64,
+    in_flight: i128,
+    stored: i128,
+}
+
+/// The owner's open uploads, in the files index (a partition of their own).
+fn open_by_pk(owner: &Owner) -> String {
+    format!("OPENBY#{owner}")
 }
 
 fn upload_pk(id: &UploadId) -> String {
@@ -170,9 +185,13 @@ fn upload_item(upload: &Upload, forget_at: i64) -> Result<HashMap<String, Attrib
     let mut item: HashMap<String, AttributeValue> = serde_dynamo::to_item(upload).map_err(corrupt)?;
     item.insert("pk".into(), sv(upload_pk(&upload.id)));
     item.insert("sk".into(), sv("META"));
-    // A new upload is open: the janitor looks at it when it expires.
+    // A new upload is open: the janitor looks at it when it expires...
     item.insert("gsi1pk".into(), sv(OPEN));
     item.insert("gsi1sk".into(), nv(upload.expires_at));
+    // ...and its owner sees it among their open uploads (completion moves it to the
+    // owner's files in the same index; closing removes it).
+    item.insert("gsi2pk".into(), sv(open_by_pk(&upload.owner)));
+    item.insert("gsi2sk".into(), sv(catalog_sort_key(upload.created_at * 1000, &upload.id)));
     // A backstop only: the janitor expires uploads long before DynamoDB forgets them.
     item.insert("ttl".into(), nv(forget_at));
     Ok(item)
@@ -196,16 +215,46 @@ impl DynamoRepo {
         Self { client, table }
     }
 
-    fn quota_update(&self, owner: &Owner, open_delta: i64, bytes_delta: i128) -> Result<Update, RepoError> {
+    /// Moves the owner's counters: `bytes_committed` is always `bytes_in_flight` plus
+    /// `bytes_stored` (kept as one number so a condition can bound their sum).
+    fn quota_update(&self, owner: &Owner, delta: QuotaDelta) -> Result<Update, RepoError> {
         Update::builder()
             .table_name(&self.table)
             .key("pk", sv(owner_pk(owner)))
             .key("sk", sv("QUOTA"))
-            .update_expression("ADD open_uploads :d, bytes_in_flight :b")
-            .expression_attribute_values(":d", nv(open_delta))
-            .expression_attribute_values(":b", nv(bytes_delta))
+            .update_expression("ADD open_uploads :d, bytes_in_flight :b, bytes_stored :st, bytes_committed :c")
+            .expression_attribute_values(":d", nv(delta.open))
+            .expression_attribute_values(":b", nv(delta.in_flight))
+            .expression_attribute_values(":st", nv(delta.stored))
+            .expression_attribute_values(":c", nv(delta.in_flight + delta.stored))
             .build()
             .map_err(corrupt)
+    }
+
+    /// A quota update that only succeeds while `bytes_committed + grow <= max_stored`.
+    fn quota_update_within(&self, owner: &Owner, delta: QuotaDelta, max_stored: u64) -> Result<Update, RepoError> {
+        let grow = (delta.in_flight + delta.stored).max(0) as u64;
+        let mut u = self.quota_update(owner, delta)?;
+        u.condition_expression = Some("attribute_not_exists(bytes_committed) OR bytes_committed <= :room".into());
+        u.expression_attribute_values
+            .get_or_insert_with(HashMap::new)
+            .insert(":room".into(), nv(max_stored.saturating_sub(grow)));
+        Ok(u)
+    }
+
+    /// Items written together, all or none; `false` when a condition did not hold.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<bool, RepoError> {
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let err = map_err("TransactWriteItems", e);
+                if is_cancelled_by_condition(&err) {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
     }
 
     /// One item, read consistently.
@@ -265,30 +314,15 @@ impl DynamoRepo {
         b.build().map_err(corrupt)
     }
 
-    /// A status change and the owner's quota release, in one transaction.
-    async fn transition_with_quota(&self, session: Update, upload: &Upload) -> Result<bool, RepoError> {
-        let res = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(session).build())
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(self.quota_update(&upload.owner, -1, -(upload.reserved_bytes() as i128))?)
-                    .build(),
-            )
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let err = map_err("TransactWriteItems", e);
-                if is_cancelled_by_condition(&err) {
-                    Ok(false)
-                } else {
-                    Err(err)
-                }
-            }
-        }
+    /// A status change and the owner's quota release, in one transaction; `stored`
+    /// bytes move from in flight to the owner's stored files.
+    async fn transition_with_quota(&self, session: Update, upload: &Upload, stored: u64) -> Result<bool, RepoError> {
+        let delta = QuotaDelta { open: -1, in_flight: -(upload.reserved_bytes() as i128), stored: stored as i128 };
+        self.transact(vec![
+            TransactWriteItem::builder().update(session).build(),
+            TransactWriteItem::builder().update(self.quota_update(&upload.owner, delta)?).build(),
+        ])
+        .await
     }
 
     async fn batch_write_all(&self, mut pending: Vec<WriteRequest>) -> Result<(), RepoError> {
@@ -361,7 +395,11 @@ impl UploadRepo for DynamoRepo {
                 .unwrap_or(0)
                 .max(0) as u64
         };
-        Ok(Quota { open_uploads: num("open_uploads"), bytes_in_flight: num("bytes_in_flight") })
+        Ok(Quota {
+            open_uploads: num("open_uploads"),
+            bytes_in_flight: num("bytes_in_flight"),
+            bytes_stored: num("bytes_stored"),
+        })
     }
 
     async fn create(&self, upload: &Upload, limits: QuotaLimits) -> Result<(), CreateError> {
@@ -372,20 +410,25 @@ impl UploadRepo for DynamoRepo {
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(corrupt)?;
-        // QuotaLimits::admits, as a condition: one more open upload and its bytes fit.
-        let room = limits.max_bytes.saturating_sub(upload.reserved_bytes());
+        // QuotaLimits::admits, as a condition: one more open upload and its bytes fit,
+        // in flight and in storage.
+        let reserved = upload.reserved_bytes();
+        let room = limits.max_bytes.saturating_sub(reserved);
+        let storage_room = limits.max_stored.saturating_sub(reserved);
         let quota = Update::builder()
             .table_name(&self.table)
             .key("pk", sv(owner_pk(&upload.owner)))
             .key("sk", sv("QUOTA"))
-            .update_expression("ADD open_uploads :one, bytes_in_flight :size")
+            .update_expression("ADD open_uploads :one, bytes_in_flight :size, bytes_committed :size")
             .condition_expression(
-                "attribute_not_exists(open_uploads) OR (open_uploads < :max_open AND bytes_in_flight <= :room)",
+                "attribute_not_exists(open_uploads) OR (open_uploads < :max_open AND bytes_in_flight <= :room \
+                 AND (attribute_not_exists(bytes_committed) OR bytes_committed <= :storage_room))",
             )
             .expression_attribute_values(":one", nv(1))
-            .expression_attribute_values(":size", nv(upload.reserved_bytes()))
+            .expression_attribute_values(":size", nv(reserved))
             .expression_attribute_values(":max_open", nv(limits.max_open))
             .expression_attribute_values(":room", nv(room))
+            .expression_attribute_values(":storage_room", nv(storage_room))
             .build()
             .map_err(corrupt)?;
         let res = self
@@ -531,7 +574,7 @@ impl UploadRepo for DynamoRepo {
                 names: vec![("#sz", "size"), ("#ttl", "ttl")],
             },
         )?;
-        self.transition_with_quota(session, upload).await
+        self.transition_with_quota(session, upload, upload.size).await
     }
 
     async fn close_open(
@@ -548,12 +591,12 @@ impl UploadRepo for DynamoRepo {
             now,
             Effects {
                 set: "reason = :reason, #ttl = :ttl",
-                remove: "gsi1pk, gsi1sk, lease_until",
+                remove: "gsi1pk, gsi1sk, gsi2pk, gsi2sk, lease_until",
                 values: vec![(":reason", sv(reason)), (":ttl", nv(forget_at))],
                 names: vec![("#ttl", "ttl")],
             },
         )?;
-        self.transition_with_quota(session, upload).await
+        self.transition_with_quota(session, upload, 0).await
     }
 
     async fn finish_processing(&self, id: &UploadId, outcome: &ProcessingOutcome, now: i64) -> Result<bool, RepoError> {
@@ -623,9 +666,11 @@ impl UploadRepo for DynamoRepo {
         Ok(FilePage { items, next })
     }
 
-    async fn soft_delete(&self, id: &UploadId, now: i64, purge_at: i64) -> Result<bool, RepoError> {
-        let res = self
-            .update_upload(id)
+    async fn soft_delete(&self, upload: &Upload, now: i64, purge_at: i64) -> Result<bool, RepoError> {
+        let file = Update::builder()
+            .table_name(&self.table)
+            .key("pk", sv(upload_pk(&upload.id)))
+            .key("sk", sv("META"))
             .update_expression(
                 "SET deleted_at = :now, purge_at = :p, updated_at = :now, gsi1pk = :purge, gsi1sk = :p \
                  ADD link_generation :one",
@@ -635,20 +680,70 @@ impl UploadRepo for DynamoRepo {
             .expression_attribute_values(":now", nv(now))
             .expression_attribute_values(":p", nv(purge_at))
             .expression_attribute_values(":purge", sv(PURGE))
+            .build()
+            .map_err(corrupt)?;
+        // A deleted file gives its bytes back to the owner's storage quota at once.
+        let quota = QuotaDelta { open: 0, in_flight: 0, stored: -(upload.size as i128) };
+        self.transact(vec![
+            TransactWriteItem::builder().update(file).build(),
+            TransactWriteItem::builder().update(self.quota_update(&upload.owner, quota)?).build(),
+        ])
+        .await
+    }
+
+    async fn restore(&self, upload: &Upload, now: i64, limits: QuotaLimits) -> Result<bool, RepoError> {
+        let file = Update::builder()
+            .table_name(&self.table)
+            .key("pk", sv(upload_pk(&upload.id)))
+            .key("sk", sv("META"))
+            .update_expression("SET updated_at = :now REMOVE deleted_at, purge_at, gsi1pk, gsi1sk")
+            .condition_expression("attribute_exists(deleted_at) AND purge_at > :now")
+            .expression_attribute_values(":now", nv(now))
+            .build()
+            .map_err(corrupt)?;
+        // ...and takes them again only if they still fit.
+        let quota = QuotaDelta { open: 0, in_flight: 0, stored: upload.size as i128 };
+        self.transact(vec![
+            TransactWriteItem::builder().update(file).build(),
+            TransactWriteItem::builder()
+                .update(self.quota_update_within(&upload.owner, quota, limits.max_stored)?)
+                .build(),
+        ])
+        .await
+    }
+
+    async fn count_request(&self, owner: &Owner, window: i64, limit: u32) -> Result<bool, RepoError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", sv(owner_pk(owner)))
+            .key("sk", sv(format!("RATE#{window}")))
+            .update_expression("ADD n :one SET #ttl = :ttl")
+            .condition_expression("attribute_not_exists(n) OR n < :limit")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":one", nv(1))
+            .expression_attribute_values(":limit", nv(limit))
+            .expression_attribute_values(":ttl", nv(window + 3600))
             .send()
             .await;
         conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
     }
 
-    async fn restore(&self, id: &UploadId, now: i64) -> Result<bool, RepoError> {
-        let res = self
-            .update_upload(id)
-            .update_expression("SET updated_at = :now REMOVE deleted_at, purge_at, gsi1pk, gsi1sk")
-            .condition_expression("attribute_exists(deleted_at) AND purge_at > :now")
-            .expression_attribute_values(":now", nv(now))
+    async fn list_open(&self, owner: &Owner, limit: u32) -> Result<Vec<Upload>, RepoError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI_FILES)
+            .key_condition_expression("gsi2pk = :o")
+            .expression_attribute_values(":o", sv(open_by_pk(owner)))
+            .scan_index_forward(false)
+            .limit(limit.clamp(1, 1000) as i32)
             .send()
-            .await;
-        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+            .await
+            .map_err(|e| map_err("Query", e))?;
+        out.items.unwrap_or_default().into_iter().map(from_item).collect()
     }
 
     async fn due(&self, now: i64, limit: u32) -> Result<Vec<Upload>, RepoError> {

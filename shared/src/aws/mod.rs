@@ -63,7 +63,7 @@ pub fn iam_actions(port_method: &str) -> Option<&'static [&'static str]> {
         "repo.quota" | "repo.get" | "repo.window_recorded" => &["dynamodb:GetItem"],
         "repo.create" => &["dynamodb:PutItem", "dynamodb:UpdateItem"],
         "repo.put_parts" => &["dynamodb:BatchWriteItem"],
-        "repo.parts" | "repo.list_files" => &["dynamodb:Query"],
+        "repo.parts" | "repo.list_files" | "repo.list_open" => &["dynamodb:Query"],
         "repo.begin_completion"
         | "repo.release_completion"
         | "repo.finish_completion"
@@ -73,7 +73,8 @@ pub fn iam_actions(port_method: &str) -> Option<&'static [&'static str]> {
         | "repo.restore"
         | "repo.start_windows"
         | "repo.hash_advanced"
-        | "repo.refused_write" => &["dynamodb:UpdateItem"],
+        | "repo.refused_write"
+        | "repo.count_request" => &["dynamodb:UpdateItem"],
         "repo.window_scanned" => &["dynamodb:PutItem", "dynamodb:UpdateItem"],
         "repo.due" | "repo.due_purges" => &["dynamodb:Query", "dynamodb:GetItem"],
         "repo.delete_upload" => &["dynamodb:Query", "dynamodb:BatchWriteItem"],

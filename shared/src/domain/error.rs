@@ -47,6 +47,13 @@ pub enum UploadError {
     TooLarge { size: u64, limit: u64 },
     #[error("You have reached your limit of {max_open} open uploads or {max_bytes} bytes in flight. Complete or abort an upload, then retry.")]
     QuotaExceeded { max_open: u64, max_bytes: u64 },
+    #[error("This needs {needed} bytes, but your storage quota of {limit} bytes has {available} left (files and open uploads count). Delete files or abort uploads, then retry.")]
+    StorageFull { needed: u64, available: u64, limit: u64 },
+    #[error("Too many requests: at most {limit} a minute per account. Retry in {retry_after_secs} s.")]
+    RateLimited { limit: u32, retry_after_secs: u64 },
+    /// An upload of undeclared size went past the ceiling it reserved.
+    #[error("The upload went past the {limit} bytes a session without a declared size may hold; it was discarded. Declare the size (POST /uploads) for larger files.")]
+    OverCeiling { limit: u64 },
     #[error("The file is still being checked; try again in a few seconds.")]
     StillProcessing,
     /// The file exists but is never served (quarantined, rejected, ...).

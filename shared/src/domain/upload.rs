@@ -74,6 +74,11 @@ pub struct Upload {
     /// empty, and S3's ObjectCreated event (not a client call) completes the session.
     #[serde(default)]
     pub single_post: bool,
+    /// What a session of undeclared size reserves in the quota: its ceiling, the most
+    /// it may become (fixed at creation, so the release matches whatever the
+    /// configuration says later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<u64>,
     /// Processing in windows (files larger than one scan window): how many windows, of
     /// what size (fixed when they start, so a configuration change cannot break them)...
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,10 +105,11 @@ pub struct Upload {
 }
 
 impl Upload {
-    /// Bytes this session holds in its owner's in-flight quota.
+    /// Bytes this session holds in its owner's in-flight quota: its declared size, or
+    /// for an undeclared size its ceiling.
     pub fn reserved_bytes(&self) -> u64 {
         if self.deferred_size {
-            0
+            self.reservation.unwrap_or(0)
         } else {
             self.size
         }
@@ -132,11 +138,13 @@ pub struct ProcessingOutcome {
     pub height: Option<u32>,
 }
 
-/// An owner's open uploads and the bytes they reserve.
+/// An owner's open uploads and the bytes they reserve, and the bytes their files take
+/// (completed, not deleted: a delete gives its bytes back, a restore takes them again).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Quota {
     pub open_uploads: u64,
     pub bytes_in_flight: u64,
+    pub bytes_stored: u64,
 }
 
 /// The ceilings a new upload must stay within.
@@ -144,12 +152,22 @@ pub struct Quota {
 pub struct QuotaLimits {
     pub max_open: u64,
     pub max_bytes: u64,
+    /// Stored plus in flight: what the owner's files may take once every open upload
+    /// completes.
+    pub max_stored: u64,
 }
 
 impl QuotaLimits {
     /// Whether one more upload reserving `bytes` fits next to `current`.
     pub fn admits(&self, current: Quota, bytes: u64) -> bool {
-        current.open_uploads < self.max_open && current.bytes_in_flight.saturating_add(bytes) <= self.max_bytes
+        current.open_uploads < self.max_open
+            && current.bytes_in_flight.saturating_add(bytes) <= self.max_bytes
+            && self.has_room(current, bytes)
+    }
+
+    /// Whether `bytes` more fit in the owner's storage (stored and in flight).
+    pub fn has_room(&self, current: Quota, bytes: u64) -> bool {
+        current.bytes_stored.saturating_add(current.bytes_in_flight).saturating_add(bytes) <= self.max_stored
     }
 }
 

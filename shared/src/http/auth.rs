@@ -7,6 +7,13 @@ use lambda_http::{request::RequestContext, Request, RequestExt};
 use super::problem::ApiError;
 use crate::domain::Owner;
 
+/// The caller, counted against their request rate limit (429 with Retry-After past it).
+pub async fn admitted_owner(app: &crate::App, req: &Request) -> Result<Owner, ApiError> {
+    let owner = owner(req)?;
+    crate::usecases::rate::admit(app, &owner, crate::now()).await?;
+    Ok(owner)
+}
+
 pub fn owner(req: &Request) -> Result<Owner, ApiError> {
     let Some(RequestContext::ApiGatewayV2(ctx)) = req.request_context_ref() else {
         return Err(ApiError::Unauthorized);

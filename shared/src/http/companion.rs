@@ -11,7 +11,7 @@ pub use api_types::companion::{Completed, CreateRequest, Created, ListedPart, Si
 
 use super::problem::ApiError;
 use crate::{
-    domain::{FileName, Invalid, Owner, PartNumber, Upload, UploadError, UploadId, GIB},
+    domain::{FileName, Invalid, Owner, PartNumber, Upload, UploadError, UploadId},
     usecases::{
         self,
         create::{accepted_type, open_session, Session},
@@ -106,6 +106,7 @@ async fn sign(
     now: i64,
 ) -> Result<(Vec<(u32, String)>, u64), ApiError> {
     let upload = open_deferred(app, owner, id, now, "sign parts").await?;
+    usecases::parts::enforce_ceiling(app, &upload, &numbers, now).await?;
     let ttl = usecases::url_ttl(app, &upload, now);
     let signed = app
         .objects
@@ -174,9 +175,6 @@ pub async fn complete(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Resu
     })
 }
 
-/// S3's ceiling for an object sent in one request.
-pub const SINGLE_POST_MAX: u64 = 5 * GIB;
-
 pub async fn params(
     app: &App,
     owner: &Owner,
@@ -197,7 +195,8 @@ pub async fn params(
         .presign_post(
             &upload.s3_key,
             upload.content_type.as_str(),
-            app.config.max_upload_size.min(SINGLE_POST_MAX),
+            // Exactly what the session reserved in the quota.
+            upload.reserved_bytes(),
             &[("hoist-upload-id", upload.id.to_string())],
             Duration::from_secs(ttl),
         )

@@ -92,6 +92,8 @@ impl From<UploadError> for ApiError {
             | UploadError::NotArrived => ApiError::conflict(detail),
             UploadError::StillProcessing => ApiError::ConflictRetry { detail, retry_after_secs: 5 },
             UploadError::QuotaExceeded { .. } => ApiError::TooManyRequests { detail, retry_after_secs: 60 },
+            UploadError::RateLimited { retry_after_secs, .. } => ApiError::TooManyRequests { detail, retry_after_secs },
+            UploadError::StorageFull { .. } | UploadError::OverCeiling { .. } => ApiError::PayloadTooLarge(detail),
             UploadError::NotServable { .. } | UploadError::LinkInvalid | UploadError::LinkExpired => {
                 ApiError::Forbidden(detail)
             }
@@ -298,6 +300,9 @@ mod tests {
             (UploadError::Incomplete { detail: "x".into(), missing_parts: vec![[2, 3]], mismatched_parts: None }, 409),
             (UploadError::TooLarge { size: 2, limit: 1 }, 422),
             (UploadError::QuotaExceeded { max_open: 1, max_bytes: 1 }, 429),
+            (UploadError::StorageFull { needed: 2, available: 1, limit: 3 }, 413),
+            (UploadError::RateLimited { limit: 1, retry_after_secs: 3 }, 429),
+            (UploadError::OverCeiling { limit: 3 }, 413),
             (UploadError::StillProcessing, 409),
             (UploadError::NotServable { status: UploadStatus::Quarantined, reason: "EICAR".into() }, 403),
             (UploadError::Gone("The file was deleted."), 410),

@@ -6,7 +6,7 @@
 //! the one scanned, tagged and served.
 
 use crate::{
-    domain::{UploadError, UploadId, UploadStatus, CLOSED_RETENTION_SECS},
+    domain::{UploadError, UploadId, UploadStatus},
     telemetry, App,
 };
 
@@ -47,20 +47,9 @@ pub async fn object_arrived(app: &App, key: &str, version: Option<&str>, now: i6
             if app.repo.begin_completion(&id, now, app.config.complete_lease).await? {
                 return match drive_completion(app, upload.clone(), version, now).await {
                     Ok(_) => Ok(Arrival::Completed),
-                    // Too large (the limit was lowered after signing): the object is gone,
-                    // and so is the upload; retrying would change nothing.
-                    Err(e @ UploadError::TooLarge { .. }) => {
-                        app.repo
-                            .close_open(
-                                &upload,
-                                UploadStatus::Aborted,
-                                &e.to_string(),
-                                now + CLOSED_RETENTION_SECS,
-                                now,
-                            )
-                            .await?;
-                        Ok(Arrival::Discarded)
-                    }
+                    // Too large (the limit was lowered after signing): the object and the
+                    // upload are gone (the completion closed it); retrying changes nothing.
+                    Err(UploadError::TooLarge { .. }) => Ok(Arrival::Discarded),
                     Err(e) => Err(e),
                 };
             }

@@ -13,7 +13,10 @@ use crate::{
     rfc3339, App,
 };
 
-use super::load_file;
+use super::{
+    create::{quota_limits, refusal},
+    load_file,
+};
 
 const THUMBNAIL_LINK_SECS: i64 = 3600;
 
@@ -157,7 +160,7 @@ pub async fn delete(
     let u = load_file(app, owner, id).await?;
     if u.deleted_at.is_none() {
         let purge_at = now + app.config.delete_retention.as_secs() as i64;
-        app.repo.soft_delete(id, now, purge_at).await?;
+        app.repo.soft_delete(&u, now, purge_at).await?;
         tracing::info!(upload_id = %id, owner = %owner, "file deleted (soft)");
     }
     get(app, owner, id, base_url, now).await
@@ -173,8 +176,18 @@ pub async fn restore(
 ) -> Result<FileView, UploadError> {
     let u = load_file(app, owner, id).await?;
     if u.deleted_at.is_some() {
-        if u.purge_at.is_some_and(|p| p <= now) || !app.repo.restore(id, now).await? {
-            return Err(UploadError::Gone("The file's retention period is over; it can no longer be restored."));
+        let over = || UploadError::Gone("The file's retention period is over; it can no longer be restored.");
+        if u.purge_at.is_some_and(|p| p <= now) {
+            return Err(over());
+        }
+        let limits = quota_limits(&app.config);
+        if !app.repo.restore(&u, now, limits).await? {
+            // Either the retention ended meanwhile or the file no longer fits.
+            let quota = app.repo.quota(owner).await?;
+            if !limits.has_room(quota, u.size) {
+                return Err(refusal(limits, quota, u.size));
+            }
+            return Err(over());
         }
         tracing::info!(upload_id = %id, owner = %owner, "file restored");
     }

@@ -74,6 +74,14 @@ pub(crate) async fn drive_completion(
     };
     let object = match finished {
         Ok(done) => done,
+        // Too large (a size learnt only now): S3's bytes are gone, so the session is
+        // over and its quota released; retrying could change nothing.
+        Err(e @ UploadError::TooLarge { .. }) => {
+            let forget_at = now + crate::domain::CLOSED_RETENTION_SECS;
+            app.repo.release_completion(&upload, now).await?;
+            app.repo.close_open(&upload, UploadStatus::Aborted, &e.to_string(), forget_at, now).await?;
+            return Err(e);
+        }
         Err(e) => {
             if let Err(release) = app.repo.release_completion(&upload, now).await {
                 tracing::error!(error = %release, upload_id = %upload.id, "could not release completion lease");
@@ -202,9 +210,11 @@ async fn finish_deferred_object(app: &App, upload: &Upload) -> Result<ObjectInfo
         });
     }
     let size: u64 = stored.iter().map(|p| p.size).sum();
-    if size > app.config.max_upload_size {
-        // Enforced here because this protocol does not declare the size up front.
-        return Err(discard_too_large(app, upload, size).await);
+    // Enforced here because this protocol does not declare the size up front: the
+    // ceiling the session reserved (sessions from before reservations: the limit).
+    let limit = upload.reservation.unwrap_or(app.config.max_upload_size).min(app.config.max_upload_size);
+    if size > limit {
+        return Err(discard_too_large(app, upload, size, limit).await);
     }
     let mut parts = Vec::with_capacity(stored.len());
     for p in stored {
@@ -220,18 +230,18 @@ async fn finish_deferred_object(app: &App, upload: &Upload) -> Result<ObjectInfo
 async fn finish_single_object(app: &App, upload: &Upload, arrived: Option<&str>) -> Result<ObjectInfo, UploadError> {
     match app.objects.head(&upload.s3_key, arrived).await? {
         Some(o) if o.size <= app.config.max_upload_size => Ok(o),
-        Some(o) => Err(discard_too_large(app, upload, o.size).await),
+        Some(o) => Err(discard_too_large(app, upload, o.size, app.config.max_upload_size).await),
         None => Err(UploadError::NotArrived),
     }
 }
 
 /// An upload whose size was not declared turned out above the limit: what S3 holds is
 /// thrown away, and the caller is told why.
-async fn discard_too_large(app: &App, upload: &Upload, size: u64) -> UploadError {
+async fn discard_too_large(app: &App, upload: &Upload, size: u64, limit: u64) -> UploadError {
     if let Err(e) = discard_s3(app, upload).await {
         return e;
     }
-    UploadError::TooLarge { size, limit: app.config.max_upload_size }
+    UploadError::TooLarge { size, limit }
 }
 
 /// The object at the upload's key, if it is the one this upload produced (right size).

@@ -9,8 +9,8 @@ use api_types::uploads::{CreateUploadRequest, UploadView};
 use crate::{
     config::ContentTypePolicy,
     domain::{
-        ByteSize, ContentType, FileName, Invalid, Owner, PartPlan, QuotaLimits, Sha256Digest, Upload, UploadError,
-        UploadId, UploadStatus,
+        ByteSize, ContentType, FileName, Invalid, Owner, PartPlan, Quota, QuotaLimits, Sha256Digest, Upload,
+        UploadError, UploadId, UploadStatus,
     },
     ports::CreateError,
     telemetry, App,
@@ -128,6 +128,38 @@ pub(crate) struct Session {
     pub single_post: bool,
 }
 
+/// The owner quotas the configuration sets.
+pub(crate) fn quota_limits(cfg: &crate::config::Config) -> QuotaLimits {
+    QuotaLimits { max_open: cfg.max_open_uploads, max_bytes: cfg.max_bytes_in_flight, max_stored: cfg.max_stored_bytes }
+}
+
+/// The most a session of undeclared size may hold: the configured ceiling, and for a
+/// single POST also S3's limit for one POST.
+pub fn deferred_ceiling(cfg: &crate::config::Config, single_post: bool) -> u64 {
+    let ceiling = cfg.max_upload_size.min(cfg.deferred_ceiling);
+    if single_post {
+        ceiling.min(SINGLE_POST_MAX)
+    } else {
+        ceiling
+    }
+}
+
+/// S3 takes at most 5 GiB in one POST.
+pub const SINGLE_POST_MAX: u64 = 5 * crate::domain::GIB;
+
+/// Which quota a refused reservation of `needed` bytes ran into, in words.
+pub(crate) fn refusal(limits: QuotaLimits, quota: Quota, needed: u64) -> UploadError {
+    if limits.has_room(quota, needed) {
+        UploadError::QuotaExceeded { max_open: limits.max_open, max_bytes: limits.max_bytes }
+    } else {
+        UploadError::StorageFull {
+            needed,
+            available: limits.max_stored.saturating_sub(quota.bytes_stored.saturating_add(quota.bytes_in_flight)),
+            limit: limits.max_stored,
+        }
+    }
+}
+
 /// How long a single-POST upload stays open (its policy lives minutes; the rest is for
 /// a form still being sent).
 pub const SINGLE_POST_TTL: Duration = Duration::from_secs(6 * 3600);
@@ -136,12 +168,14 @@ pub const SINGLE_POST_TTL: Duration = Duration::from_secs(6 * 3600);
 /// with its quota, in that order; undoes the first when the second is refused.
 pub(crate) async fn open_session(app: &App, owner: &Owner, session: Session, now: i64) -> Result<Upload, UploadError> {
     let cfg = &app.config;
-    let limits = QuotaLimits { max_open: cfg.max_open_uploads, max_bytes: cfg.max_bytes_in_flight };
-    let quota_exceeded = || UploadError::QuotaExceeded { max_open: limits.max_open, max_bytes: limits.max_bytes };
-    let reserved = session.plan.map_or(0, |p| p.size());
+    let limits = quota_limits(cfg);
+    // A session of undeclared size reserves its ceiling, the most it may hold.
+    let reservation = session.plan.is_none().then(|| deferred_ceiling(cfg, session.single_post));
+    let reserved = session.plan.map_or(0, |p| p.size()).max(reservation.unwrap_or(0));
     // Cheap pre-check so a full quota costs no S3 call; the repository's transaction is the real guard.
-    if !limits.admits(app.repo.quota(owner).await?, reserved) {
-        return Err(quota_exceeded());
+    let quota = app.repo.quota(owner).await?;
+    if !limits.admits(quota, reserved) {
+        return Err(refusal(limits, quota, reserved));
     }
     let id = UploadId::generate();
     let key = format!("uploads/{id}");
@@ -194,6 +228,7 @@ pub(crate) async fn open_session(app: &App, owner: &Owner, session: Session, now
         purge_at: None,
         deferred_size: session.plan.is_none(),
         single_post: session.single_post,
+        reservation,
         windows_total: None,
         window_bytes: None,
         windows_done: None,
@@ -209,7 +244,8 @@ pub(crate) async fn open_session(app: &App, owner: &Owner, session: Session, now
             if let Err(e) = discard_s3(app, &upload).await {
                 tracing::warn!(error = %e, upload_id = %id, "abort after quota refusal failed; lifecycle rule will clean up");
             }
-            return Err(quota_exceeded());
+            let quota = app.repo.quota(owner).await.unwrap_or(quota);
+            return Err(refusal(limits, quota, reserved));
         }
         Err(CreateError::Repo(e)) => {
             let _ = discard_s3(app, &upload).await;

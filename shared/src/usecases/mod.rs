@@ -14,6 +14,9 @@ mod overwrite_tests;
 pub mod parts;
 #[cfg(test)]
 mod protocol_tests;
+#[cfg(test)]
+mod quota_tests;
+pub mod rate;
 
 use api_types::uploads::{ProcessingProgress, UploadView};
 

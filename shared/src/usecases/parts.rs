@@ -4,19 +4,20 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use api_types::uploads::{
-    RecordPartsRequest, RecordPartsResponse, SignPartsRequest, SignPartsResponse, SignedPart, UploadView,
+    OpenUploads, QuotaView, RecordPartsRequest, RecordPartsResponse, SignPartsRequest, SignPartsResponse, SignedPart,
+    UploadView,
 };
 
 use crate::{
     config::{RECORD_BATCH_MAX, SIGN_BATCH_MAX},
     domain::{
         ETag, Invalid, Owner, PartNumber, PartPlan, PartRecord, Sha256Digest, Upload, UploadError, UploadId,
-        CLOSED_RETENTION_SECS,
+        UploadStatus, CLOSED_RETENTION_SECS,
     },
     rfc3339, telemetry, App,
 };
 
-use super::{create::whole_number, load_owned, plan_of, refuse_unless_open, url_ttl, view};
+use super::{create::whole_number, discard_s3, load_owned, plan_of, refuse_unless_open, url_ttl, view};
 
 fn part_in_plan(plan: &PartPlan, raw: i64) -> Result<PartNumber, UploadError> {
     let n = PartNumber::try_from(raw)?;
@@ -137,6 +138,58 @@ pub async fn record_parts(
     let parts: Vec<PartRecord> = by_number.into_values().collect();
     app.repo.put_parts(id, &parts, upload.expires_at + CLOSED_RETENTION_SECS, now).await?;
     Ok(RecordPartsResponse { recorded: parts.len() as u32 })
+}
+
+/// How often (in part numbers) a session of undeclared size has its parked bytes summed.
+pub const PARKED_CHECK_EVERY: u32 = 16;
+
+/// A session of undeclared size signs part URLs that cannot pin a length (the protocol
+/// does not say it), so what S3 holds for it is summed whenever a part number that is a
+/// multiple of [`PARKED_CHECK_EVERY`] is signed: past the ceiling it reserved, the
+/// session is aborted and its parts discarded. At most `PARKED_CHECK_EVERY` parts of
+/// S3's 5 GiB maximum can be parked past the ceiling before this notices, and
+/// completion refuses anything above it.
+pub async fn enforce_ceiling(app: &App, upload: &Upload, numbers: &[PartNumber], now: i64) -> Result<(), UploadError> {
+    if !upload.deferred_size || !numbers.iter().any(|n| n.get() % PARKED_CHECK_EVERY == 0) {
+        return Ok(());
+    }
+    let parked: u64 = app
+        .objects
+        .list_parts(&upload.s3_key, &upload.s3_upload_id)
+        .await?
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.size)
+        .sum();
+    let limit = upload.reserved_bytes();
+    if parked <= limit {
+        return Ok(());
+    }
+    let e = UploadError::OverCeiling { limit };
+    if app.repo.close_open(upload, UploadStatus::Aborted, &e.to_string(), now + CLOSED_RETENTION_SECS, now).await? {
+        discard_s3(app, upload).await?;
+        tracing::warn!(upload_id = %upload.id, owner = %upload.owner, parked, limit, "session past its ceiling; aborted");
+    }
+    Err(e)
+}
+
+/// `GET /uploads`: the owner's open uploads and quotas. Open uploads are bounded by the
+/// open-upload quota, so one page holds them all.
+pub async fn list_open(app: &App, owner: &Owner, now: i64) -> Result<OpenUploads, UploadError> {
+    let cfg = &app.config;
+    let limit = cfg.max_open_uploads.clamp(1, 1000) as u32;
+    let (open, q) = tokio::try_join!(app.repo.list_open(owner, limit), app.repo.quota(owner))?;
+    Ok(OpenUploads {
+        uploads: open.iter().map(|u| view(u, None, now)).collect(),
+        quota: QuotaView {
+            open_uploads: q.open_uploads,
+            max_open_uploads: cfg.max_open_uploads,
+            bytes_in_flight: q.bytes_in_flight,
+            max_bytes_in_flight: cfg.max_bytes_in_flight,
+            bytes_stored: q.bytes_stored,
+            max_stored_bytes: cfg.max_stored_bytes,
+        },
+    })
 }
 
 /// `GET /uploads/{id}`: status, and for an open upload what is still missing.

@@ -87,7 +87,13 @@ fn status(f: &Fakes, id: &UploadId) -> UploadStatus {
 }
 
 fn no_quota_held(f: &Fakes, who: &Owner) {
-    assert_eq!(f.repo.quota_of(who), Quota::default(), "every reservation released exactly once");
+    let q = f.repo.quota_of(who);
+    assert_eq!((q.open_uploads, q.bytes_in_flight), (0, 0), "every reservation released exactly once");
+}
+
+/// Open uploads and bytes in flight, and bytes stored.
+fn quota(open_uploads: u64, bytes_in_flight: u64, bytes_stored: u64) -> Quota {
+    Quota { open_uploads, bytes_in_flight, bytes_stored }
 }
 
 #[tokio::test]
@@ -95,7 +101,7 @@ async fn a_clean_completion_assembles_once_queues_one_job_and_frees_the_quota() 
     let f = Fakes::new();
     let who = owner("ann");
     let (id, bytes) = ready_to_complete(&f, &who).await;
-    assert_eq!(f.repo.quota_of(&who), Quota { open_uploads: 1, bytes_in_flight: bytes.len() as u64 });
+    assert_eq!(f.repo.quota_of(&who), quota(1, bytes.len() as u64, 0));
     assert_eq!(complete_in_task(&f, &who, &id, T0).await.unwrap(), "processing");
     assert_eq!(f.objects.object(&format!("uploads/{id}")).unwrap(), bytes);
     assert_eq!(f.jobs.sent().len(), 1);
@@ -264,7 +270,7 @@ async fn the_janitor_releases_a_stuck_completion_that_turns_out_incomplete() {
     let report = sweep(&f.app, AFTER_LEASE).await.unwrap();
     assert_eq!((report.released, report.completed), (1, 0), "{report:?}");
     assert_eq!(status(&f, &id), UploadStatus::Uploading, "still resumable");
-    assert_eq!(f.repo.quota_of(&who), Quota { open_uploads: 1, bytes_in_flight: bytes.len() as u64 });
+    assert_eq!(f.repo.quota_of(&who), quota(1, bytes.len() as u64, 0));
     match complete(&f.app, &who, &id, AFTER_LEASE + 1).await {
         Err(UploadError::Incomplete { missing_parts, .. }) => assert_eq!(missing_parts, vec![[2, 2]]),
         other => panic!("{other:?}"),
@@ -307,18 +313,18 @@ async fn quota_counters_stay_exact_through_every_ending() {
     let b = upload(&f, &who, &data(size(2) as usize, None), &[1]).await; // aborted
     let c = upload(&f, &who, &data(size(3) as usize, None), &[]).await; // expires
     let d = upload(&f, &who, &data(size(1) as usize, None), &[]).await; // refused, then aborted
-    assert_eq!(f.repo.quota_of(&who), Quota { open_uploads: 4, bytes_in_flight: size(7) });
+    assert_eq!(f.repo.quota_of(&who), quota(4, size(7), 0));
 
     complete(&f.app, &who, &a, T0).await.unwrap();
     complete(&f.app, &who, &a, T0).await.unwrap(); // repeated: no second release
-    assert_eq!(f.repo.quota_of(&who), Quota { open_uploads: 3, bytes_in_flight: size(6) });
+    assert_eq!(f.repo.quota_of(&who), quota(3, size(6), size(1)));
 
     abort(&f.app, &who, &b, T0).await.unwrap();
     abort(&f.app, &who, &b, T0).await.unwrap(); // repeated
-    assert_eq!(f.repo.quota_of(&who), Quota { open_uploads: 2, bytes_in_flight: size(4) });
+    assert_eq!(f.repo.quota_of(&who), quota(2, size(4), size(1)));
 
     assert!(matches!(complete(&f.app, &who, &d, T0).await, Err(UploadError::Incomplete { .. })));
-    assert_eq!(f.repo.quota_of(&who), Quota { open_uploads: 2, bytes_in_flight: size(4) }, "a refusal holds on");
+    assert_eq!(f.repo.quota_of(&who), quota(2, size(4), size(1)), "a refusal holds on");
 
     let expiry = f.repo.upload(&c).unwrap().expires_at;
     let report = sweep(&f.app, expiry).await.unwrap();

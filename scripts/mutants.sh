@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Breaks the completion protocol and the windowed processing on purpose, one way at a
-# time, and checks that the unit tests on in-memory ports (usecases/protocol_tests.rs,
-# processing/window_tests.rs) catch every break.
+# Breaks the completion protocol, the windowed processing and the security rules on
+# purpose, one way at a time, and checks that the unit tests on in-memory ports
+# (usecases/protocol_tests.rs, overwrite_tests.rs, quota_tests.rs, rate.rs,
+# processing/window_tests.rs, http/authn.rs, domain/links.rs) catch every break.
 # A mutation the tests survive fails this script. Files are restored on any exit.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$HOIST_ROOT"
 
-files=(shared/src/usecases/complete.rs shared/src/domain/status.rs shared/src/usecases/janitor.rs shared/src/processing/mod.rs shared/src/domain/windows.rs shared/src/processing/windows.rs)
+files=(shared/src/usecases/complete.rs shared/src/domain/status.rs shared/src/usecases/janitor.rs shared/src/processing/mod.rs shared/src/domain/windows.rs shared/src/processing/windows.rs
+  shared/src/usecases/arrival.rs shared/src/usecases/download.rs shared/src/http/authn.rs shared/src/domain/upload.rs
+  shared/src/usecases/parts.rs shared/src/domain/links.rs shared/src/usecases/rate.rs)
 backup=$(mktemp -d)
 tar -cf "$backup/files.tar" "${files[@]}"
 put_back() { tar -xmf "$backup/files.tar"; }  # -m: now as mtime, so cargo rebuilds
@@ -25,7 +28,10 @@ open(path, "w").write(s.replace(old, new, 1))
 EOF
 }
 
-run_tests() { cargo test -q -p shared --lib -- protocol_tests window_tests 2>&1; }
+run_tests() {
+  cargo test -q -p shared --lib -- protocol_tests window_tests overwrite_tests quota_tests http::authn domain::links \
+    usecases::rate 2>&1
+}
 
 # The unbroken code must pass, or nothing below means anything.
 if ! out=$(run_tests); then
@@ -40,7 +46,7 @@ check() { # name
     # Passing tests, or a mutation that does not even compile: neither proves anything.
     echo "SURVIVED: $1 (no test failed)"; survived=1
   else
-    echo "caught:   $1 -> $(grep -oE '^    [a-z_:]+(protocol|window)_tests::[a-z_]+' <<<"$out" | sed 's/.*:://' | paste -sd, -)"
+    echo "caught:   $1 -> $(grep -oE '^    [a-z_:]+::[a-z_]+$' <<<"$out" | sed 's/.*:://' | paste -sd, -)"
   fi
   put_back
 }
@@ -50,12 +56,13 @@ mutate shared/src/usecases/complete.rs \
         let _ = app.repo.release_completion(&upload, now).await;
         return Err(e.into());
     }
-    app.repo.finish_completion(&upload, &etag, now).await?;' \
-'    app.repo.finish_completion(&upload, &etag, now).await?;
+    if object.version.is_none() {' \
+'    app.repo.finish_completion(&upload, &object, now).await?;
     if let Err(e) = app.jobs.send(&job).await {
         let _ = app.repo.release_completion(&upload, now).await;
         return Err(e.into());
-    }'
+    }
+    if object.version.is_none() {'
 check "status written before the job is sent"
 
 mutate shared/src/domain/status.rs \
@@ -98,5 +105,50 @@ mutate shared/src/processing/windows.rs \
 '        Some(n) if n == k + 1 && n < plan.count() => {' \
 '        Some(n) if n == k + 1 && n < plan.count() && false => {'
 check "a hash link that died before queueing the next stalls the chain"
+
+mutate shared/src/usecases/arrival.rs \
+'    if arrived == recorded {' \
+'    if true {'
+check "a later write to a completed upload is kept (11.1)"
+
+mutate shared/src/usecases/download.rs \
+'    if link.generation != u.link_generation.unwrap_or(0) {' \
+'    if false {'
+check "links made before a delete work after the restore (11.7)"
+
+mutate shared/src/domain/links.rs \
+'        if expires - now > max_lifetime_secs + MAX_CLOCK_SKEW_SECS {' \
+'        if false {'
+check "a link past the maximum lifetime is accepted (11.7)"
+
+mutate shared/src/http/authn.rs \
+'        v.set_required_spec_claims(&["iss", "aud", "sub", "exp"]);' \
+'        v.set_required_spec_claims(&["exp"]);'
+check "tokens without iss/aud are accepted (11.2)"
+
+mutate shared/src/http/authn.rs \
+'                if !self.trusted_origin(caller) {' \
+'                if false {'
+check "a cross-site cookie request is accepted (11.3)"
+
+mutate shared/src/http/authn.rs \
+'    if found.next().is_some() {' \
+'    if false {'
+check "a doubled session cookie is accepted (11.3)"
+
+mutate shared/src/domain/upload.rs \
+'            && self.has_room(current, bytes)' \
+'            && true'
+check "the storage quota does not bound new uploads (11.5)"
+
+mutate shared/src/usecases/parts.rs \
+'    if parked <= limit {' \
+'    if true {'
+check "a session without a size parks past its ceiling (11.5)"
+
+mutate shared/src/usecases/rate.rs \
+'    if app.repo.count_request(owner, window, limit).await? {' \
+'    if app.repo.count_request(owner, window, limit).await? || true {'
+check "the per-owner request rate is not limited (11.6)"
 
 exit $survived

@@ -347,3 +347,97 @@ fn sqs_record(i: usize, body: &str) -> Value {
 fn lambda_event<T: serde::de::DeserializeOwned>(payload: Value) -> lambda_runtime::LambdaEvent<T> {
     lambda_runtime::LambdaEvent::new(serde_json::from_value(payload).unwrap(), lambda_runtime::Context::default())
 }
+
+/// A template value as text: scalars as they are, intrinsics as `!Tag value`.
+fn text(v: &serde_yaml::Value) -> String {
+    match v {
+        serde_yaml::Value::String(s) => s.clone(),
+        serde_yaml::Value::Number(n) => n.to_string(),
+        serde_yaml::Value::Tagged(t) => format!("{} {}", t.tag, text(&t.value)),
+        serde_yaml::Value::Sequence(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A template value that may be one item or a list, as texts.
+fn texts(v: &serde_yaml::Value) -> Vec<String> {
+    match v {
+        serde_yaml::Value::Sequence(items) => items.iter().map(text).collect(),
+        other => vec![text(other)],
+    }
+}
+
+/// Issue 11.4: LocalStack does not enforce bucket policies, so the statement is
+/// evaluated here, as IAM would, for each reader and each state of the status tag.
+#[test]
+fn the_bucket_policy_denies_reads_unless_ready() {
+    let doc: serde_yaml::Value = serde_yaml::from_str(TEMPLATE).unwrap();
+    let resources = &doc["Resources"];
+    let bucket = &resources["UploadsBucket"]["Properties"];
+    assert_eq!(text(&bucket["VersioningConfiguration"]["Status"]), "Enabled", "versions pin what was scanned");
+    let logs = text(&bucket["LoggingConfiguration"]["DestinationBucketName"]);
+    assert_eq!(logs, "!Ref AccessLogBucket", "access logs go to their own bucket");
+    let statements =
+        resources["UploadsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"].as_sequence().unwrap();
+    let by_sid = |sid: &str| statements.iter().find(|s| text(&s["Sid"]) == sid).unwrap_or_else(|| panic!("{sid}"));
+    assert_eq!(text(&by_sid("DenyOldTls")["Condition"]["NumericLessThan"]["s3:TlsVersion"]), "1.2");
+    assert_eq!(text(&by_sid("DenyInsecureTransport")["Condition"]["Bool"]["aws:SecureTransport"]), "false");
+
+    let deny = by_sid("DenyReadingUnlessReady");
+    assert_eq!((text(&deny["Effect"]), text(&deny["Principal"])), ("Deny".into(), "*".into()));
+    let actions = texts(&deny["Action"]);
+    for a in ["s3:GetObject", "s3:GetObjectVersion"] {
+        assert!(actions.contains(&a.to_owned()), "{a} not denied: {actions:?}");
+    }
+    let res = texts(&deny["Resource"]);
+    for prefix in ["uploads/*", "thumbnails/*"] {
+        assert!(res.iter().any(|r| r.ends_with(prefix)), "{prefix} not covered: {res:?}");
+    }
+    // IAM semantics: the statement applies when every condition holds; a negated
+    // operator holds when the key is absent (an untagged version).
+    let cond = deny["Condition"].as_mapping().unwrap();
+    assert_eq!(cond.len(), 2, "exactly the tag rule and the exempt roles: {cond:?}");
+    let tag_rule = texts(&deny["Condition"]["StringNotEquals"]["s3:ExistingObjectTag/hoist-status"]);
+    let exempt = texts(&deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]);
+    let denied = |principal: &str, tag: Option<&str>| {
+        let tag_differs = tag.is_none_or(|t| !tag_rule.iter().any(|r| r == t));
+        let not_exempt = !exempt.iter().any(|e| e == &format!("!GetAtt {principal}.Arn"));
+        tag_differs && not_exempt
+    };
+    // The download function signs the URLs anyone follows: only `ready` is readable.
+    assert!(!denied("DownloadFunctionRole", Some("ready")));
+    for tag in [None, Some("processing"), Some("quarantined"), Some("unscanned"), Some("failed")] {
+        assert!(denied("DownloadFunctionRole", tag), "{tag:?} readable through a link");
+        assert!(denied("SomeoneElse", tag), "{tag:?} readable by anyone");
+    }
+    // Processing must read what it has not judged yet; completion and the janitor HEAD it.
+    for role in ["ProcessFunctionRole", "CompleteUploadFunctionRole", "CompanionFunctionRole", "JanitorFunctionRole"] {
+        assert!(!denied(role, None), "{role} cannot read an unprocessed object");
+    }
+    // ...and nobody else is exempt.
+    assert_eq!(exempt.len(), 4, "{exempt:?}");
+}
+
+/// Issue 11.6: processing is capped, the API and the authorizer keep capacity.
+#[test]
+fn the_template_caps_processing_and_reserves_the_api() {
+    let doc: serde_yaml::Value = serde_yaml::from_str(TEMPLATE).unwrap();
+    let r = &doc["Resources"];
+    let process = &r["ProcessFunction"]["Properties"];
+    assert_eq!(text(&process["ReservedConcurrentExecutions"]), "!Ref ProcessMaxConcurrency");
+    assert_eq!(
+        text(&process["Events"]["Jobs"]["Properties"]["ScalingConfig"]["MaximumConcurrency"]),
+        "!Ref ProcessMaxConcurrency"
+    );
+    assert!(text(&doc["Globals"]["Function"]["ReservedConcurrentExecutions"]).contains("ApiReservedConcurrency"));
+    assert!(text(&r["AuthorizerFunction"]["Properties"]["ReservedConcurrentExecutions"])
+        .contains("AuthorizerReservedConcurrency"));
+    // Every API function keeps the global reservation (none overrides it).
+    for (name, res) in r.as_mapping().unwrap() {
+        let events = res["Properties"]["Events"].as_mapping().cloned().unwrap_or_default();
+        let is_api = events.values().any(|e| text(&e["Type"]) == "HttpApi");
+        if is_api {
+            assert!(res["Properties"]["ReservedConcurrentExecutions"].is_null(), "{} overrides it", text(name));
+        }
+    }
+}

@@ -351,3 +351,44 @@ async fn thumbnail_links_follow_the_same_rules() {
     let _: FileView = h.call_as(Some(&owner), "DELETE", &format!("/files/{id}"), None, 200).await;
     assert_eq!(follow(&h, &thumb_url, None).await.0, 410);
 }
+
+/// Issue 11.7: a link's host comes from configuration or API Gateway, never from a
+/// header the client sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_ignore_forwarded_host() {
+    let h = Harness::start().await;
+    let owner = unique("fwd");
+    let id = ready_file(&h, &owner, "a.txt", "text/plain", b"hello").await;
+    let resp = h
+        .http
+        .post(format!("{}/files/{id}/links", h.base))
+        .bearer_auth(h.token(&owner))
+        .header("x-forwarded-host", "evil.example")
+        .header("x-forwarded-proto", "https")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let l: LinkResponse = resp.json().await.unwrap();
+    assert!(l.url.starts_with(&format!("{}/d/", h.base)), "{}", l.url);
+    let listed: FileList = h.call_as(Some(&owner), "GET", "/files", None, 200).await;
+    assert!(listed.files.iter().all(|f| f.thumbnail_url.as_deref().is_none_or(|u| u.starts_with(&h.base))));
+}
+
+/// Issue 11.7: the maximum lifetime is checked when a link is used, not only when it
+/// is made (a link minted with the server's key, expiring too far ahead, is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_beyond_the_maximum_lifetime_is_refused() {
+    let h = Harness::start().await;
+    let owner = unique("cap");
+    let id = ready_file(&h, &owner, "a.txt", "text/plain", b"hello").await;
+    let keys = h.app.config.link_keys.clone().unwrap();
+    let max = h.app.config.link_max_ttl.as_secs() as i64;
+    let within = keys.sign(&shared::domain::links::Link { expires: shared::now() + max, ..own_link(&id) });
+    let (s, _, body, _) = follow(&h, &format!("{}{within}", h.base), None).await;
+    assert_eq!((s, body.as_slice()), (302, &b"hello"[..]));
+    let beyond = keys.sign(&shared::domain::links::Link { expires: shared::now() + max + 3600, ..own_link(&id) });
+    let (s, loc, body, _) = follow(&h, &format!("{}{beyond}", h.base), None).await;
+    assert_eq!((s, loc), (403, None), "{}", String::from_utf8_lossy(&body));
+}

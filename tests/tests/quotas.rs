@@ -92,3 +92,31 @@ async fn an_owner_past_the_request_rate_gets_429_and_others_do_not() {
     assert!((1..=60).contains(&retry), "{retry}");
     assert_eq!(h.call(Some(&calm), "GET", "/uploads", None).await.0, 200, "another owner is not limited");
 }
+
+/// Issue 11.5 against LocalStack: Companion part URLs pin no length, so what a session
+/// parks is summed by S3's own part list; past its ceiling the session is aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_companion_session_cannot_park_past_its_ceiling() {
+    let h = Harness::with_config(|c| c.deferred_ceiling = 12 * 1024 * 1024).await;
+    let owner = unique("park");
+    let body = json!({"filename": "big.bin", "type": "application/octet-stream"});
+    let c: Created = h.call_as(Some(&owner), "POST", "/s3/multipart", Some(body), 200).await;
+    let q = format!("key={}", c.key);
+    // Three 5 MiB parts straight to S3: 15 MiB parked against a 12 MiB ceiling.
+    for n in 1..=3 {
+        let (s, signed, _) = h.call(Some(&owner), "GET", &format!("/s3/multipart/{}/{n}?{q}", c.upload_id), None).await;
+        assert_eq!(s, 200, "{signed}");
+        let url = signed["url"].as_str().unwrap();
+        let put = h.http.put(url).body(vec![n as u8; 5 * 1024 * 1024]).send().await.unwrap();
+        assert_eq!(put.status().as_u16(), 200);
+    }
+    let every = shared::usecases::parts::PARKED_CHECK_EVERY;
+    let (s, err, _) = h.call(Some(&owner), "GET", &format!("/s3/multipart/{}/{every}?{q}", c.upload_id), None).await;
+    assert_eq!(s, 413, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("12582912"), "{err}");
+    let v: api_types::uploads::UploadView =
+        h.call_as(Some(&owner), "GET", &format!("/uploads/{}", c.upload_id), None, 200).await;
+    assert_eq!(v.status, "aborted", "{v:?}");
+    let open: OpenUploads = h.call_as(Some(&owner), "GET", "/uploads", None, 200).await;
+    assert_eq!((open.quota.open_uploads, open.quota.bytes_in_flight), (0, 0), "its reservation released");
+}

@@ -119,3 +119,25 @@ async fn two_posts_before_either_event_pin_exactly_one_and_refuse_the_other() {
         assert_eq!(process_last_job(&f).await, JobOutcome::Finished(expected));
     }
 }
+
+/// Issue 11.7: a link made before a delete stays dead after the restore; a new one works.
+#[tokio::test]
+async fn a_link_made_before_a_delete_is_dead_after_the_restore() {
+    let f = Fakes::new();
+    let who = Owner::parse("di").unwrap();
+    let (id, key) = single_post(&f, &who).await;
+    let clean = f.objects.put_object(&key, b"kept");
+    object_arrived(&f.app, &key, clean.version.as_deref(), T0).await.unwrap();
+    process_last_job(&f).await;
+    let old = create_link(&f.app, &who, &id, LinkRequest::default(), "", T0).await.unwrap().url;
+    super::catalog::delete(&f.app, &who, &id, "", T0).await.unwrap();
+    super::catalog::restore(&f.app, &who, &id, "", T0).await.unwrap();
+    let query = old.split_once('?').unwrap().1.to_owned();
+    let get = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(&format!("{name}=")[..]));
+    let q = LinkQuery { v: get("v"), e: get("e"), d: get("d"), g: get("g"), k: get("k"), s: get("s") };
+    match download(&f.app, id.as_str(), &q, T0).await {
+        Err(crate::domain::UploadError::Gone(why)) => assert!(why.contains("revoked"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(served_url(&f, &who, &id).await.contains("versionId="), "a new link works");
+}

@@ -10,7 +10,7 @@ cd "$HOIST_ROOT"
 
 files=(shared/src/usecases/complete.rs shared/src/domain/status.rs shared/src/usecases/janitor.rs shared/src/processing/mod.rs shared/src/domain/windows.rs shared/src/processing/windows.rs
   shared/src/usecases/arrival.rs shared/src/usecases/download.rs shared/src/http/authn.rs shared/src/domain/upload.rs
-  shared/src/usecases/parts.rs shared/src/domain/links.rs shared/src/usecases/rate.rs)
+  shared/src/usecases/parts.rs shared/src/domain/links.rs shared/src/usecases/rate.rs shared/src/processing/members.rs)
 backup=$(mktemp -d)
 tar -cf "$backup/files.tar" "${files[@]}"
 put_back() { tar -xmf "$backup/files.tar"; }  # -m: now as mtime, so cargo rebuilds
@@ -97,14 +97,24 @@ mutate shared/src/domain/windows.rs \
 check "scan windows do not overlap"
 
 mutate shared/src/processing/windows.rs \
-'    if now.status != UploadStatus::Processing || now.windows_done != Some(total) || now.hash_next != Some(total) {' \
-'    if now.status != UploadStatus::Processing || now.hash_next != Some(total) {'
+'    if now.status != UploadStatus::Processing || now.windows_done != Some(total) || now.hash_next != Some(raw) {' \
+'    if now.status != UploadStatus::Processing || now.hash_next != Some(raw) {'
 check "a verdict is written before every window is scanned"
 
 mutate shared/src/processing/windows.rs \
 '        Some(n) if n == k + 1 && n < plan.count() => {' \
 '        Some(n) if n == k + 1 && n < plan.count() && false => {'
 check "a hash link that died before queueing the next stalls the chain"
+
+mutate shared/src/processing/windows.rs \
+'        Some(unpacker) => members::steps_for(&src, unpacker, plan.window()).await?,' \
+'        Some(_) => 0,'
+check "archives larger than a window are not unpacked member by member (10.2)"
+
+mutate shared/src/processing/members.rs \
+'        if !range.contains(&start) || is_dir {' \
+'        if start != range.start || is_dir {'
+check "zip members past the first window are skipped (10.2)"
 
 mutate shared/src/usecases/arrival.rs \
 '    if arrived == recorded {' \

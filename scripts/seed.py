@@ -53,13 +53,6 @@ s3.put_bucket_lifecycle_configuration(
                 "Filter": {"Prefix": ""},
                 "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
             },
-            {
-                "ID": "expire-noncurrent-versions",
-                "Status": "Enabled",
-                "Filter": {"Prefix": ""},
-                "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
-                "Expiration": {"ExpiredObjectDeleteMarker": True},
-            },
         ]
     },
 )

@@ -80,11 +80,19 @@ tmp_auth=$(mktemp)
 python3 - "$("$CARGO_TARGET_DIR/debug/hoist-dev" token smoke-owner)" >"$tmp_auth" <<'PY'
 import json, sys
 e = json.load(open("events/authorizer.json"))
-e["cookies"] = ["theme=dark", "hoist_session=" + sys.argv[1]]
+e["cookies"] = ["theme=dark", "__Host-hoist_session=" + sys.argv[1]]
 print(json.dumps(e))
 PY
 check_json "authorizer (valid cookie)" authorizer "$tmp_auth" 'r["isAuthorized"] is True and r["context"]["owner"] == "smoke-owner"'
-rm -f "$tmp_auth"
+# ...but not from another site's page (CSRF).
+python3 - "$tmp_auth" >"$tmp_auth.x" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))
+e["headers"].update({"origin": "https://evil.example", "sec-fetch-site": "cross-site"})
+print(json.dumps(e))
+PY
+check_json "authorizer (cross-site cookie)" authorizer "$tmp_auth.x" 'r["isAuthorized"] is False'
+rm -f "$tmp_auth" "$tmp_auth.x"
 # The sample job names an upload that does not exist: processed as "nothing to do", no batch failures.
 check_json process process events/process.json 'r["batchItemFailures"] == []' 
 # S3's ObjectCreated event (single-POST uploads) for an unknown upload, and S3's test event: both acknowledged.

@@ -174,7 +174,7 @@ async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse
         return plain(StatusCode::NOT_IMPLEMENTED, "This route's function is not served by the dev server.");
     };
     let owner = if route.authorized {
-        match authorize(&st, &path, &parts.headers).await {
+        match authorize(&st, &route.path, &parts.headers).await {
             Ok(o) => Some(o),
             // API Gateway answers 401 without a credential and 403 when the authorizer
             // says no; the dev server says which rule refused.

@@ -133,6 +133,8 @@ pub trait UploadRepo: Send + Sync {
     /// Undoes a delete while `purge_at` is in the future, taking its bytes again only
     /// if they fit in `limits.max_stored`, atomically. False otherwise.
     async fn restore(&self, upload: &Upload, now: i64, limits: QuotaLimits) -> Result<bool, RepoError>;
+    /// Counts `n` more part URLs signed for a session; answers the new total.
+    async fn count_signings(&self, id: &UploadId, n: u64) -> Result<u64, RepoError>;
     /// Counts one request of `owner` in the minute starting at `window`; false (and not
     /// counted) when `limit` were counted already.
     async fn count_request(&self, owner: &Owner, window: i64, limit: u32) -> Result<bool, RepoError>;
@@ -288,6 +290,8 @@ pub trait ObjectStore: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError>;
     /// Deletes one version of an object (a write that must not replace what was scanned).
     async fn delete_version(&self, key: &str, version: &str) -> Result<(), ObjectStoreError>;
+    /// Deletes every version of the key but `keep`; answers how many went.
+    async fn delete_other_versions(&self, key: &str, keep: &str) -> Result<u32, ObjectStoreError>;
     /// Streams the object's `version` (when given), only if its ETag is `etag`.
     async fn read(&self, key: &str, etag: &str, version: Option<&str>) -> Result<ByteStream, ObjectStoreError>;
     /// Streams bytes `start..end` of the object's `version`, only if its ETag is `etag`.

@@ -125,3 +125,78 @@ async fn archive_bombs_get_a_clear_verdict_not_malware() {
         assert!(!reason.contains("Malware"), "{reason}");
     }
 }
+
+/// Issue 10.2: archives larger than one scan window are unpacked member by member (zip
+/// by its central directory read in ranges, gzip inflated, tar walked by its headers),
+/// each member its own clamd stream, fanned out beside the raw windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_larger_than_a_window_are_scanned_member_by_member() {
+    const W: u64 = 4 * 1024 * 1024;
+    let h = Harness::start().await;
+    let owner = unique("bigarc");
+    let filler = || rand_like::bytes(6 * W as usize / 4);
+    // EICAR as member 30,000 of a tar.gz of 50,000 members, made larger than a window
+    // by incompressible members: raw windows see only compressed bytes.
+    let mut members = many_members(50_000, Some((30_000, eicar())));
+    members.insert(100, ("data/a.bin".into(), filler()));
+    members.insert(40_000, ("data/b.bin".into(), filler()));
+    let deep_tgz = gzip(&tar(members.clone()));
+    assert!(deep_tgz.len() as u64 > 2 * W, "{}", deep_tgz.len());
+    let deep_tgz = h.upload_file(&owner, "docs.tar.gz", "application/gzip", &deep_tgz, None).await;
+    let odd = members.iter().position(|(name, _)| name.ends_with("/odd")).unwrap();
+    members[odd].1 = b"no longer odd\n".to_vec();
+    let clean_tgz = h.upload_file(&owner, "clean.tar.gz", "application/gzip", &gzip(&tar(members)), None).await;
+    // EICAR in a deflated zip inside a large zip, between incompressible members.
+    let inner = zip_of(&[("readme.txt", &rand_like::bytes(2000)), ("tools/eicar.com", &eicar().repeat(20))]);
+    let (a, b, c) = (filler(), filler(), filler());
+    let nested_zip = zip_of(&[("a.bin", &a), ("b.bin", &b), ("nested/bundle.zip", &inner), ("c.bin", &c)]);
+    let nested_zip = h.upload_file(&owner, "bundle.zip", "application/zip", &nested_zip, None).await;
+    // A clean large zip.
+    let clean_zip = zip_of(&[("a.bin", &a), ("b.bin", &b), ("c.bin", &c)]);
+    let clean_zip = h.upload_file(&owner, "clean.zip", "application/zip", &clean_zip, None).await;
+    // A zip inside a large tar, straddling the first window boundary: raw windows cut it.
+    let straddling = tar([
+        ("a.bin".to_owned(), rand_like::bytes(W as usize - 1500)),
+        ("bundle.zip".to_owned(), inner.clone()),
+        ("b.bin".to_owned(), filler()),
+    ]);
+    let straddling = h.upload_file(&owner, "bundle.tar", "application/x-tar", &straddling, None).await;
+    // An encrypted member in a large zip: its contents cannot be read.
+    let locked = {
+        let mut out = Cursor::new(Vec::new());
+        let mut z = zip::ZipWriter::new(&mut out);
+        let plain = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        z.start_file("a.bin", plain).unwrap();
+        z.write_all(&a).unwrap();
+        z.start_file("secret.txt", plain).unwrap();
+        z.write_all(b"the plans").unwrap();
+        z.start_file("b.bin", plain).unwrap();
+        z.write_all(&b).unwrap();
+        z.finish().unwrap();
+        let mut bytes = out.into_inner();
+        // Mark the member encrypted (general purpose flag bit 0) in its local header
+        // (name at +30, flags at +6) and its central directory entry (+46, +8), as a
+        // password-protecting zip tool would.
+        let at: Vec<usize> =
+            bytes.windows(10).enumerate().filter(|(_, w)| w == b"secret.txt").map(|(i, _)| i).collect();
+        assert_eq!(at.len(), 2);
+        bytes[at[0] - 30 + 6] |= 1;
+        bytes[at[1] - 46 + 8] |= 1;
+        bytes
+    };
+    let locked = h.upload_file(&owner, "locked.zip", "application/zip", &locked, None).await;
+    h.process_all_in_windows(W).await;
+
+    for id in [&deep_tgz, &nested_zip, &straddling] {
+        let v = status(&h, &owner, id).await;
+        assert_eq!(v.status, "quarantined", "{v:?}");
+    }
+    for id in [&clean_tgz, &clean_zip] {
+        let v = status(&h, &owner, id).await;
+        assert_eq!(v.status, "ready", "{v:?}");
+        assert!(v.reason.as_deref().unwrap_or("").contains("member by member"), "{v:?}");
+    }
+    let v = status(&h, &owner, &locked).await;
+    assert_eq!(v.status, "unscanned", "{v:?}");
+    assert!(v.reason.as_deref().unwrap().contains("encrypted"), "{v:?}");
+}

@@ -198,7 +198,7 @@ async fn bad_params_abort_and_a_late_arrival() {
     let (s, problem, _) = h.call_problem(Some(&owner), "POST", &format!("/uploads/{id}/complete"), None).await;
     assert_eq!(s, 409, "{problem:?}");
     assert_eq!(problem.slug(), "conflict");
-    assert!(problem.detail.contains("not received"), "{problem:?}");
+    assert!(problem.detail.contains("completes when S3 has received the file"), "{problem:?}");
     assert_eq!(upload_status(&h, &owner, &id).await.status, "uploading", "a refused completion changes nothing");
     // Another owner cannot touch it.
     let (s, problem, _) = h.call_problem(Some(&unique("mallory")), "DELETE", &format!("/uploads/{id}"), None).await;

@@ -39,7 +39,14 @@ pub async fn handle(
 ) -> Result<ApiGatewayV2CustomAuthorizerSimpleResponse, Error> {
     let req = event.payload;
     let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-    let path = req.raw_path.as_deref().unwrap_or("");
+    // The route's own path (`GET /files/{id}` → `/files/{id}`): unlike `rawPath`, it has
+    // no stage or custom-domain base path in front.
+    let path = req
+        .route_key
+        .as_deref()
+        .and_then(|k| k.split_once(' ').map(|(_, p)| p))
+        .or(req.raw_path.as_deref())
+        .unwrap_or("");
     let caller = Caller {
         path,
         authorization: header("authorization"),

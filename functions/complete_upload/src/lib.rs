@@ -15,7 +15,7 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
         async {
             let owner = auth::admitted_owner(&app, &req).await?;
             let id = http::upload_id(http::path_param(&req, "id"))?;
-            let done = complete::complete(&app, &owner, &id, shared::now()).await?;
+            let done = complete::complete_declared(&app, &owner, &id, shared::now()).await?;
             http::json(StatusCode::OK, &done)
         }
         .await,

@@ -413,6 +413,9 @@ impl UploadRepo for DynamoRepo {
         // QuotaLimits::admits, as a condition: one more open upload and its bytes fit,
         // in flight and in storage.
         let reserved = upload.reserved_bytes();
+        if reserved > limits.max_bytes || reserved > limits.max_stored {
+            return Err(CreateError::QuotaExceeded);
+        }
         let room = limits.max_bytes.saturating_sub(reserved);
         let storage_room = limits.max_stored.saturating_sub(reserved);
         let quota = Update::builder()
@@ -692,6 +695,10 @@ impl UploadRepo for DynamoRepo {
     }
 
     async fn restore(&self, upload: &Upload, now: i64, limits: QuotaLimits) -> Result<bool, RepoError> {
+        if upload.size > limits.max_stored {
+            // Larger than the whole quota: no condition on the stored sum can say so.
+            return Ok(false);
+        }
         let file = Update::builder()
             .table_name(&self.table)
             .key("pk", sv(upload_pk(&upload.id)))
@@ -710,6 +717,23 @@ impl UploadRepo for DynamoRepo {
                 .build(),
         ])
         .await
+    }
+
+    async fn count_signings(&self, id: &UploadId, n: u64) -> Result<u64, RepoError> {
+        let out = self
+            .update_upload(id)
+            .update_expression("ADD signings :n")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":n", nv(n))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| map_err("UpdateItem", e))?;
+        out.attributes()
+            .and_then(|a| a.get("signings"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| RepoError::Corrupt("UpdateItem returned no signings count".into()))
     }
 
     async fn count_request(&self, owner: &Owner, window: i64, limit: u32) -> Result<bool, RepoError> {

@@ -74,7 +74,8 @@ pub fn iam_actions(port_method: &str) -> Option<&'static [&'static str]> {
         | "repo.start_windows"
         | "repo.hash_advanced"
         | "repo.refused_write"
-        | "repo.count_request" => &["dynamodb:UpdateItem"],
+        | "repo.count_request"
+        | "repo.count_signings" => &["dynamodb:UpdateItem"],
         "repo.window_scanned" => &["dynamodb:PutItem", "dynamodb:UpdateItem"],
         "repo.due" | "repo.due_purges" => &["dynamodb:Query", "dynamodb:GetItem"],
         "repo.delete_upload" => &["dynamodb:Query", "dynamodb:BatchWriteItem"],
@@ -87,6 +88,7 @@ pub fn iam_actions(port_method: &str) -> Option<&'static [&'static str]> {
         // Every version of the key, listed then deleted one by one.
         "s3.delete" => &["s3:ListBucketVersions", "s3:DeleteObjectVersion"],
         "s3.delete_version" => &["s3:DeleteObjectVersion"],
+        "s3.delete_other_versions" => &["s3:ListBucketVersions", "s3:DeleteObjectVersion"],
         "s3.put" => &["s3:PutObject", "s3:PutObjectTagging"],
         "s3.tag_status" => &["s3:PutObjectTagging", "s3:PutObjectVersionTagging"],
         // SQS (SqsQueue).

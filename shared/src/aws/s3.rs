@@ -147,6 +147,37 @@ impl S3Store {
         })))
     }
 
+    /// Every version id (and delete marker) of exactly `key`, all pages.
+    async fn versions_of(&self, key: &str) -> Result<Vec<String>, ObjectStoreError> {
+        let mut all = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.clone())
+                .set_version_id_marker(version_marker.clone())
+                .send()
+                .await
+                .map_err(|e| map_err("ListObjectVersions", e))?;
+            let versions = out.versions().iter().filter(|v| v.key() == Some(key)).filter_map(|v| v.version_id());
+            let markers = out.delete_markers().iter().filter(|m| m.key() == Some(key)).filter_map(|m| m.version_id());
+            all.extend(versions.chain(markers).map(str::to_owned));
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            version_marker = out.next_version_id_marker().map(str::to_owned);
+            if key_marker.is_none() && version_marker.is_none() {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
     pub fn new(client: Client, bucket: String, credentials: SharedCredentialsProvider) -> Self {
         Self { client, bucket, credentials }
     }
@@ -400,34 +431,19 @@ impl ObjectStore for S3Store {
     /// behind in the versioned bucket (a plain DeleteObject would only add a marker). An
     /// unversioned bucket lists its objects as version "null", which deletes them too.
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
-        let mut key_marker: Option<String> = None;
-        let mut version_marker: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .list_object_versions()
-                .bucket(&self.bucket)
-                .prefix(key)
-                .set_key_marker(key_marker.clone())
-                .set_version_id_marker(version_marker.clone())
-                .send()
-                .await
-                .map_err(|e| map_err("ListObjectVersions", e))?;
-            let versions = out.versions().iter().filter(|v| v.key() == Some(key)).filter_map(|v| v.version_id());
-            let markers = out.delete_markers().iter().filter(|m| m.key() == Some(key)).filter_map(|m| m.version_id());
-            for version in versions.chain(markers) {
-                self.delete_version(key, version).await?;
-            }
-            if out.is_truncated() != Some(true) {
-                break;
-            }
-            key_marker = out.next_key_marker().map(str::to_owned);
-            version_marker = out.next_version_id_marker().map(str::to_owned);
-            if key_marker.is_none() && version_marker.is_none() {
-                break;
-            }
+        for version in self.versions_of(key).await? {
+            self.delete_version(key, &version).await?;
         }
         Ok(())
+    }
+
+    async fn delete_other_versions(&self, key: &str, keep: &str) -> Result<u32, ObjectStoreError> {
+        let mut deleted = 0;
+        for version in self.versions_of(key).await?.into_iter().filter(|v| v != keep) {
+            self.delete_version(key, &version).await?;
+            deleted += 1;
+        }
+        Ok(deleted)
     }
 
     async fn delete_version(&self, key: &str, version: &str) -> Result<(), ObjectStoreError> {

@@ -79,6 +79,10 @@ pub struct Upload {
     /// configuration says later).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservation: Option<u64>,
+    /// Part URLs signed so far for a session of undeclared size (its parked bytes are
+    /// summed every so many).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signings: Option<u64>,
     /// Processing in windows (files larger than one scan window): how many windows, of
     /// what size (fixed when they start, so a configuration change cannot break them)...
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -278,7 +278,7 @@ impl Refusal {
 /// What the authorizer sees of a request.
 #[derive(Debug, Clone, Default)]
 pub struct Caller<'a> {
-    /// The request path (`/s3/multipart`, `/files/…`).
+    /// The route's path as the template declares it (`/s3/multipart`, `/files/{id}`).
     pub path: &'a str,
     pub authorization: Option<&'a str>,
     pub cookies: Vec<&'a str>,

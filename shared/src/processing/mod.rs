@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 pub mod chained_sha256;
 pub mod decide;
+pub mod members;
 pub mod message;
 pub mod thumbnail;
 #[cfg(test)]
@@ -256,6 +257,17 @@ async fn record(
     outcome: &ProcessingOutcome,
     started: std::time::Instant,
 ) -> Result<UploadStatus, PipelineError> {
+    if let Some(version) = rec.version_id.as_deref() {
+        // Any other version at the key is a write that came after completion and whose
+        // event was lost or is still to come: it never becomes the file.
+        let refused = p.app.objects.delete_other_versions(&rec.s3_key, version).await?;
+        for _ in 0..refused {
+            p.app.repo.refused_write(&rec.id, crate::now()).await?;
+        }
+        if refused > 0 {
+            tracing::warn!(upload_id = %rec.id, refused, "later writes to the key deleted at the verdict");
+        }
+    }
     p.app.objects.tag_status(&rec.s3_key, rec.version_id.as_deref(), outcome.status.as_str()).await?;
     let written = p.app.repo.finish_processing(&rec.id, outcome, crate::now()).await?;
     tracing::info!(

@@ -219,7 +219,7 @@ async fn the_verdict_waits_for_every_window_and_the_whole_hash() {
 }
 
 #[tokio::test]
-async fn a_compressed_archive_larger_than_a_window_is_never_called_clean() {
+async fn a_compressed_file_whose_members_are_not_unpacked_is_never_called_clean() {
     use crate::processing::UnscannedPolicy;
     for (policy, expected) in
         [(UnscannedPolicy::Block, UploadStatus::Unscanned), (UnscannedPolicy::Allow, UploadStatus::Ready)]
@@ -227,13 +227,138 @@ async fn a_compressed_archive_larger_than_a_window_is_never_called_clean() {
         let f = Fakes::new();
         let mut p = processor(&f);
         p.config.unscanned_policy = policy;
+        // A 7z archive: its members are not unpacked here.
         let mut data = bytes(5 * MIB, &[]);
-        data[..4].copy_from_slice(b"PK\x03\x04");
-        let id = completed(&f, &data, None, "application/zip").await;
+        data[..6].copy_from_slice(b"7z\xBC\xAF\x27\x1C");
+        let id = completed(&f, &data, None, "application/x-7z-compressed").await;
         assert_eq!(run_all(&f, &p, 1).await, expected);
         let reason = f.repo.upload(&id).unwrap().reason.unwrap();
-        assert!(reason.contains("zip archive larger than one scan window"), "{reason}");
+        assert!(reason.contains("7z archive larger than one scan window"), "{reason}");
     }
+}
+
+/// Incompressible bytes (a xorshift stream), so archives of them stay large.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A zip of `members` (name, bytes, deflated?).
+fn zip_of(members: &[(&str, Vec<u8>, bool)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut z = zip::ZipWriter::new(&mut out);
+    for (name, data, deflate) in members {
+        let method = if *deflate { zip::CompressionMethod::Deflated } else { zip::CompressionMethod::Stored };
+        let opts = zip::write::SimpleFileOptions::default().compression_method(method).large_file(false);
+        z.start_file(*name, opts).unwrap();
+        z.write_all(data).unwrap();
+    }
+    z.finish().unwrap();
+    out.into_inner()
+}
+
+/// A tar of `members` (name, bytes).
+fn tar_of(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data.as_slice()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// The marker, deflated inside a small zip: invisible in the raw bytes.
+fn hidden_marker() -> Vec<u8> {
+    let mut inner = b"nothing to see here, then: ".repeat(100);
+    inner.extend_from_slice(EICAR_MARKER);
+    let z = zip_of(&[("readme.txt", inner, true)]);
+    assert!(!z.windows(EICAR_MARKER.len()).any(|w| w == EICAR_MARKER), "deflate hides it");
+    z
+}
+
+async fn verdict_of(data: &[u8], content_type: &str) -> (UploadStatus, String, u32) {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let id = completed(&f, data, Some(Sha256::digest(data).into()), content_type).await;
+    let status = run_all(&f, &p, 2).await;
+    let u = f.repo.upload(&id).unwrap();
+    (status, u.reason.unwrap_or_default(), u.windows_total.unwrap_or(0))
+}
+
+#[tokio::test]
+async fn a_large_zip_is_scanned_member_by_member_and_a_deflated_nested_marker_is_found() {
+    // Members across three windows; in the middle one, a zip holding the marker deflated.
+    let mut members: Vec<(String, Vec<u8>, bool)> =
+        (0..9).map(|i| (format!("part{i}.bin"), noise(600 * 1024, i), true)).collect();
+    members.insert(5, ("nested/inner.zip".into(), hidden_marker(), false));
+    let refs: Vec<(&str, Vec<u8>, bool)> = members.iter().map(|(n, d, z)| (n.as_str(), d.clone(), *z)).collect();
+    let data = zip_of(&refs);
+    assert!(data.len() as u64 > 2 * WINDOW, "{}", data.len());
+    let (status, reason, total) = verdict_of(&data, "application/zip").await;
+    assert_eq!(status, UploadStatus::Quarantined, "{reason}");
+    assert_eq!(total, 2 * (data.len() as u64).div_ceil(WINDOW) as u32, "raw windows and as many member steps");
+
+    // The same without the marker is ready, and says it went member by member.
+    members.remove(5);
+    let refs: Vec<(&str, Vec<u8>, bool)> = members.iter().map(|(n, d, z)| (n.as_str(), d.clone(), *z)).collect();
+    let (status, reason, _) = verdict_of(&zip_of(&refs), "application/zip").await;
+    assert_eq!(status, UploadStatus::Ready, "{reason}");
+    assert!(reason.contains("member by member"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_large_tar_gz_is_unpacked_and_a_deep_member_is_found() {
+    // 2,000 small members and incompressible filler; the marker in member 1,500.
+    let mut members: Vec<(String, Vec<u8>)> = (0..2000).map(|i| (format!("docs/{i}.txt"), noise(300, i))).collect();
+    members.insert(1000, ("filler.bin".into(), noise(5 * MIB as usize, 99)));
+    members[1500].1.extend_from_slice(EICAR_MARKER);
+    let refs: Vec<(&str, Vec<u8>)> = members.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+    let data = gzip(&tar_of(&refs));
+    assert!(data.len() as u64 > WINDOW);
+    let (status, reason, _) = verdict_of(&data, "application/gzip").await;
+    assert_eq!(status, UploadStatus::Quarantined, "{reason}");
+    members[1500].1.truncate(300);
+    let refs: Vec<(&str, Vec<u8>)> = members.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+    let (status, reason, _) = verdict_of(&gzip(&tar_of(&refs)), "application/gzip").await;
+    assert_eq!(status, UploadStatus::Ready, "{reason}");
+}
+
+#[tokio::test]
+async fn a_zip_inside_a_large_tar_across_a_window_boundary_is_unpacked() {
+    // The nested zip starts just before the 2 MiB boundary: raw windows cut it.
+    let pad = 2 * MIB as usize - 512 * 3 - 700;
+    let data =
+        tar_of(&[("a.bin", noise(pad, 1)), ("inner.zip", hidden_marker()), ("b.bin", noise(3 * MIB as usize, 2))]);
+    let (status, reason, _) = verdict_of(&data, "application/x-tar").await;
+    assert_eq!(status, UploadStatus::Quarantined, "{reason}");
+}
+
+#[tokio::test]
+async fn a_large_zip_with_an_encrypted_or_unreadable_directory_is_not_fully_scanned() {
+    // "PK" and noise: no central directory to read.
+    let mut data = noise(5 * MIB as usize, 7);
+    data[..4].copy_from_slice(b"PK\x03\x04");
+    let (status, reason, _) = verdict_of(&data, "application/zip").await;
+    assert_eq!(status, UploadStatus::Unscanned, "{reason}");
+    assert!(reason.contains("zip directory cannot be read"), "{reason}");
 }
 
 #[tokio::test]

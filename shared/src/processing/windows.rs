@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use super::{
     chained_sha256::{ChainState, ChainedSha256},
-    check_type, decide, detect, record, JobOutcome, PipelineError, Processor, ScanReply, Verdict, SNIFF_BYTES,
+    check_type, decide, detect, members, record, JobOutcome, PipelineError, Processor, ScanReply, Verdict, SNIFF_BYTES,
 };
 use crate::domain::{
     HashProgress, HeadFinding, ProcessingOutcome, Upload, UploadStatus, WindowFinding, WindowJob, WindowPlan,
@@ -23,15 +23,41 @@ fn plan_of(rec: &Upload) -> Result<WindowPlan, PipelineError> {
         .ok_or_else(|| PipelineError::Other(format!("{} is not processed in windows", rec.id)))
 }
 
-/// Starts the windows of a large file and queues their jobs. A redelivered job (the
-/// first one crashed after starting) queues them again: repeated window jobs are harmless.
+/// Where a step reads the object: the record's key, version and ETag.
+fn source(p: &Processor, rec: &Upload) -> Result<members::Source, PipelineError> {
+    Ok(members::Source {
+        store: p.app.objects.clone(),
+        key: rec.s3_key.clone(),
+        etag: rec.etag.clone().ok_or_else(|| PipelineError::Other("the upload has no object ETag".into()))?,
+        version: rec.version_id.clone(),
+        size: rec.size,
+        runtime: tokio::runtime::Handle::current(),
+    })
+}
+
+/// The archive unpacker for the file's first bytes, if its members are unpacked.
+async fn unpacker_of(src: &members::Source) -> Result<Option<members::Unpacker>, PipelineError> {
+    let head = members::sniff(src).await?;
+    Ok(detect(&head).as_deref().and_then(members::Unpacker::for_type))
+}
+
+/// Starts the windows of a large file and queues their jobs: one scan job per raw
+/// window, and for an archive one member step per window of its members
+/// (`processing/members.rs`). A redelivered job (the first one crashed after starting)
+/// queues them again: repeated window jobs are harmless.
 pub(super) async fn fan_out(
     p: &Processor,
     rec: &Upload,
     plan: WindowPlan,
     receive_count: u32,
 ) -> Result<JobOutcome, PipelineError> {
-    let started = p.app.repo.start_windows(&rec.id, plan.count(), plan.window(), crate::now()).await?;
+    let src = source(p, rec)?;
+    let steps = match unpacker_of(&src).await? {
+        Some(unpacker) => members::steps_for(&src, unpacker, plan.window()).await?,
+        None => 0,
+    };
+    let total = plan.count() + steps;
+    let started = p.app.repo.start_windows(&rec.id, total, plan.window(), crate::now()).await?;
     if !started && receive_count <= 1 {
         tracing::info!(upload_id = %rec.id, "windows already started; repeated job ignored");
         return Ok(JobOutcome::Skipped);
@@ -39,14 +65,10 @@ pub(super) async fn fan_out(
     let (upload_id, owner) = (rec.id.clone(), rec.owner.clone());
     // The hash chain first: it is the sequential part, so it should never wait behind scans.
     let mut jobs = vec![WindowJob::Hash { upload_id: upload_id.clone(), owner: owner.clone(), index: 0 }];
-    jobs.extend((0..plan.count()).map(|index| WindowJob::Scan {
-        upload_id: upload_id.clone(),
-        owner: owner.clone(),
-        index,
-    }));
+    jobs.extend((0..total).map(|index| WindowJob::Scan { upload_id: upload_id.clone(), owner: owner.clone(), index }));
     p.app.jobs.send_windows(&jobs).await?;
-    tracing::info!(upload_id = %rec.id, windows = plan.count(), size = rec.size, "processing in windows");
-    Ok(JobOutcome::FannedOut { windows: plan.count() })
+    tracing::info!(upload_id = %rec.id, windows = plan.count(), member_steps = steps, size = rec.size, "processing in windows");
+    Ok(JobOutcome::FannedOut { windows: total })
 }
 
 pub(super) async fn run_job(p: &Processor, rec: &Upload, job: &WindowJob) -> Result<JobOutcome, PipelineError> {
@@ -55,8 +77,10 @@ pub(super) async fn run_job(p: &Processor, rec: &Upload, job: &WindowJob) -> Res
         return Err(PipelineError::NotYet);
     }
     let plan = plan_of(rec)?;
+    let total = rec.windows_total.unwrap_or(0);
     match *job {
         WindowJob::Scan { index, .. } if index < plan.count() => scan(p, rec, plan, index).await,
+        WindowJob::Scan { index, .. } if index < total => member_step(p, rec, plan, index).await,
         WindowJob::Hash { index, .. } if index < plan.count() => hash(p, rec, plan, index).await,
         _ => {
             // Not one we sent (the plan has no such window): dropped, never held against
@@ -101,9 +125,10 @@ async fn scan(p: &Processor, rec: &Upload, plan: WindowPlan, k: u32) -> Result<J
         // above the thumbnail size limit, so none is made.
         let checked = check_type(&rec.content_type, &head);
         let detected = checked.as_ref().ok().cloned().flatten().or_else(|| detect(&head));
-        if let Some(kind) = detected.as_deref().and_then(compressed_container) {
-            // Raw windows of compressed data show the scanner nothing of the members:
-            // never call that clean.
+        let unpacked = rec.windows_total.is_some_and(|t| t > plan.count());
+        if let Some(kind) = detected.as_deref().and_then(compressed_container).filter(|_| !unpacked) {
+            // Raw windows of compressed data show the scanner nothing of the members,
+            // and this one's members are not unpacked: never call that clean.
             finding.gap.get_or_insert(format!(
                 "it is a {kind} larger than one scan window ({} bytes), and its compressed members cannot be scanned window by window",
                 plan.window()
@@ -117,9 +142,26 @@ async fn scan(p: &Processor, rec: &Upload, plan: WindowPlan, k: u32) -> Result<J
     settle(p, rec).await
 }
 
+/// Member step `index` (counted after the raw windows) of an archive.
+async fn member_step(p: &Processor, rec: &Upload, plan: WindowPlan, index: u32) -> Result<JobOutcome, PipelineError> {
+    if p.app.repo.window_recorded(&rec.id, index).await? {
+        return settle(p, rec).await;
+    }
+    let src = source(p, rec)?;
+    let Some(unpacker) = unpacker_of(&src).await? else {
+        return Err(PipelineError::Other(format!("{}: member step of a file that is not an archive", rec.id)));
+    };
+    let step = index - plan.count();
+    let finding = members::scan_step(src, p.scanner.clone(), unpacker, plan.window(), step).await?;
+    if !p.app.repo.window_scanned(&rec.id, index, &finding, crate::now()).await? {
+        tracing::info!(upload_id = %rec.id, window = index, "member step already recorded; repeated job");
+    }
+    settle(p, rec).await
+}
+
 /// Containers whose members are compressed: a raw byte window of one shows the scanner
 /// no member's content. Named in words for the reason.
-fn compressed_container(mime: &str) -> Option<&'static str> {
+pub(super) fn compressed_container(mime: &str) -> Option<&'static str> {
     Some(match mime {
         "application/zip" | "application/epub+zip" => "zip archive",
         "application/gzip" => "gzip file",
@@ -195,7 +237,9 @@ async fn settle(p: &Processor, rec: &Upload) -> Result<JobOutcome, PipelineError
     let started = std::time::Instant::now();
     let Some(now) = p.app.repo.get(&rec.id).await? else { return Ok(JobOutcome::Skipped) };
     let total = now.windows_total.unwrap_or(u32::MAX);
-    if now.status != UploadStatus::Processing || now.windows_done != Some(total) || now.hash_next != Some(total) {
+    // Every window and member step scanned, and the hash chain through every raw window.
+    let raw = plan_of(&now).map(|plan| plan.count()).unwrap_or(u32::MAX);
+    if now.status != UploadStatus::Processing || now.windows_done != Some(total) || now.hash_next != Some(raw) {
         return Ok(JobOutcome::WindowDone);
     }
     let scan = match (&now.scan_found, &now.scan_gap) {
@@ -216,7 +260,14 @@ async fn settle(p: &Processor, rec: &Upload) -> Result<JobOutcome, PipelineError
     let outcome = ProcessingOutcome {
         status: super::status_of(&verdict),
         reason: match &verdict {
-            Verdict::Ready => format!("{} Scanned in {total} windows.", verdict.reason()),
+            Verdict::Ready => match plan_of(&now).map(|plan| plan.count()) {
+                Ok(raw) if raw < total => format!(
+                    "{} Scanned in {raw} windows, and member by member in {} steps.",
+                    verdict.reason(),
+                    total - raw
+                ),
+                _ => format!("{} Scanned in {total} windows.", verdict.reason()),
+            },
             v => v.reason(),
         },
         detected_type: now.detected_type.clone(),

@@ -181,6 +181,12 @@ pub async fn restore(
             return Err(over());
         }
         let limits = quota_limits(&app.config);
+        // The repository's condition is the real guard; this one also refuses a file
+        // larger than the whole quota (which a condition on the stored sum cannot).
+        let quota = app.repo.quota(owner).await?;
+        if !limits.has_room(quota, u.size) {
+            return Err(refusal(limits, quota, u.size));
+        }
         if !app.repo.restore(&u, now, limits).await? {
             // Either the retention ended meanwhile or the file no longer fits.
             let quota = app.repo.quota(owner).await?;

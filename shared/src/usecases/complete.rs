@@ -55,6 +55,27 @@ pub async fn complete(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Resu
     }
 }
 
+/// `POST /uploads/{id}/complete`: for uploads created with `POST /uploads` (a declared
+/// size). Companion and single-POST sessions complete by their own protocols.
+pub async fn complete_declared(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Result<UploadView, UploadError> {
+    let upload = load_owned(app, owner, id).await?;
+    if upload.single_post {
+        return Err(UploadError::WrongProtocol(
+            "This upload is a single POST: it completes when S3 has received the file.",
+        ));
+    }
+    if upload.deferred_size {
+        return Err(UploadError::WrongProtocol("This upload was created with /s3/multipart; complete it there."));
+    }
+    complete(app, owner, id, now).await
+}
+
+/// The most a session of undeclared size may hold: the ceiling it reserved (sessions
+/// from before reservations: the service's limit), never above the limit.
+pub fn deferred_limit(upload: &Upload, cfg: &crate::config::Config) -> u64 {
+    upload.reservation.unwrap_or(cfg.max_upload_size).min(cfg.max_upload_size)
+}
+
 /// Runs with the completion lease held; gives it back on any failure before the job is
 /// sent. After the job is sent, a failure keeps the lease: whoever takes it over next
 /// finds the object done and sends the (idempotent) job again. `arrived` is the version
@@ -212,7 +233,7 @@ async fn finish_deferred_object(app: &App, upload: &Upload) -> Result<ObjectInfo
     let size: u64 = stored.iter().map(|p| p.size).sum();
     // Enforced here because this protocol does not declare the size up front: the
     // ceiling the session reserved (sessions from before reservations: the limit).
-    let limit = upload.reservation.unwrap_or(app.config.max_upload_size).min(app.config.max_upload_size);
+    let limit = deferred_limit(upload, &app.config);
     if size > limit {
         return Err(discard_too_large(app, upload, size, limit).await);
     }

@@ -229,6 +229,7 @@ pub(crate) async fn open_session(app: &App, owner: &Owner, session: Session, now
         deferred_size: session.plan.is_none(),
         single_post: session.single_post,
         reservation,
+        signings: None,
         windows_total: None,
         window_bytes: None,
         windows_done: None,

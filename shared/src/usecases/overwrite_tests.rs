@@ -141,3 +141,18 @@ async fn a_link_made_before_a_delete_is_dead_after_the_restore() {
     }
     assert!(served_url(&f, &who, &id).await.contains("versionId="), "a new link works");
 }
+
+/// A later write whose S3 event is lost (or still queued) is deleted at the verdict.
+#[tokio::test]
+async fn a_write_whose_event_is_lost_is_deleted_at_the_verdict() {
+    let f = Fakes::new();
+    let who = Owner::parse("ed").unwrap();
+    let (id, key) = single_post(&f, &who).await;
+    let clean = f.objects.put_object(&key, b"first");
+    object_arrived(&f.app, &key, clean.version.as_deref(), T0).await.unwrap();
+    f.objects.put_object(&key, &eicar()); // its event never comes
+    assert_eq!(process_last_job(&f).await, JobOutcome::Finished(UploadStatus::Ready));
+    assert_eq!(f.objects.versions(&key), 1);
+    assert_eq!(&f.objects.object(&key).unwrap()[..], b"first");
+    assert_eq!(f.repo.upload(&id).unwrap().refused_writes, Some(1));
+}

@@ -140,17 +140,23 @@ pub async fn record_parts(
     Ok(RecordPartsResponse { recorded: parts.len() as u32 })
 }
 
-/// How often (in part numbers) a session of undeclared size has its parked bytes summed.
-pub const PARKED_CHECK_EVERY: u32 = 16;
+/// How often (in part URLs signed) a session of undeclared size has its parked bytes
+/// summed.
+pub const PARKED_CHECK_EVERY: u64 = 16;
 
 /// A session of undeclared size signs part URLs that cannot pin a length (the protocol
-/// does not say it), so what S3 holds for it is summed whenever a part number that is a
-/// multiple of [`PARKED_CHECK_EVERY`] is signed: past the ceiling it reserved, the
-/// session is aborted and its parts discarded. At most `PARKED_CHECK_EVERY` parts of
-/// S3's 5 GiB maximum can be parked past the ceiling before this notices, and
-/// completion refuses anything above it.
+/// does not say it), so the URLs it has signed are counted, and every
+/// [`PARKED_CHECK_EVERY`]th one, whatever its part number, has what S3 holds for the
+/// session summed: past the ceiling it reserved, the session is aborted and its parts
+/// discarded. So at most `PARKED_CHECK_EVERY` parts of S3's 5 GiB maximum can be parked
+/// past the ceiling before this notices, and completion refuses anything above it.
 pub async fn enforce_ceiling(app: &App, upload: &Upload, numbers: &[PartNumber], now: i64) -> Result<(), UploadError> {
-    if !upload.deferred_size || !numbers.iter().any(|n| n.get() % PARKED_CHECK_EVERY == 0) {
+    if !upload.deferred_size || numbers.is_empty() {
+        return Ok(());
+    }
+    let signed = app.repo.count_signings(&upload.id, numbers.len() as u64).await?;
+    let before = signed.saturating_sub(numbers.len() as u64);
+    if signed / PARKED_CHECK_EVERY == before / PARKED_CHECK_EVERY {
         return Ok(());
     }
     let parked: u64 = app
@@ -161,7 +167,7 @@ pub async fn enforce_ceiling(app: &App, upload: &Upload, numbers: &[PartNumber],
         .iter()
         .map(|p| p.size)
         .sum();
-    let limit = upload.reserved_bytes();
+    let limit = super::complete::deferred_limit(upload, &app.config);
     if parked <= limit {
         return Ok(());
     }

@@ -9,6 +9,9 @@ echo "machine: $(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d)" | tee -a bench
 # Needs the local stack (LocalStack, moto, clamd).
 bash scripts/stack.sh start >/dev/null
 cargo bench -p hoist-e2e --bench processing 2>/dev/null | grep -v '^{"' | tee bench/processing.md
+# Thumbnails, ours against libvips' vipsthumbnail (Debian's libvips-tools; bench-only).
+command -v vipsthumbnail >/dev/null || { apt-get update -qq && apt-get install -y -qq libvips-tools time; }
+cargo bench -p hoist-e2e --bench thumbnails 2>/dev/null | grep -v '^{"' | tee bench/thumbnails.md
 # Large files in windows: time to verdict by number of workers (the CLI uploads the files).
 cargo build -q --release -p hoist-cli
 cargo bench -p hoist-e2e --bench windows 2>/dev/null | grep -v '^{"' | tee bench/windows.md

@@ -1,6 +1,11 @@
 //! Thumbnails for JPEG, PNG, GIF and WebP. Dimensions and allocation are checked
 //! from the header before any pixel is decoded, so a decompression bomb costs
 //! microseconds, not memory. EXIF orientation is applied.
+//!
+//! JPEGs are decoded at reduced scale: the IDCT yields 1/2, 1/4 or 1/8 of each side
+//! directly (`jpeg-decoder`'s `scale`, libjpeg's DCT scaling, what libvips calls
+//! shrink-on-load), so a 24-megapixel photo becomes ~750 x 500 pixels without ever
+//! existing at full size: less work, and a few MiB instead of 72 MiB of pixels.
 
 use std::io::Cursor;
 
@@ -46,6 +51,9 @@ pub fn make(bytes: &[u8], max_side: u32) -> Result<Thumbnail, ThumbnailError> {
     if w > MAX_SIDE || h > MAX_SIDE {
         return Err(ThumbnailError::TooLarge { width: w, height: h });
     }
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return jpeg_at_scale(bytes, max_side);
+    }
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(decode_err)?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
@@ -57,10 +65,70 @@ pub fn make(bytes: &[u8], max_side: u32) -> Result<Thumbnail, ThumbnailError> {
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
     let (source_width, source_height) = (img.width(), img.height());
+    encode(&img, max_side, source_width, source_height)
+}
+
+fn encode(
+    img: &DynamicImage,
+    max_side: u32,
+    source_width: u32,
+    source_height: u32,
+) -> Result<Thumbnail, ThumbnailError> {
     let thumb = img.thumbnail(max_side, max_side).into_rgb8();
     let mut jpeg = Vec::new();
     JpegEncoder::new_with_quality(&mut jpeg, 82).encode_image(&thumb).map_err(decode_err)?;
     Ok(Thumbnail { jpeg, width: thumb.width(), height: thumb.height(), source_width, source_height })
+}
+
+/// A JPEG decoded straight to the smallest DCT scale (1/8, 1/4, 1/2, 1) that is still
+/// at least `max_side` on a side, then resampled to the thumbnail.
+fn jpeg_at_scale(bytes: &[u8], max_side: u32) -> Result<Thumbnail, ThumbnailError> {
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    decoder.read_info().map_err(decode_err)?;
+    let info = decoder.info().ok_or_else(|| ThumbnailError::Decode("no JPEG header".into()))?;
+    let (width, height) = (u32::from(info.width), u32::from(info.height));
+    let side = max_side.min(u32::from(u16::MAX)) as u16;
+    let (w, h) = decoder.scale(side, side).map_err(decode_err)?;
+    let pixels = decoder.decode().map_err(decode_err)?;
+    let (w, h) = (u32::from(w), u32::from(h));
+    let too_short = || ThumbnailError::Decode("the JPEG decoded to fewer pixels than it declares".into());
+    let mut img = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => {
+            DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, pixels).ok_or_else(too_short)?)
+        }
+        jpeg_decoder::PixelFormat::L8 => {
+            DynamicImage::ImageLuma8(image::GrayImage::from_raw(w, h, pixels).ok_or_else(too_short)?)
+        }
+        jpeg_decoder::PixelFormat::L16 => {
+            let wide: Vec<u16> = pixels.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]])).collect();
+            DynamicImage::ImageLuma16(image::ImageBuffer::from_raw(w, h, wide).ok_or_else(too_short)?)
+        }
+        jpeg_decoder::PixelFormat::CMYK32 => {
+            // Adobe's CMYK JPEGs store inverted values; this is the usual approximation.
+            let rgb: Vec<u8> = pixels
+                .chunks_exact(4)
+                .flat_map(|p| {
+                    let k = u16::from(p[3]);
+                    [p[0], p[1], p[2]].map(|c| (u16::from(c) * k / 255) as u8)
+                })
+                .collect();
+            DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, rgb).ok_or_else(too_short)?)
+        }
+    };
+    let orientation = decoder
+        .exif_data()
+        .and_then(image::metadata::Orientation::from_exif_chunk)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    img.apply_orientation(orientation);
+    let turned = !matches!(
+        orientation,
+        image::metadata::Orientation::NoTransforms
+            | image::metadata::Orientation::Rotate180
+            | image::metadata::Orientation::FlipHorizontal
+            | image::metadata::Orientation::FlipVertical
+    );
+    let (source_width, source_height) = if turned { (height, width) } else { (width, height) };
+    encode(&img, max_side, source_width, source_height)
 }
 
 #[cfg(test)]

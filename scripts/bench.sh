@@ -22,4 +22,5 @@ if [ ! -x "$VENV_AWSCLI/bin/aws" ]; then
   python3 -m venv "$VENV_AWSCLI" && "$VENV_AWSCLI/bin/pip" install -q 'awscli==1.46.*'
 fi
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; }
+cargo bench -p hoist-cli --bench kill_resume 2>/dev/null | grep -v '^{"' | tee bench/kill_resume.md
 AWS_CLI="$VENV_AWSCLI/bin/aws" cargo bench -p hoist-cli --bench put_throughput 2>/dev/null | grep -v '^{"' | tee bench/put_throughput.md

@@ -167,3 +167,23 @@ pub struct QuotaView {
     /// Stored plus in flight may not exceed this.
     pub max_stored_bytes: u64,
 }
+
+/// `GET /uploads/{id}/parts`: the parts S3 holds for an open upload, as S3 lists them.
+/// A client resuming after a crash records those it sent (its SHA-256 matches, which S3
+/// enforced) instead of sending them again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HeldParts {
+    pub parts: Vec<HeldPart>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HeldPart {
+    pub number: u32,
+    pub etag: String,
+    pub size: u64,
+    /// Base64 SHA-256 S3 verified, when the upload pins part checksums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}

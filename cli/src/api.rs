@@ -183,6 +183,11 @@ impl Api {
         self.call(Method::GET, &format!("/uploads/{id}"), true).await
     }
 
+    /// The parts S3 holds for an open upload (recorded or not).
+    pub async fn held_parts(&self, id: &str) -> Result<api_types::uploads::HeldParts, CliError> {
+        self.call(Method::GET, &format!("/uploads/{id}/parts"), true).await
+    }
+
     /// Signs parts `(number, base64 SHA-256)`.
     pub async fn sign(&self, id: &str, parts: &[(u32, String)]) -> Result<Vec<SignedPart>, CliError> {
         let body = SignPartsRequest {

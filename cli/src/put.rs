@@ -366,13 +366,41 @@ pub async fn put_file(
     };
     let upload = upload.ok_or_else(|| CliError::Other("no upload".into()))?;
     let id = state.upload_id.clone();
-    let missing: Vec<u32> = expand(&upload.missing_parts).collect();
+    let mut missing: Vec<u32> = expand(&upload.missing_parts).collect();
     // The plan the server accepted for this upload: where each part starts in the file.
     let plan = ByteSize::new(state.size)
         .and_then(|size| PartPlan::new(size, Some(state.part_size), state.part_size))
         .map_err(|e| CliError::Source(e.to_string()))?;
+    let mut reconciled = 0u64;
+    if resumed && !missing.is_empty() {
+        // Parts S3 finished whose answer never reached us (the crash came first): S3
+        // checked them against the SHA-256 we pinned, so recording them is enough.
+        let held = api.held_parts(&id).await?;
+        let planned_len = |n: u32| PartNumber::new(n).ok().and_then(|p| plan.part_len(p));
+        let found: Vec<RecordPartItem> = held
+            .parts
+            .into_iter()
+            .filter(|p| missing.contains(&p.number))
+            .filter(|p| planned_len(p.number) == Some(p.size))
+            .filter(|p| {
+                let ours = state.part_sha256.get(p.number as usize - 1);
+                p.sha256.is_some() && p.sha256.as_ref() == ours
+            })
+            .map(|p| RecordPartItem {
+                number: i64::from(p.number),
+                etag: p.etag,
+                size: p.size.into(),
+                sha256: p.sha256,
+            })
+            .collect();
+        for batch in found.chunks(1000) {
+            api.record(&id, batch.to_vec()).await?;
+        }
+        missing.retain(|n| !found.iter().any(|p| p.number == i64::from(*n)));
+        reconciled = found.iter().map(|p| p.size.as_u64().unwrap_or(0)).sum();
+    }
     bar.set_length(size);
-    bar.set_position(upload.bytes_done);
+    bar.set_position(upload.bytes_done + reconciled);
     bar.set_message(name.clone());
 
     let window = (opts.concurrency * 2).max(16);
@@ -439,9 +467,12 @@ pub async fn put_file(
         })
         .try_buffer_unordered(opts.concurrency.max(1));
     tokio::pin!(uploads);
-    let mut pending: Vec<RecordPartItem> = Vec::new();
+    // Completed parts go to a recorder task on a timer, so recording never holds up the
+    // sending (the uploads are only driven while this loop polls them) and never waits
+    // for a later part to finish: a crash loses at most about a second of parts.
+    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = tokio::spawn(record_on_a_timer(api.clone(), id.clone(), done_rx));
     let mut parts_sent = 0usize;
-    let mut last_record = Instant::now();
     let mut failure: Option<CliError> = None;
     loop {
         let next = tokio::select! {
@@ -451,12 +482,7 @@ pub async fn put_file(
         match next {
             Some(Ok(part)) => {
                 parts_sent += 1;
-                pending.push(part);
-                // Batched, but never more than a second behind: a crash loses little.
-                if pending.len() >= RECORD_EVERY || last_record.elapsed() >= RECORD_INTERVAL {
-                    api.record(&id, std::mem::take(&mut pending)).await?;
-                    last_record = Instant::now();
-                }
+                let _ = done_tx.send(part);
             }
             Some(Err(e)) => {
                 failure = Some(e);
@@ -466,9 +492,8 @@ pub async fn put_file(
         }
     }
     // Whatever happened, record what S3 accepted so a rerun does not send it again.
-    if !pending.is_empty() {
-        api.record(&id, pending).await?;
-    }
+    drop(done_tx);
+    recorder.await.map_err(|e| CliError::Other(format!("recorder: {e}")))??;
     if let Some(e) = failure {
         return Err(e);
     }
@@ -485,6 +510,40 @@ pub async fn put_file(
         resumed,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Records completed parts at least once every [`RECORD_INTERVAL`] while any are waiting
+/// (and at once when [`RECORD_EVERY`] are), then whatever is left when the sender is
+/// done. A failed record keeps its parts for the next tick; only the last one's failure
+/// is an error.
+async fn record_on_a_timer(
+    api: Api,
+    id: String,
+    mut done: tokio::sync::mpsc::UnboundedReceiver<RecordPartItem>,
+) -> Result<(), CliError> {
+    let mut pending: Vec<RecordPartItem> = Vec::new();
+    let mut tick = tokio::time::interval(RECORD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let flush = tokio::select! {
+            part = done.recv() => match part {
+                Some(part) => {
+                    pending.push(part);
+                    pending.len() >= RECORD_EVERY
+                }
+                None => break,
+            },
+            _ = tick.tick() => !pending.is_empty(),
+        };
+        // A failed record keeps its parts for the next tick.
+        if flush && api.record(&id, pending.clone()).await.is_ok() {
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        api.record(&id, pending).await?;
+    }
+    Ok(())
 }
 
 async fn wait_for(stop: Arc<AtomicBool>) {

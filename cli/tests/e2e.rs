@@ -124,6 +124,11 @@ async fn sigkill_mid_upload_then_rerun_sends_only_missing_parts() {
     assert_eq!(before.status, "uploading");
     let missing: Vec<u32> = ranges::expand(&before.missing_parts).collect();
     assert!(!missing.is_empty() && missing.len() < 8, "killed mid-way: {before:?}");
+    // Parts S3 finished whose answer the killed process never saw: the rerun records
+    // them (S3 checked their pinned SHA-256) rather than sending them again.
+    let held: api_types::uploads::HeldParts =
+        h.call_as(Some(&owner), "GET", &format!("/uploads/{id}/parts"), None, 200).await;
+    let to_send: Vec<u32> = missing.iter().copied().filter(|n| !held.parts.iter().any(|p| p.number == *n)).collect();
 
     h.clear_request_log();
     let mut c = hoist(&h, &owner, &state);
@@ -133,10 +138,10 @@ async fn sigkill_mid_upload_then_rerun_sends_only_missing_parts() {
     let r = &json_lines(&out.stdout)[0];
     assert_eq!(r["id"], id.as_str(), "the same upload was resumed");
     assert_eq!(r["resumed"], true);
-    assert_eq!(r["parts_sent"].as_u64().unwrap() as usize, missing.len());
+    assert_eq!(r["parts_sent"].as_u64().unwrap() as usize, to_send.len());
     let mut signed = h.signed_part_numbers(&id);
     signed.sort_unstable();
-    assert_eq!(signed, missing, "the server was asked to sign exactly the missing parts");
+    assert_eq!(signed, to_send, "the server was asked to sign exactly the parts S3 lacks");
     assert_eq!(h.object_bytes(&id).await, data);
     std::fs::remove_dir_all(dir).ok();
 }
@@ -200,5 +205,98 @@ async fn get_resumes_an_interrupted_download_and_verifies_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("hash"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!dest.exists() && !partial.exists());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Issue 13.5: a part S3 has is recorded on a timer (about a second), not only when a
+/// later part completes. Two parts in flight share 4 MiB/s, so parts 1 and 2 finish
+/// together (~2.5 s), and parts 3 and 4 ~2.5 s later: both 1 and 2 must be on the
+/// server while 3 and 4 are still being sent (recording "at the next completion, once
+/// a second" recorded the second of a pair only with the next pair).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_are_recorded_on_a_timer_not_when_the_next_part_completes() {
+    let h = Harness::start().await;
+    let owner = unique("timer");
+    let dir = temp_dir("hoist-timer");
+    let data = rand_like::bytes(4 * 5 * MIB);
+    let src = dir.join("four-parts.bin");
+    std::fs::write(&src, &data).unwrap();
+    let state = dir.join("state");
+    let mut c = hoist(&h, &owner, &state);
+    c.args(["put", "-j", "2", "--part-size", "5242880", "--limit-rate", "4M"]).arg(&src);
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let id = wait_for_parts(&h, &owner, &state, 2, &mut child).await;
+    // The moment parts 1 and 2 are recorded, S3 does not have 3 or 4 yet.
+    let rec = h.app.repo.get(&shared::domain::UploadId::parse(&id).unwrap()).await.unwrap().unwrap();
+    let listed =
+        h.s3.list_parts()
+            .bucket(h.app.objects.bucket())
+            .key(&rec.s3_key)
+            .upload_id(&rec.s3_upload_id)
+            .send()
+            .await
+            .unwrap();
+    let mut in_s3: Vec<i32> = listed.parts().iter().filter_map(|p| p.part_number()).collect();
+    in_s3.sort_unstable();
+    assert_eq!(in_s3, vec![1, 2], "both were recorded before the next pair finished");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert!(out.status.success());
+    assert_eq!(h.object_bytes(&id).await, data);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Issue 13.5: parts S3 finished but nobody recorded (the process died before it saw
+/// S3's answer) are recorded on resume, not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_records_parts_s3_holds_instead_of_sending_them_again() {
+    let h = Harness::start().await;
+    let owner = unique("held");
+    let dir = temp_dir("hoist-held");
+    let data = rand_like::bytes(4 * 5 * MIB);
+    let src = dir.join("four.bin");
+    std::fs::write(&src, &data).unwrap();
+    let state = dir.join("state");
+    // Start an upload and kill it at once, before any part: the state file is written.
+    let mut c = hoist(&h, &owner, &state);
+    c.args(["put", "-j", "1", "--part-size", "5242880", "--limit-rate", "1M"]).arg(&src);
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let id = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Some(entry) = std::fs::read_dir(&state).ok().and_then(|mut d| d.next()) else { continue };
+        let Ok(st) = serde_json::from_slice::<Value>(&std::fs::read(entry.unwrap().path()).unwrap_or_default()) else {
+            continue;
+        };
+        break st["upload_id"].as_str().unwrap().to_owned();
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // As if the dead process had sent parts 2 and 3 (S3 has them, nothing recorded):
+    // sign and PUT them by hand, with the SHA-256 the state file pinned.
+    let signed: api_types::uploads::SignPartsResponse = {
+        let st: Value = serde_json::from_slice(
+            &std::fs::read(std::fs::read_dir(&state).unwrap().next().unwrap().unwrap().path()).unwrap(),
+        )
+        .unwrap();
+        let sha = |n: usize| st["part_sha256"][n - 1].as_str().unwrap().to_owned();
+        let body = serde_json::json!({"parts": [{"number": 2, "sha256": sha(2)}, {"number": 3, "sha256": sha(3)}]});
+        h.call_as(Some(&owner), "POST", &format!("/uploads/{id}/parts/sign"), Some(body), 200).await
+    };
+    for p in &signed.parts {
+        let (s, _, body) = h.put_part(p, hoist_e2e::chunk(&data, 5 * MIB, p.number).to_vec()).await;
+        assert_eq!(s, 200, "{body}");
+    }
+    h.clear_request_log();
+    let mut c = hoist(&h, &owner, &state);
+    c.args(["--json", "put", "-j", "2"]).arg(&src);
+    let out = run(c).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = &json_lines(&out.stdout)[0];
+    assert_eq!(r["resumed"], true);
+    let mut sent = h.signed_part_numbers(&id);
+    sent.sort_unstable();
+    assert_eq!(sent, vec![1, 4], "parts 2 and 3 were recorded from S3, not sent again");
+    assert_eq!(h.object_bytes(&id).await, data);
     std::fs::remove_dir_all(dir).ok();
 }

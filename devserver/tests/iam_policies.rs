@@ -141,6 +141,8 @@ async fn every_function_policy_grants_what_its_handler_calls() {
     let a = run.sent_upload().await;
     assert_eq!(run.call("GET", &format!("/uploads/{a}"), None).await.0, 200);
     assert_eq!(run.call("GET", "/uploads", None).await.0, 200);
+    let held = run.sent_upload().await;
+    assert_eq!(run.call("GET", &format!("/uploads/{held}/parts"), None).await.0, 200);
     let (s, v) = run.call("POST", &format!("/uploads/{a}/complete"), None).await;
     assert_eq!(s, 200, "{v}");
     let b = run.sent_upload().await;

@@ -1,5 +1,6 @@
 //! `GET /uploads/{id}`: status, progress and the missing parts a client resumes with.
 //! `GET /uploads`: the caller's open uploads and quotas (what to finish or abort).
+//! `GET /uploads/{id}/parts`: the parts S3 holds for an open upload (resume).
 use std::sync::Arc;
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
@@ -20,6 +21,10 @@ pub async fn handle(app: Arc<App>, req: Request) -> Response<Body> {
                 return http::json(StatusCode::OK, &open);
             }
             let id = http::upload_id(http::path_param(&req, "id"))?;
+            if http::route_key(&req) == "GET /uploads/{id}/parts" {
+                let held = parts::held_parts(&app, &owner, &id, shared::now()).await?;
+                return http::json(StatusCode::OK, &held);
+            }
             let status = parts::status(&app, &owner, &id, shared::now()).await?;
             http::json(StatusCode::OK, &status)
         }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use api_types::uploads::{
-    OpenUploads, QuotaView, RecordPartsRequest, RecordPartsResponse, SignPartsRequest, SignPartsResponse, SignedPart,
-    UploadView,
+    HeldPart, HeldParts, OpenUploads, QuotaView, RecordPartsRequest, RecordPartsResponse, SignPartsRequest,
+    SignPartsResponse, SignedPart, UploadView,
 };
 
 use crate::{
@@ -195,6 +195,23 @@ pub async fn list_open(app: &App, owner: &Owner, now: i64) -> Result<OpenUploads
             bytes_stored: q.bytes_stored,
             max_stored_bytes: cfg.max_stored_bytes,
         },
+    })
+}
+
+/// `GET /uploads/{id}/parts`: what S3 holds for an open upload (a resuming client
+/// records what it already sent instead of sending it again).
+pub async fn held_parts(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Result<HeldParts, UploadError> {
+    let upload = load_owned(app, owner, id).await?;
+    refuse_unless_open(&upload, now, "list the parts of")?;
+    if upload.single_post {
+        return Err(UploadError::WrongProtocol("This upload is a single POST (from /s3/params); it has no parts."));
+    }
+    let stored = app.objects.list_parts(&upload.s3_key, &upload.s3_upload_id).await?.unwrap_or_default();
+    Ok(HeldParts {
+        parts: stored
+            .into_iter()
+            .map(|p| HeldPart { number: p.number, etag: p.etag, size: p.size, sha256: p.checksum_sha256 })
+            .collect(),
     })
 }
 

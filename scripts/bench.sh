@@ -12,6 +12,8 @@ cargo bench -p hoist-e2e --bench processing 2>/dev/null | grep -v '^{"' | tee be
 # Thumbnails, ours against libvips' vipsthumbnail (Debian's libvips-tools; bench-only).
 command -v vipsthumbnail >/dev/null || { apt-get update -qq && apt-get install -y -qq libvips-tools time; }
 cargo bench -p hoist-e2e --bench thumbnails 2>/dev/null | grep -v '^{"' | tee bench/thumbnails.md
+# moto under Hoist's DynamoDB calls: stock moto_server against scripts/moto_server.py.
+"$VENV_MOTO/bin/python" scripts/bench_moto.py 250 5 | tee bench/moto_health.md
 # Large files in windows: time to verdict by number of workers (the CLI uploads the files).
 cargo build -q --release -p hoist-cli
 cargo bench -p hoist-e2e --bench windows 2>/dev/null | grep -v '^{"' | tee bench/windows.md

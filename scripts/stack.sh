@@ -62,7 +62,9 @@ start() {
       "$VENV_LOCALSTACK/bin/python" -m localstack.runtime.main
   fi
   if ! health_moto; then
-    launch moto "$VENV_MOTO/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+    # moto's server through our wrapper: transactions back up the items they touch, not
+    # the whole table (scripts/moto_server.py; without it moto grows to GBs with use).
+    launch moto "$VENV_MOTO/bin/python" "$HOIST_ROOT/scripts/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT"
   fi
   if ! health_clamd; then
     write_clamd_conf

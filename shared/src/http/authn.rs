@@ -331,9 +331,8 @@ impl BrowserPolicy {
         }
         // The API's own origin: https, or plain http only on this machine.
         let Some(host) = caller.host else { return false };
-        let loopback = host.starts_with("127.0.0.1") || host.starts_with("localhost") || host.starts_with("[::1]");
         origin.eq_ignore_ascii_case(&format!("https://{host}"))
-            || (loopback && origin.eq_ignore_ascii_case(&format!("http://{host}")))
+            || (super::request::is_loopback_host(host) && origin.eq_ignore_ascii_case(&format!("http://{host}")))
     }
 
     /// The owner a request is authenticated as, or why not.

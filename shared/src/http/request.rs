@@ -64,8 +64,17 @@ pub fn base_url(req: &Request, configured: Option<&str>) -> String {
     };
     let host = domain.unwrap_or_else(|| "localhost".to_owned());
     // Plain http only for the dev server on this machine.
-    let loopback = host.starts_with("127.0.0.1") || host.starts_with("localhost") || host.starts_with("[::1]");
-    format!("{}://{host}", if loopback { "http" } else { "https" })
+    format!("{}://{host}", if is_loopback_host(&host) { "http" } else { "https" })
+}
+
+/// Whether a `Host` (with or without its port) names this machine: `localhost`, an
+/// IPv4 loopback address or `[::1]`. Not a prefix match: `localhost.example.com` is not.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => return v6.split(']').next() == Some("::1"),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback())
 }
 
 /// The route API Gateway matched, e.g. `GET /files/{id}` (for binaries serving several).
@@ -100,6 +109,16 @@ mod tests {
                 "http": {"method": "GET", "path": "/files", "protocol": "HTTP/1.1", "sourceIp": "1.2.3.4", "userAgent": "t"}}
         });
         lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    #[test]
+    fn loopback_hosts_are_exact() {
+        for host in ["localhost", "localhost:8787", "127.0.0.1:8787", "127.0.0.2", "[::1]:8787", "[::1]"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["localhost.example.com", "127.0.0.1.example.com:80", "api.example.com", "[::2]:1", "10.0.0.1"] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 
     /// Issue 11.7: link URLs never come from a header the client controls.

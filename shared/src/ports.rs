@@ -104,9 +104,9 @@ pub trait UploadRepo: Send + Sync {
     /// `FinishCompletion`: records the object (its ETag and version, the upload's
     /// `size`) and releases the owner's quota, atomically.
     async fn finish_completion(&self, upload: &Upload, object: &ObjectInfo, now: i64) -> Result<bool, RepoError>;
-    /// Counts a write to a completed upload's key that was thrown away (it would have
-    /// replaced the bytes that were scanned).
-    async fn refused_write(&self, id: &UploadId, now: i64) -> Result<(), RepoError>;
+    /// Counts `n` writes to a completed upload's key that were thrown away (they would
+    /// have replaced the bytes that were scanned).
+    async fn refused_write(&self, id: &UploadId, n: u32, now: i64) -> Result<(), RepoError>;
     /// `Close(to)`: aborted or expired, quota released atomically; forgotten at `forget_at`.
     async fn close_open(
         &self,

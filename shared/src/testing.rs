@@ -441,10 +441,10 @@ impl UploadRepo for MemoryRepo {
         }
     }
 
-    async fn refused_write(&self, id: &UploadId, now: i64) -> Result<(), RepoError> {
+    async fn refused_write(&self, id: &UploadId, n: u32, now: i64) -> Result<(), RepoError> {
         self.enter("repo.refused_write").await?;
         if let Some(u) = lock(&self.state).uploads.get_mut(id) {
-            u.refused_writes = Some(u.refused_writes.unwrap_or(0) + 1);
+            u.refused_writes = Some(u.refused_writes.unwrap_or(0) + n);
             u.updated_at = now;
         }
         Ok(())

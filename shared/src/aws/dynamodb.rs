@@ -828,12 +828,12 @@ impl UploadRepo for DynamoRepo {
         conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
     }
 
-    async fn refused_write(&self, id: &UploadId, now: i64) -> Result<(), RepoError> {
+    async fn refused_write(&self, id: &UploadId, n: u32, now: i64) -> Result<(), RepoError> {
         let res = self
             .update_upload(id)
-            .update_expression("ADD refused_writes :one SET updated_at = :now")
+            .update_expression("ADD refused_writes :n SET updated_at = :now")
             .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":one", nv(1))
+            .expression_attribute_values(":n", nv(n))
             .expression_attribute_values(":now", nv(now))
             .send()
             .await;

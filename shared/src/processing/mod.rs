@@ -261,10 +261,8 @@ async fn record(
         // Any other version at the key is a write that came after completion and whose
         // event was lost or is still to come: it never becomes the file.
         let refused = p.app.objects.delete_other_versions(&rec.s3_key, version).await?;
-        for _ in 0..refused {
-            p.app.repo.refused_write(&rec.id, crate::now()).await?;
-        }
         if refused > 0 {
+            p.app.repo.refused_write(&rec.id, refused, crate::now()).await?;
             tracing::warn!(upload_id = %rec.id, refused, "later writes to the key deleted at the verdict");
         }
     }

@@ -260,8 +260,8 @@ async fn settle(p: &Processor, rec: &Upload) -> Result<JobOutcome, PipelineError
     let outcome = ProcessingOutcome {
         status: super::status_of(&verdict),
         reason: match &verdict {
-            Verdict::Ready => match plan_of(&now).map(|plan| plan.count()) {
-                Ok(raw) if raw < total => format!(
+            Verdict::Ready => match raw {
+                raw if raw < total => format!(
                     "{} Scanned in {raw} windows, and member by member in {} steps.",
                     verdict.reason(),
                     total - raw

@@ -88,7 +88,7 @@ async fn refuse_unless_recorded(
         return Ok(Arrival::Ignored);
     }
     app.objects.delete_version(key, arrived).await?;
-    app.repo.refused_write(&upload.id, now).await?;
+    app.repo.refused_write(&upload.id, 1, now).await?;
     tracing::warn!(upload_id = %upload.id, owner = %upload.owner, version = arrived, status = upload.status.as_str(),
         "a later write to a completed upload was deleted; the scanned version stays");
     telemetry::metric("process", "WritesRefused", 1.0, "Count");

@@ -26,6 +26,29 @@ fn now_secs() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
+/// Parts a run sent again of what S3 held at the kill before it.
+#[derive(Default)]
+struct Resent {
+    total: u64,
+    worst: u64,
+    /// Of those, parts S3 had finished more than a second before the kill.
+    old: u64,
+}
+
+impl Resent {
+    /// Counts what the run just logged as signed of `parts` (S3's, at the kill at `at`),
+    /// and prints the row.
+    fn count(&mut self, h: &Harness, id: &str, (at, parts): (f64, Vec<(u32, f64)>), label: &str) {
+        let signed = h.signed_part_numbers(id);
+        let again: Vec<&(u32, f64)> = parts.iter().filter(|(n, _)| signed.contains(n)).collect();
+        let old = again.iter().filter(|(_, done)| *done < at - 1.0 - LAST_MODIFIED_RESOLUTION).count() as u64;
+        self.total += again.len() as u64;
+        self.old += old;
+        self.worst = self.worst.max(again.len() as u64);
+        println!("|   | ↳ {label} | | | {} parts ({} MiB) | {old} |", again.len(), again.len() as u64 * PART / MIB);
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let h = Harness::start().await;
@@ -62,9 +85,7 @@ async fn main() {
     println!("| kill | after s | parts in S3 at the kill | recorded on the server | sent again by the next run | of those, finished > 1 s before the kill |");
     println!("|---|---|---|---|---|---|");
     let mut id = String::new();
-    let mut worst_resent = 0u64;
-    let mut old_resent_total = 0u64;
-    let mut resent_total = 0u64;
+    let mut resent = Resent::default();
     let mut snapshot: Option<(f64, Vec<(u32, f64)>)> = None;
     for (k, delay) in delays.iter().enumerate() {
         h.clear_request_log();
@@ -78,18 +99,8 @@ async fn main() {
         let killed_at = now_secs();
         child.wait().unwrap();
         // What this run sent again of what S3 had at the previous kill.
-        if let Some((at, parts)) = snapshot.take() {
-            let signed = h.signed_part_numbers(&id);
-            let again: Vec<&(u32, f64)> = parts.iter().filter(|(n, _)| signed.contains(n)).collect();
-            let old = again.iter().filter(|(_, done)| *done < at - 1.0 - LAST_MODIFIED_RESOLUTION).count() as u64;
-            resent_total += again.len() as u64;
-            old_resent_total += old;
-            worst_resent = worst_resent.max(again.len() as u64);
-            println!(
-                "|   | ↳ sent again | | | {} parts ({} MiB) | {old} |",
-                again.len(),
-                again.len() as u64 * PART / MIB
-            );
+        if let Some(at_kill) = snapshot.take() {
+            resent.count(&h, &id, at_kill, "sent again");
         }
         if id.is_empty() {
             let entry = std::fs::read_dir(&state).ok().and_then(|mut d| d.next()).and_then(|e| e.ok());
@@ -104,18 +115,9 @@ async fn main() {
             }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let rec = h.app.repo.get(&shared::domain::UploadId::parse(&id).unwrap()).await.unwrap().unwrap();
-        let listed =
-            h.s3.list_parts()
-                .bucket(h.app.objects.bucket())
-                .key(&rec.s3_key)
-                .upload_id(&rec.s3_upload_id)
-                .max_parts(1000)
-                .send()
-                .await
-                .unwrap();
-        let parts: Vec<(u32, f64)> = listed
-            .parts()
+        let parts: Vec<(u32, f64)> = h
+            .s3_parts(&id)
+            .await
             .iter()
             .filter_map(|p| {
                 let done = p.last_modified().map(|t| t.as_secs_f64())?;
@@ -130,27 +132,20 @@ async fn main() {
     h.clear_request_log();
     let out = run(false).output().unwrap();
     assert!(out.status.success(), "the final run failed");
-    if let Some((at, parts)) = snapshot.take() {
-        let signed = h.signed_part_numbers(&id);
-        let again: Vec<&(u32, f64)> = parts.iter().filter(|(n, _)| signed.contains(n)).collect();
-        let old = again.iter().filter(|(_, done)| *done < at - 1.0 - LAST_MODIFIED_RESOLUTION).count() as u64;
-        resent_total += again.len() as u64;
-        old_resent_total += old;
-        worst_resent = worst_resent.max(again.len() as u64);
-        println!(
-            "|   | ↳ sent again (final run) | | | {} parts ({} MiB) | {old} |",
-            again.len(),
-            again.len() as u64 * PART / MIB
-        );
+    if let Some(at_kill) = snapshot.take() {
+        resent.count(&h, &id, at_kill, "sent again (final run)");
     }
     let v: UploadView = h.call_as(Some(&owner), "GET", &format!("/uploads/{id}"), None, 200).await;
     println!();
     println!(
-        "sent again in all: {resent_total} parts ({} MiB); worst kill: {worst_resent} parts ({} MiB), bound {CONCURRENCY} x {} MiB = {} MiB; parts finished > 1 s before a kill and sent again: {old_resent_total}; final status: {}",
-        resent_total * PART / MIB,
-        worst_resent * PART / MIB,
+        "sent again in all: {} parts ({} MiB); worst kill: {} parts ({} MiB), bound {CONCURRENCY} x {} MiB = {} MiB; parts finished > 1 s before a kill and sent again: {}; final status: {}",
+        resent.total,
+        resent.total * PART / MIB,
+        resent.worst,
+        resent.worst * PART / MIB,
         PART / MIB,
         CONCURRENCY * PART / MIB,
+        resent.old,
         v.status
     );
     std::fs::remove_dir_all(&dir).ok();

@@ -228,16 +228,7 @@ async fn parts_are_recorded_on_a_timer_not_when_the_next_part_completes() {
     let mut child = c.spawn().unwrap();
     let id = wait_for_parts(&h, &owner, &state, 2, &mut child).await;
     // The moment parts 1 and 2 are recorded, S3 does not have 3 or 4 yet.
-    let rec = h.app.repo.get(&shared::domain::UploadId::parse(&id).unwrap()).await.unwrap().unwrap();
-    let listed =
-        h.s3.list_parts()
-            .bucket(h.app.objects.bucket())
-            .key(&rec.s3_key)
-            .upload_id(&rec.s3_upload_id)
-            .send()
-            .await
-            .unwrap();
-    let mut in_s3: Vec<i32> = listed.parts().iter().filter_map(|p| p.part_number()).collect();
+    let mut in_s3: Vec<i32> = h.s3_parts(&id).await.iter().filter_map(|p| p.part_number()).collect();
     in_s3.sort_unstable();
     assert_eq!(in_s3, vec![1, 2], "both were recorded before the next pair finished");
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();

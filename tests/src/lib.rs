@@ -483,6 +483,23 @@ impl Harness {
         created.id
     }
 
+    /// The parts S3 holds for an open upload, read from S3 itself (not through the API).
+    pub async fn s3_parts(&self, id: &str) -> Vec<aws_sdk_s3::types::Part> {
+        let rec =
+            self.app.repo.get(&shared::domain::UploadId::parse(id).expect("id")).await.expect("get").expect("upload");
+        let listed = self
+            .s3
+            .list_parts()
+            .bucket(self.app.objects.bucket())
+            .key(&rec.s3_key)
+            .upload_id(&rec.s3_upload_id)
+            .max_parts(1000)
+            .send()
+            .await
+            .expect("ListParts");
+        listed.parts().to_vec()
+    }
+
     /// The object's `hoist-status` tag.
     pub async fn status_tag(&self, key: &str) -> Option<String> {
         let out = self.s3.get_object_tagging().bucket(self.app.objects.bucket()).key(key).send().await.ok()?;

@@ -1,6 +1,6 @@
 # The two commands: `make dev` runs the whole thing locally, `make test` runs every test.
 SHELL := /bin/bash
-.PHONY: dev test unit mutants stack stop token bench fmt lint
+.PHONY: dev test unit mutants stack stop token bench fmt lint sam-local sam-build
 
 dev: ## Stack + API on http://127.0.0.1:8787 (Ctrl-C stops the API; `make stop` the stack)
 	bash scripts/dev.sh
@@ -13,6 +13,12 @@ unit: ## Tests that need no local stack (seconds): unit, crash windows on in-mem
 
 mutants: ## Break the completion protocol on purpose; fails if the unit tests miss a break
 	bash scripts/mutants.sh
+
+sam-local: ## The deployable artifact under SAM's emulator: sam build, invoke every function, the API flow via start-api
+	bash scripts/sam_local.sh
+
+sam-build: ## Build what `sam deploy` uploads: make sam-build [ARCH=arm64|x86_64] (arm64 by default, as deployed)
+	bash scripts/sam_build.sh $${ARCH:-arm64}
 
 stack: ## Only the local AWS stack
 	bash scripts/stack.sh start

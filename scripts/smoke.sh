@@ -1,24 +1,41 @@
 #!/usr/bin/env bash
-# Smoke-invokes every function binary the way Lambda would: `cargo lambda watch`
-# runs them behind the Lambda runtime API, `cargo lambda invoke` sends events/.
-# Expects the local stack to be up. Checks each answer's status.
+# Smoke-invokes every function with its events/ file the way Lambda would, and checks
+# each answer. Two ways to run the functions (HOIST_SMOKE_VIA):
+#   sam    (make sam-local, make test): the deployable artifact from `sam build`, in SAM's
+#          Lambda emulator (scripts/sam_local.sh sets SAM_ARGS, the invoke options);
+#   cargo  (default when run alone): `cargo lambda watch` runs the debug binaries behind
+#          the Lambda runtime API, `cargo lambda invoke` sends the events.
+# Expects the local stack to be up.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 export PATH="$VENV_TOOLS/bin:$PATH"
 cd "$HOIST_ROOT"
-PORT="${HOIST_SMOKE_PORT:-9137}"
+VIA="${HOIST_SMOKE_VIA:-cargo}"
+LOG="$HOIST_RUN/smoke-$VIA.log"
+: >"$LOG"
 
-setsid cargo lambda watch -A 127.0.0.1 -P "$PORT" --ignore-changes >"$HOIST_RUN/lambda-watch.log" 2>&1 </dev/null &
-WATCH=$!
-trap 'kill -TERM -- -$WATCH 2>/dev/null || true; wait $WATCH 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  curl -s -o /dev/null -m 1 "http://127.0.0.1:$PORT/" && break
-  sleep 0.3
-done
-
-invoke() { # binary, event file -> prints the response JSON
-  cargo lambda invoke "$1" -A 127.0.0.1 -P "$PORT" --data-file "$2" 2>>"$HOIST_RUN/lambda-watch.log"
-}
+if [ "$VIA" = sam ]; then
+  : "${SAM_ARGS:?scripts/sam_local.sh sets it: sam local invoke options}"
+  # The template's logical id of a binary: create_upload -> CreateUploadFunction.
+  logical_id() { python3 -c 'import sys; print("".join(w.title() for w in sys.argv[1].split("_")) + "Function")' "$1"; }
+  invoke() { # binary, event file -> prints the response JSON
+    eval "sam local invoke \"\$(logical_id \"\$1\")\" $SAM_ARGS -e \"\$2\"" 2>>"$LOG"
+  }
+  TOKEN_ARGS=(--idp)
+else
+  PORT="${HOIST_SMOKE_PORT:-9137}"
+  setsid cargo lambda watch -A 127.0.0.1 -P "$PORT" --ignore-changes >>"$LOG" 2>&1 </dev/null &
+  WATCH=$!
+  trap 'kill -TERM -- -$WATCH 2>/dev/null || true; wait $WATCH 2>/dev/null || true' EXIT
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null -m 1 "http://127.0.0.1:$PORT/" && break
+    sleep 0.3
+  done
+  invoke() { # binary, event file -> prints the response JSON
+    cargo lambda invoke "$1" -A 127.0.0.1 -P "$PORT" --data-file "$2" 2>>"$LOG"
+  }
+  TOKEN_ARGS=()
+fi
 
 status_of() { python3 -c 'import json,sys; print(json.load(sys.stdin).get("statusCode"))'; }
 
@@ -35,7 +52,7 @@ check_json() { # name, binary, event file, python assertion on r (the decoded an
 fail=0
 check() { # binary, event, expected status
   local out got
-  out=$(invoke "$1" "$2") || { echo "smoke: $1 invoke failed"; fail=1; return; }
+  out=$(invoke "$1" "$2") || { echo "smoke: $1 invoke failed"; fail=1; LAST="{}"; return; }
   got=$(printf '%s' "$out" | status_of)
   if [ "$got" = "$3" ]; then echo "smoke: $1 -> $got ok"; else echo "smoke: $1 -> $got, expected $3: $out"; fail=1; fi
   LAST="$out"
@@ -77,7 +94,7 @@ check_json janitor janitor events/janitor.json '"expired" in r and "errors" in r
 check_json authorizer authorizer events/authorizer.json 'r["isAuthorized"] is False' 
 # ...and accepts a valid one, naming its owner.
 tmp_auth=$(mktemp)
-python3 - "$("$CARGO_TARGET_DIR/debug/hoist-dev" token smoke-owner)" >"$tmp_auth" <<'PY'
+python3 - "$("$CARGO_TARGET_DIR/debug/hoist-dev" token smoke-owner "${TOKEN_ARGS[@]}")" >"$tmp_auth" <<'PY'
 import json, sys
 e = json.load(open("events/authorizer.json"))
 e["cookies"] = ["theme=dark", "__Host-hoist_session=" + sys.argv[1]]
@@ -97,5 +114,5 @@ rm -f "$tmp_auth" "$tmp_auth.x"
 check_json process process events/process.json 'r["batchItemFailures"] == []' 
 # S3's ObjectCreated event (single-POST uploads) for an unknown upload, and S3's test event: both acknowledged.
 check_json "process (S3 events)" process events/process-s3-event.json 'r["batchItemFailures"] == []'
-if [ $fail -ne 0 ]; then tail -n 40 "$HOIST_RUN/lambda-watch.log"; fi
+if [ $fail -ne 0 ]; then tail -n 40 "$LOG"; fi
 exit $fail

@@ -56,10 +56,11 @@ wait_for() { # name, check function, seconds
 start() {
   bash "$HOIST_ROOT/scripts/install.sh"
   if ! health_localstack; then
+    # Through scripts/localstack_server.py: LocalStack alone would listen on every interface.
     launch localstack env GATEWAY_LISTEN="127.0.0.1:$LOCALSTACK_PORT" SERVICES=s3,sqs DNS_ADDRESS=0 \
       DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 S3_SKIP_SIGNATURE_VALIDATION=0 SQS_ENDPOINT_STRATEGY=path \
       LOCALSTACK_HOST="127.0.0.1:$LOCALSTACK_PORT" \
-      "$VENV_LOCALSTACK/bin/python" -m localstack.runtime.main
+      "$VENV_LOCALSTACK/bin/python" "$HOIST_ROOT/scripts/localstack_server.py"
   fi
   if ! health_moto; then
     # moto's server through our wrapper: transactions back up the items they touch, not

@@ -35,7 +35,13 @@ enum Cmd {
         owner: String,
         #[arg(long, default_value_t = 24 * 3600)]
         ttl_seconds: i64,
+        /// Sign as the dev identity provider instead (EdDSA, for the authorizer under
+        /// `sam local`, which checks tokens against the JWKS `hoist-dev jwks` prints).
+        #[arg(long)]
+        idp: bool,
     },
+    /// Print the dev identity provider's JWKS document (derived from HOIST_DEV_JWT_SECRET).
+    Jwks,
 }
 
 fn secret() -> Result<String, Box<dyn std::error::Error>> {
@@ -45,10 +51,12 @@ fn secret() -> Result<String, Box<dyn std::error::Error>> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().cmd {
-        Cmd::Token { owner, ttl_seconds } => {
+        Cmd::Token { owner, ttl_seconds, idp } => {
             shared::domain::Owner::parse(&owner)?;
-            println!("{}", hoist_dev::jwt::issue(&secret()?, &owner, ttl_seconds, shared::now())?);
+            let issue = if idp { hoist_dev::jwt::idp::issue } else { hoist_dev::jwt::issue };
+            println!("{}", issue(&secret()?, &owner, ttl_seconds, shared::now())?);
         }
+        Cmd::Jwks => println!("{}", hoist_dev::jwt::idp::jwks(&secret()?)),
         Cmd::Serve { port, template, janitor_seconds, web_dir, workers } => {
             shared::telemetry::init("hoist-dev");
             let app = shared::App::from_env().await?;
@@ -63,7 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or(900);
             hoist_dev::spawn_janitor(app.clone(), Duration::from_secs(every));
             let config = shared::config::ProcessConfig::from_env()?;
-            let scanner = std::sync::Arc::new(shared::clamd::Clamd { addr: config.clamd_addr.clone() });
+            let scanner = std::sync::Arc::new(shared::clamd::Clamd::from_config(&config));
             let processor = std::sync::Arc::new(process::Processor { app: app.clone(), scanner, config });
             let sqs = aws_sdk_sqs::Client::new(&aws_config::load_from_env().await);
             for _ in 0..workers.max(1) {

@@ -21,12 +21,21 @@ use crate::processing::ScanReply;
 #[derive(Debug, Clone)]
 pub struct Clamd {
     pub addr: String,
+    /// How long a refused connection is retried: clamd may still be loading its
+    /// definitions beside us (the ClamAV layer's extension starts it at cold start).
+    pub start_wait: Duration,
+}
+
+impl Clamd {
+    pub fn from_config(config: &crate::config::ProcessConfig) -> Self {
+        Self { addr: config.clamd_addr.clone(), start_wait: config.clamd_start_wait }
+    }
 }
 
 #[async_trait]
 impl Scanner for Clamd {
     async fn start(&self) -> Result<Box<dyn ScanSession>, ScannerError> {
-        Ok(Box::new(Instream::start(&self.addr).await?))
+        Ok(Box::new(Instream::start_waiting(&self.addr, self.start_wait).await?))
     }
 }
 
@@ -52,11 +61,22 @@ pub struct Instream {
 
 impl Instream {
     pub async fn start(addr: &str) -> Result<Self, ScannerError> {
+        Self::start_waiting(addr, Duration::ZERO).await
+    }
+
+    /// Starts a scan, retrying a refused connection for up to `start_wait`.
+    pub async fn start_waiting(addr: &str, start_wait: Duration) -> Result<Self, ScannerError> {
         let err = |d: String| ScannerError { addr: addr.to_owned(), detail: d };
-        let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
-            .await
-            .map_err(|_| err("connect timed out".into()))?
-            .map_err(|e| err(e.to_string()))?;
+        let since = std::time::Instant::now();
+        let mut stream = loop {
+            match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
+                Err(_) => return Err(err("connect timed out".into())),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused && since.elapsed() < start_wait => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(r) => break r.map_err(|e| err(e.to_string()))?,
+            }
+        };
         stream.set_nodelay(true).ok();
         stream.write_all(b"zINSTREAM\0").await.map_err(|e| err(e.to_string()))?;
         Ok(Self { stream, addr: addr.to_owned(), refused: false })
@@ -113,4 +133,32 @@ pub async fn ping(addr: &str) -> bool {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
     buf.starts_with(b"PONG")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scanner that starts after us (the layer's clamd still loading) is waited for,
+    /// for as long as configured, and no longer.
+    #[tokio::test]
+    async fn a_refused_connection_is_retried_only_within_the_start_wait() {
+        // A free port, closed again: connections to it are refused until we listen.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        assert!(Instream::start_waiting(&addr, Duration::ZERO).await.is_err());
+        let late = addr.clone();
+        let listener = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let l = tokio::net::TcpListener::bind(&late).await.unwrap();
+            let (mut sock, _) = l.accept().await.unwrap();
+            let mut command = [0u8; 10];
+            sock.read_exact(&mut command).await.unwrap();
+            command
+        });
+        let started = std::time::Instant::now();
+        let scanner = Clamd { addr: addr.clone(), start_wait: Duration::from_secs(5) };
+        assert!(scanner.start().await.is_ok(), "the late scanner was not waited for");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(&listener.await.unwrap(), b"zINSTREAM\0");
+    }
 }

@@ -210,6 +210,9 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct ProcessConfig {
     pub clamd_addr: String,
+    /// How long a refused connection to clamd is retried (it may still be loading
+    /// beside the function, started by the ClamAV layer's extension).
+    pub clamd_start_wait: Duration,
     /// Files above this are not sent to clamd (its StreamMaxLength; ClamAV caps at 4 GB).
     pub scan_limit: u64,
     pub unscanned_policy: UnscannedPolicy,
@@ -237,6 +240,7 @@ impl ProcessConfig {
         };
         Self {
             clamd_addr: var("HOIST_CLAMD_ADDR").unwrap_or_else(|| "127.0.0.1:3310".into()),
+            clamd_start_wait: Duration::from_secs(number("HOIST_CLAMD_START_SECONDS", 0)?.min(600)),
             scan_limit: number("HOIST_SCAN_LIMIT_BYTES", 1100 * MIB)?,
             unscanned_policy,
             thumbnail_max_bytes: number("HOIST_THUMBNAIL_MAX_BYTES", 64 * MIB)?,

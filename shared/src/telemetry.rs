@@ -13,7 +13,17 @@ pub fn init(function: &'static str) {
         .with_span_list(false)
         .with_target(false)
         .try_init();
+    let _ = STARTED.set(std::time::Instant::now());
     tracing::info!(function, "starting");
+}
+
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Logs the end of init (clients built, connections warmed): `init_ms` since `init`, the
+/// figure bench/sam_local.md reports per function.
+pub fn ready(function: &'static str) {
+    let init_ms = STARTED.get().map(|t| t.elapsed().as_secs_f64() * 1000.0).unwrap_or(0.0);
+    tracing::info!(function, init_ms, "initialized");
 }
 
 /// One CloudWatch Embedded Metric Format line on stdout; CloudWatch turns it into

@@ -992,6 +992,7 @@ pub fn config() -> Config {
 pub fn process_config() -> ProcessConfig {
     ProcessConfig {
         clamd_addr: "memory".into(),
+        clamd_start_wait: std::time::Duration::ZERO,
         scan_limit: 1100 * MIB,
         unscanned_policy: UnscannedPolicy::Block,
         thumbnail_max_bytes: 64 * MIB,

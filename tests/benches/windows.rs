@@ -29,7 +29,7 @@ fn env_list(name: &str, default: &str) -> Vec<u64> {
 async fn worker(queue_url: &str, upload: &str) {
     let app = shared::App::from_env().await.expect("app");
     let config = shared::config::ProcessConfig::from_env().expect("process config");
-    let scanner = std::sync::Arc::new(shared::clamd::Clamd { addr: config.clamd_addr.clone() });
+    let scanner = std::sync::Arc::new(shared::clamd::Clamd::from_config(&config));
     let p = std::sync::Arc::new(process::Processor { app: app.clone(), scanner, config });
     let sqs = aws_sdk_sqs::Client::new(&aws_config::load_from_env().await);
     let id = UploadId::parse(upload).expect("id");

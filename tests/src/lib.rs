@@ -175,7 +175,7 @@ impl Harness {
         // has landed): no delivery delay needed, and none to wait for.
         config.job_delay_secs = 0;
         tweak(&mut config);
-        let app = Arc::new(shared::aws::app(config, &sdk).expect("app"));
+        let app = Arc::new(shared::aws::app(config, &sdk).expect("app").0);
         let secret = std::env::var("HOIST_DEV_JWT_SECRET").expect("HOIST_DEV_JWT_SECRET");
         let template =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template.yaml");
@@ -425,7 +425,7 @@ impl Harness {
     pub fn processor(&self, max_receives: u32) -> Arc<process::Processor> {
         let mut config = shared::config::ProcessConfig::from_env().expect("process config");
         config.max_receives = max_receives;
-        let scanner = Arc::new(shared::clamd::Clamd { addr: config.clamd_addr.clone() });
+        let scanner = Arc::new(shared::clamd::Clamd::from_config(&config));
         Arc::new(process::Processor { app: self.app.clone(), scanner, config })
     }
 
@@ -440,7 +440,7 @@ impl Harness {
         let mut config = shared::config::ProcessConfig::from_env().expect("process config");
         config.scan_window = scan_window;
         let config = config.checked().expect("window fits the scanner's stream limit");
-        let scanner = Arc::new(shared::clamd::Clamd { addr: config.clamd_addr.clone() });
+        let scanner = Arc::new(shared::clamd::Clamd::from_config(&config));
         self.drain(&Arc::new(process::Processor { app: self.app.clone(), scanner, config })).await
     }
 

@@ -87,7 +87,7 @@ async fn duplicate_window_deliveries_change_nothing_and_progress_shows() {
     let p = {
         let mut config = shared::config::ProcessConfig::from_env().unwrap();
         config.scan_window = w;
-        let scanner = std::sync::Arc::new(shared::clamd::Clamd { addr: config.clamd_addr.clone() });
+        let scanner = std::sync::Arc::new(shared::clamd::Clamd::from_config(&config));
         std::sync::Arc::new(process::Processor { app: h.app.clone(), scanner, config })
     };
     let job: shared::domain::ProcessJob = serde_json::from_value(jobs[0].clone()).unwrap();

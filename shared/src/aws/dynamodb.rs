@@ -215,6 +215,16 @@ impl DynamoRepo {
         Self { client, table }
     }
 
+    /// Opens the connection (TCP and, in AWS, TLS) to DynamoDB during init, so the first
+    /// request does not pay for it: every API request starts with a DynamoDB call.
+    /// A GetItem of a key never written: every function on the table may already make
+    /// it (no extra IAM right, no AccessDenied noise in CloudTrail), and it costs half a
+    /// read unit per cold start. Its answer does not matter, only the pooled connection.
+    pub async fn warm_up(&self) {
+        let get = self.client.get_item().table_name(&self.table).key("pk", sv("WARMUP")).key("sk", sv("WARMUP"));
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), get.send()).await;
+    }
+
     /// Moves the owner's counters: `bytes_committed` is always `bytes_in_flight` plus
     /// `bytes_stored` (kept as one number so a condition can bound their sum).
     fn quota_update(&self, owner: &Owner, delta: QuotaDelta) -> Result<Update, RepoError> {

@@ -32,25 +32,52 @@ where
 
 /// Builds the app on DynamoDB, S3 and SQS from the standard AWS configuration
 /// (AWS_ENDPOINT_URL_* point the clients at the local stack in development).
-pub fn app(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, StartupError> {
-    let s3 = aws_sdk_s3::config::Builder::from(sdk)
-        .force_path_style(config.s3_force_path_style)
+pub fn app(config: Config, sdk: &aws_config::SdkConfig) -> Result<(App, Arc<DynamoRepo>), StartupError> {
+    let local_s3 = local_endpoint("S3");
+    let mut s3 = aws_sdk_s3::config::Builder::from(sdk);
+    // Only when set: `set_endpoint_url(None)` would drop the endpoint AWS_ENDPOINT_URL_* gave.
+    if local_s3.is_some() {
+        s3.set_endpoint_url(local_s3.clone());
+    }
+    let s3 = s3
+        // A local S3 (LocalStack) answers on one host: path-style addressing.
+        .force_path_style(config.s3_force_path_style || local_s3.is_some())
         // Otherwise the presigner bakes a CRC32 of an empty body into part URLs.
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
         .build();
     let credentials = sdk.credentials_provider().ok_or(StartupError::NoCredentials)?;
     let objects = S3Store::new(aws_sdk_s3::Client::from_conf(s3), config.bucket.clone(), credentials);
-    let repo = DynamoRepo::new(aws_sdk_dynamodb::Client::new(sdk), config.table.clone());
-    let jobs = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), config.queue_url.clone(), config.job_delay_secs);
-    Ok(App::new(config, Arc::new(repo), Arc::new(objects), Arc::new(jobs)))
+    let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk);
+    if let Some(url) = local_endpoint("DYNAMODB") {
+        dynamodb.set_endpoint_url(Some(url));
+    }
+    let repo = Arc::new(DynamoRepo::new(aws_sdk_dynamodb::Client::from_conf(dynamodb.build()), config.table.clone()));
+    let mut sqs = aws_sdk_sqs::config::Builder::from(sdk);
+    if let Some(url) = local_endpoint("SQS") {
+        sqs.set_endpoint_url(Some(url));
+    }
+    let jobs =
+        SqsQueue::new(aws_sdk_sqs::Client::from_conf(sqs.build()), config.queue_url.clone(), config.job_delay_secs);
+    Ok((App::new(config, repo.clone(), Arc::new(objects), Arc::new(jobs)), repo))
+}
+
+/// `sam local` only: the endpoint of the local stack's `service` (S3, SQS, DYNAMODB) as a
+/// function container reaches it. SAM passes a container only the variables the template
+/// declares, so template.yaml declares `HOIST_LOCAL_ENDPOINT_*` blank; in AWS they stay
+/// blank and the SDK's own endpoints apply. (The SDK's `AWS_ENDPOINT_URL_*` cannot be
+/// declared blank: the SDK would take the empty string for a URL.)
+fn local_endpoint(service: &str) -> Option<String> {
+    crate::config::var(&format!("HOIST_LOCAL_ENDPOINT_{service}"))
 }
 
 /// Reads the configuration and the AWS environment once, at cold start.
 pub async fn app_from_env() -> Result<Arc<App>, StartupError> {
     let config = Config::from_env()?;
     let sdk = aws_config::load_from_env().await;
-    Ok(Arc::new(app(config, &sdk)?))
+    let (app, repo) = app(config, &sdk)?;
+    repo.warm_up().await;
+    Ok(Arc::new(app))
 }
 
 /// The IAM actions each port method needs on AWS, by the name the in-memory fakes log

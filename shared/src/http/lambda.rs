@@ -14,6 +14,7 @@ where
 {
     crate::telemetry::init(function);
     let app = App::from_env().await?;
+    crate::telemetry::ready(function);
     lambda_http::run(service_fn(|req: Request| {
         let fut = handler(app.clone(), req);
         async move { Ok::<_, std::convert::Infallible>(fut.await) }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Bundles clamd with every shared library it needs, its own dynamic loader included,
+"""Bundles clamd and freshclam with every shared library they need, its own dynamic loader included,
 into a Lambda layer directory (scanner/Makefile, `build-ClamavLayer`).
 
 Why bundle the loader: Lambda's OS is Amazon Linux 2023, not Debian. clamd from Debian's
@@ -24,8 +24,10 @@ from pathlib import Path
 DEB_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
 MULTIARCH = {"x86_64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
 LOADER = {"x86_64": "ld-linux-x86-64.so.2", "arm64": "ld-linux-aarch64.so.1"}
-# Start from the daemon and libclamav; the rest is found from DT_NEEDED.
-ROOTS = ["clamav-daemon", "libc6"]
+# Start from the daemon, freshclam (the definitions update) and libc; the rest is found
+# from DT_NEEDED.
+ROOTS = ["clamav-daemon", "clamav-freshclam", "libc6"]
+PROGRAMS = {"sbin/clamd": "usr/sbin/clamd", "bin/freshclam": "usr/bin/freshclam"}
 
 
 def run(*cmd, **kw):
@@ -47,7 +49,7 @@ def package_of(soname):
             return pkg
     # Not installed on the host: ask apt which package provides it by its usual name.
     base = soname.split(".so")[0]
-    return {"libclamav": "libclamav12"}.get(base)
+    return {"libclamav": "libclamav12", "libfreshclam": "libclamav12"}.get(base)
 
 
 def ensure_arch(deb_arch):
@@ -97,8 +99,7 @@ def main():
                 return d / soname
         return None
 
-    clamd = stage / "usr/sbin/clamd"
-    todo, libs = [clamd], {}
+    todo, libs = [stage / p for p in PROGRAMS.values()], {}
     while todo:
         elf = todo.pop()
         for soname in needed(elf):
@@ -119,9 +120,10 @@ def main():
 
     out = Path(a.out) / "clamav"
     shutil.rmtree(out, ignore_errors=True)
-    (out / "sbin").mkdir(parents=True)
-    (out / "lib").mkdir()
-    shutil.copy2(clamd, out / "sbin/clamd")
+    (out / "lib").mkdir(parents=True)
+    for dest, src in PROGRAMS.items():
+        (out / dest).parent.mkdir(exist_ok=True)
+        shutil.copy2(stage / src, out / dest)
     for soname, path in sorted(libs.items()):
         shutil.copy2(path.resolve(), out / "lib" / soname)
     loader = locate(LOADER[a.arch]) or (stage / "lib64" / LOADER[a.arch])
@@ -129,7 +131,7 @@ def main():
         sys.exit(f"bundle: no {LOADER[a.arch]} in libc6:{deb_arch}")
     shutil.copy2(loader.resolve(), out / "lib" / LOADER[a.arch])
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    print(f"bundle: clamd + {len(libs)} libraries + loader for {a.arch}, {size / 2**20:.1f} MiB "
+    print(f"bundle: clamd, freshclam + {len(libs)} libraries + loader for {a.arch}, {size / 2**20:.1f} MiB "
           f"(packages: {', '.join(sorted(fetched))})", file=sys.stderr)
 
 

@@ -17,7 +17,7 @@ export PATH="$VENV_TOOLS/bin:$PATH"
 
 step() { printf '\n==> sam-local: %s\n' "$*"; }
 # Steps to run (all by default; a subset while working on one: HOIST_SAM_STEPS=api).
-STEPS=",${HOIST_SAM_STEPS:-build,layer,invoke,api},"
+STEPS=",${HOIST_SAM_STEPS:-build,layer,invoke,update,api,other-arch},"
 want() { [[ $STEPS == *",$1,"* ]]; }
 
 # The functions run natively on this machine's architecture (arm64 stays the deploy default).
@@ -111,14 +111,34 @@ assert clean.endswith("OK"), clean
 print(f"sam-local: layer-only clamd: EICAR -> {infected!r}, clean -> {clean!r}")
 PY
 docker rm -f hoist-layer-only >/dev/null
+# freshclam (the definitions update's program) runs there too.
+version=$(docker run --rm --label sam.cli.container.type=hoist-test hoist-layer-only:test \
+  "/opt/clamav/lib/$loader" --library-path /opt/clamav/lib /opt/clamav/bin/freshclam --version)
+[[ $version == ClamAV* ]] || { echo "sam-local: layer-only freshclam: $version" >&2; exit 1; }
+echo "sam-local: layer-only freshclam: $version"
 fi
+
+# The ClamAV definitions the process function's extension downloads at cold start (in AWS
+# the definitions update keeps them there): here the project's test signatures.
+DEFS_BUCKET=hoist-local-clamav-definitions
+"$VENV_LOCALSTACK/bin/python" - "$DEFS_BUCKET" "$HOIST_ROOT"/scripts/clamav/*.ndb <<'PY'
+import os, sys, boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"])
+bucket, files = sys.argv[1], sys.argv[2:]
+try:
+    s3.create_bucket(Bucket=bucket)
+except s3.exceptions.BucketAlreadyOwnedByYou:
+    pass
+for f in files:
+    s3.upload_file(f, bucket, "clamav/" + os.path.basename(f))
+PY
 
 # What SAM passes a container: only variables the template declares, overridden here.
 ENV_FILE="$HOIST_RUN/sam-env.json"
 JWKS=$("$CARGO_TARGET_DIR/debug/hoist-dev" jwks)
-LOCALSTACK_PORT=$LOCALSTACK_PORT MOTO_PORT=$MOTO_PORT python3 - "$ENV_FILE" "$BRIDGE_IP" "$JWKS" "$SAM_API_PORT" <<'PY'
+LOCALSTACK_PORT=$LOCALSTACK_PORT MOTO_PORT=$MOTO_PORT python3 - "$ENV_FILE" "$BRIDGE_IP" "$JWKS" "$SAM_API_PORT" "$DEFS_BUCKET" <<'PY'
 import json, os, sys
-path, bridge, jwks, api_port = sys.argv[1:]
+path, bridge, jwks, api_port, defs_bucket = sys.argv[1:]
 ls, moto = os.environ["LOCALSTACK_PORT"], os.environ["MOTO_PORT"]
 env = {
     "HOIST_LOCAL_ENDPOINT_S3": f"http://{bridge}:{ls}",
@@ -132,8 +152,12 @@ env = {
     "HOIST_AUTH_JWKS": jwks,
     "HOIST_AUTH_ISSUER": "hoist-dev-idp",
     "HOIST_AUTH_AUDIENCE": "hoist",
-    # The layer's clamd, inside the function's container (not the host's).
+    # The layer's clamd, inside the function's container (not the host's), with the
+    # definitions its extension downloads from S3, as in AWS (here: the test signatures).
     "HOIST_CLAMD_ADDR": "127.0.0.1:3310",
+    "HOIST_CLAMAV_DEFINITIONS": f"s3://{defs_bucket}/clamav/",
+    # The definitions update's freshclam asks this machine, not ClamAV's mirrors.
+    "HOIST_CLAMAV_MIRROR": "127.0.0.1",
     "HOIST_SCAN_LIMIT_BYTES": os.environ["HOIST_SCAN_LIMIT_BYTES"],
     # start-api tells functions the API's domain is "localhost" (no port): links name the
     # API's URL as a deployment with a custom domain does (the PublicBaseUrl parameter).
@@ -151,6 +175,18 @@ export HOIST_SMOKE_VIA=sam
 SAM_ARGS="$(printf '%q ' "${SAM_COMMON[@]}")"
 export SAM_ARGS
 bash scripts/smoke.sh
+fi
+
+if want update; then
+  step "sam local invoke ClamavUpdateFunction: runs the layer's freshclam from what S3 holds"
+  # No mirror can be reached here (HOIST_CLAMAV_MIRROR names this machine): the function
+  # must have read S3 and run freshclam, and report freshclam's failure in its own words.
+  out=$(eval "sam local invoke ClamavUpdateFunction $SAM_ARGS -e events/clamav_update.json" 2>"$HOIST_RUN/sam-update.log" || true)
+  if grep -q 'freshclam failed' <<<"$out" && grep -qi 'freshclam\|database' <<<"$out"; then
+    echo "sam-local: clamav_update -> $(head -c 300 <<<"$out")"
+  else
+    echo "sam-local: clamav_update: unexpected answer: $out" >&2; tail -n 30 "$HOIST_RUN/sam-update.log" >&2; exit 1
+  fi
 fi
 
 if want api; then
@@ -173,6 +209,12 @@ token() { "$CARGO_TARGET_DIR/debug/hoist-dev" token "$@"; }
   --process "sam local invoke ProcessFunction $(printf '%q ' "${SAM_COMMON[@]}")" \
   --dev "http://127.0.0.1:$DEV_PORT" --dev-token "$(token sam-flow)" --dev-other-token "$(token sam-other)" \
   --dev-command "$CARGO_TARGET_DIR/debug/hoist-dev serve --port $DEV_PORT" --dev-log "$HOIST_RUN/sam-flow-dev.log"
+fi
+
+if want other-arch; then
+  OTHER=$([ "$ARCH" = x86_64 ] && echo arm64 || echo x86_64)
+  step "sam build for $OTHER too (arm64 is what deploys by default): every binary checked for its architecture"
+  bash scripts/sam_build.sh "$OTHER"
 fi
 
 echo

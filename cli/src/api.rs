@@ -244,12 +244,33 @@ pub fn error_detail(text: &str) -> String {
     if let Ok(c) = serde_json::from_str::<CompanionError>(text) {
         return c.error;
     }
+    // API Gateway's own answers: its authorizer refused (403), or no such route (404).
+    #[derive(serde::Deserialize)]
+    struct Gateway {
+        message: String,
+    }
+    if let Ok(g) = serde_json::from_str::<Gateway>(text) {
+        return match g.message.as_str() {
+            "Forbidden" | "Unauthorized" => {
+                "the API refused the token: it is missing, expired or not valid (pass --token or set HOIST_TOKEN)"
+                    .into()
+            }
+            other => format!("the API gateway says: {other}"),
+        };
+    }
     text.chars().take(200).collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::check_transport;
+    use super::{check_transport, error_detail};
+
+    #[test]
+    fn the_gateways_own_refusal_reads_as_a_sentence() {
+        assert!(error_detail(r#"{"message":"Forbidden"}"#).contains("token"));
+        assert_eq!(error_detail(r#"{"message":"Not Found"}"#), "the API gateway says: Not Found");
+        assert_eq!(error_detail("plain words"), "plain words");
+    }
 
     #[test]
     fn tokens_travel_over_tls_or_stay_on_this_machine() {

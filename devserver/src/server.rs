@@ -14,7 +14,7 @@ use base64::Engine as _;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
-use shared::{http::ApiError, App};
+use shared::App;
 
 use crate::routes::{match_route, Route};
 
@@ -37,6 +37,11 @@ pub fn http_handlers() -> BTreeMap<&'static str, HttpHandler> {
 
 /// Functions the dev server runs on a schedule rather than per request.
 pub const SCHEDULED: &[&str] = &[janitor::FUNCTION];
+
+/// Scheduled functions the dev server does not run: the ClamAV definitions update needs
+/// ClamAV's mirror (locally clamd has the project's test signatures; `make sam-local`
+/// runs the function's program from the layer).
+pub const NOT_RUN_LOCALLY: &[&str] = &["clamav_update"];
 
 /// Functions the dev server feeds from SQS, as Lambda's event source mapping does.
 pub const QUEUE_CONSUMERS: &[&str] = &[process::FUNCTION];
@@ -80,6 +85,17 @@ fn plain(status: StatusCode, msg: &str) -> AxResponse {
         .status(status)
         .header("content-type", "application/problem+json")
         .body(AxBody::from(body.to_string()))
+        .unwrap_or_default()
+}
+
+/// An answer API Gateway gives itself (no function ran): its JSON body `{"message": ...}`;
+/// `x-hoist-dev-reason` says why, for the developer (API Gateway says nothing more).
+fn gateway(status: StatusCode, message: &str, reason: &str) -> AxResponse {
+    AxResponse::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("x-hoist-dev-reason", reason.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), " "))
+        .body(AxBody::from(json!({ "message": message }).to_string()))
         .unwrap_or_default()
 }
 
@@ -168,7 +184,7 @@ async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse
                 return resp;
             }
         }
-        return plain(StatusCode::NOT_FOUND, "No route matches this method and path.");
+        return gateway(StatusCode::NOT_FOUND, "Not Found", "no route matches this method and path");
     };
     let Some(handler) = st.handlers.get(route.binary.as_str()).copied() else {
         return plain(StatusCode::NOT_IMPLEMENTED, "This route's function is not served by the dev server.");
@@ -176,12 +192,13 @@ async fn dispatch(State(st): State<Arc<DevState>>, req: AxRequest) -> AxResponse
     let owner = if route.authorized {
         match authorize(&st, &route.path, &parts.headers).await {
             Ok(o) => Some(o),
-            // API Gateway answers 401 without a credential and 403 when the authorizer
-            // says no; the dev server says which rule refused.
-            Err(why) if why.status() == 403 => {
-                return to_axum(ApiError::Forbidden(format!("Refused: {why}.")).into_response())
-            }
-            Err(_) => return to_axum(ApiError::Unauthorized.into_response()),
+            // What API Gateway answers when our authorizer says no, whatever the reason
+            // (a missing, expired or forged token, a cross-site cookie): 403 and its own
+            // body. The template names no identity source (a token may come in a header or
+            // a cookie), so the authorizer always runs and there is no 401 from the gateway
+            // (`make sam-local` checks both answer alike). The dev server adds which rule
+            // refused, in a header.
+            Err(why) => return gateway(StatusCode::FORBIDDEN, "Forbidden", &why.to_string()),
         }
     } else {
         None

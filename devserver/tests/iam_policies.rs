@@ -328,8 +328,9 @@ async fn every_function_policy_grants_what_its_handler_calls() {
             }
         }
         // Least privilege the other way: nothing granted that no call needs.
-        let needed: BTreeSet<&str> =
+        let mut needed: BTreeSet<&str> =
             calls.iter().filter_map(|c| shared::aws::iam_actions(c)).flatten().copied().collect();
+        needed.extend(LAYER_NEEDS.iter().filter(|(b, _)| b == binary).flat_map(|(_, a)| a.iter().copied()));
         for g in &grants {
             if !needed.contains(g.as_str()) {
                 problems.push(format!("{binary} is granted {g}, which none of its port calls needs"));
@@ -338,12 +339,30 @@ async fn every_function_policy_grants_what_its_handler_calls() {
     }
     // Every function with a policy was exercised.
     for binary in granted.keys() {
-        if binary != "authorizer" && !run.usage.0.contains_key(binary) {
+        if binary != "authorizer" && binary != "clamav_update" && !run.usage.0.contains_key(binary) {
             problems.push(format!("{binary} was not exercised by this test"));
         }
     }
+    // The definitions update has no port calls: its policy is exactly what it does
+    // (read what S3 holds, write back what freshclam changed, list the prefix).
+    let update = granted.get("clamav_update").cloned().unwrap_or_default();
+    let expected: BTreeSet<String> = LAYER_NEEDS
+        .iter()
+        .filter(|(b, _)| *b == "clamav_update")
+        .flat_map(|(_, a)| a.iter().map(|x| x.to_string()))
+        .collect();
+    if update != expected {
+        problems.push(format!("clamav_update is granted {update:?}, expected {expected:?}"));
+    }
     assert!(problems.is_empty(), "IAM policies vs port calls:\n  {}", problems.join("\n  "));
 }
+
+/// What the ClamAV layer's own code needs beside a function's port calls: the extension
+/// (in `process`) lists and reads the definitions; the update reads and writes them.
+const LAYER_NEEDS: &[(&str, &[&str])] = &[
+    ("process", &["s3:ListBucket", "s3:GetObject"]),
+    ("clamav_update", &["s3:GetObject", "s3:PutObject", "s3:ListBucket"]),
+];
 
 fn sqs_record(i: usize, body: &str) -> Value {
     json!({"messageId": format!("m{i}"), "receiptHandle": format!("r{i}"), "body": body,

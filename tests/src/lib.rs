@@ -235,6 +235,23 @@ impl Harness {
         typed(&v)
     }
 
+    /// `call` for a request our authorizer refuses: API Gateway's own answer, 403 with
+    /// `{"message":"Forbidden"}` (no function runs; `make sam-local` shows SAM's emulator
+    /// answers the same). Returns the dev server's reason header, for the caller's message.
+    pub async fn call_refused_by_gateway(
+        &self,
+        owner: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> String {
+        let (s, v, headers) = self.call(owner, method, path, body).await;
+        let reason = headers.get("x-hoist-dev-reason").and_then(|r| r.to_str().ok()).unwrap_or("").to_owned();
+        assert_eq!((s, v), (403, serde_json::json!({"message": "Forbidden"})), "{method} {path} ({reason})");
+        assert_eq!(content_type(&headers), "application/json", "{method} {path}");
+        reason
+    }
+
     /// `call`, for a request that must fail: an error status, answered as
     /// `application/problem+json` whose `status` member agrees with the HTTP status.
     /// The caller checks which status.

@@ -85,7 +85,7 @@ fn token(h: &Harness, claims: serde_json::Value) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_without_the_required_claims_or_before_nbf_are_401() {
+async fn tokens_without_the_required_claims_or_before_nbf_are_refused() {
     let h = Harness::start().await;
     let now = shared::now();
     let owner = unique("claims");
@@ -96,13 +96,13 @@ async fn tokens_without_the_required_claims_or_before_nbf_are_401() {
         async move { http.get(url).bearer_auth(t).send().await.unwrap().status().as_u16() }
     };
     assert_eq!(status_with(token(&h, full.clone())).await, 200);
-    assert_eq!(status_with(token(&h, json!({"sub": owner, "exp": now + 60}))).await, 401, "only sub and exp");
+    assert_eq!(status_with(token(&h, json!({"sub": owner, "exp": now + 60}))).await, 403, "only sub and exp");
     for missing in ["iss", "aud"] {
         let mut c = full.clone();
         c.as_object_mut().unwrap().remove(missing);
-        assert_eq!(status_with(token(&h, c)).await, 401, "without {missing}");
+        assert_eq!(status_with(token(&h, c)).await, 403, "without {missing}");
     }
     let mut early = full;
     early["nbf"] = (now + 3600).into();
-    assert_eq!(status_with(token(&h, early)).await, 401, "nbf in the future");
+    assert_eq!(status_with(token(&h, early)).await, 403, "nbf in the future");
 }

@@ -55,7 +55,9 @@ function showError (msg) { document.getElementById('error').textContent = msg }
 
 async function refresh () {
   const r = await api('/files?limit=50')
-  if (r.status === 401) { showError('Not signed in.'); return }
+  // API Gateway answers 403 {"message":"Forbidden"} when the authorizer refuses the session.
+  if (r.status === 401 || r.status === 403) { showError('Not signed in, or the session has expired: sign in again.'); return }
+  if (!r.ok) { showError('Could not list your files; try again in a moment.'); return }
   const { files } = await r.json()
   const tbody = document.querySelector('#files tbody')
   tbody.replaceChildren(...files.map((f) => {

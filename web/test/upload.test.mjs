@@ -63,8 +63,10 @@ test('a 30 MiB file goes through Uppy to ready, and downloads byte for byte', { 
 })
 
 test('without a session the API refuses and the page says so', async () => {
+  // API Gateway's answer when the authorizer refuses (what the dev server mirrors).
   const r = await fetch(`${base}/files`)
-  assert.equal(r.status, 401)
+  assert.equal(r.status, 403)
+  assert.deepEqual(await r.json(), { message: 'Forbidden' })
   const r2 = await fetch(`${base}/s3/multipart`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"filename":"a","type":"text/plain"}' })
-  assert.equal(r2.status, 401)
+  assert.equal(r2.status, 403)
 })

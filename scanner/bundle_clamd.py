@@ -52,26 +52,41 @@ def package_of(soname):
     return {"libclamav": "libclamav12", "libfreshclam": "libclamav12"}.get(base)
 
 
+SUDO = [] if os.geteuid() == 0 else ["sudo"]
+
+
 def ensure_arch(deb_arch):
     host = run("dpkg", "--print-architecture").strip()
     if deb_arch == host:
         return
     if deb_arch not in run("dpkg", "--print-foreign-architectures").split():
-        subprocess.run(["dpkg", "--add-architecture", deb_arch], check=True)
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(SUDO + ["dpkg", "--add-architecture", deb_arch], check=True)
+        subprocess.run(SUDO + ["apt-get", "update", "-qq"], check=True)
+
+
+def candidate(pkg, deb_arch):
+    """The version apt would install now (so the layer follows Debian's security updates)."""
+    out = run("apt-cache", "show", "--no-all-versions", f"{pkg}:{deb_arch}")
+    for line in out.splitlines():
+        if line.startswith("Version:"):
+            return line.split(":", 1)[1].strip()
+    sys.exit(f"bundle: apt knows no {pkg}:{deb_arch}")
 
 
 def fetch(pkg, deb_arch, cache, stage):
     debs = cache / deb_arch
     debs.mkdir(parents=True, exist_ok=True)
-    found = sorted(debs.glob(f"{pkg}_*_{deb_arch}.deb")) + sorted(debs.glob(f"{pkg}_*_all.deb"))
+    version = candidate(pkg, deb_arch)
+    # Debian's file names spell an epoch's ':' as '%3a'.
+    name = version.replace(":", "%3a")
+    found = [p for p in (debs / f"{pkg}_{name}_{deb_arch}.deb", debs / f"{pkg}_{name}_all.deb") if p.exists()]
     if not found:
-        subprocess.run(["apt-get", "download", "-qq", "-o", "APT::Sandbox::User=root", f"{pkg}:{deb_arch}"], cwd=debs, check=True,
-                       stdout=subprocess.DEVNULL)
-        found = sorted(debs.glob(f"{pkg}_*_{deb_arch}.deb"))
+        subprocess.run(["apt-get", "download", "-qq", "-o", "APT::Sandbox::User=root", f"{pkg}:{deb_arch}={version}"],
+                       cwd=debs, check=True, stdout=subprocess.DEVNULL)
+        found = [p for p in (debs / f"{pkg}_{name}_{deb_arch}.deb", debs / f"{pkg}_{name}_all.deb") if p.exists()]
     if not found:
-        sys.exit(f"bundle: could not download {pkg}:{deb_arch}")
-    run("dpkg", "-x", str(found[-1]), str(stage))
+        sys.exit(f"bundle: could not download {pkg}:{deb_arch}={version}")
+    run("dpkg", "-x", str(found[0]), str(stage))
 
 
 def main():

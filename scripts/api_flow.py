@@ -190,9 +190,16 @@ class Flow:
 # Process invocations whose extension loaded the definitions from S3 (each is a cold start).
 SAM_PROCESS_LOADED_FROM_S3 = []
 
-# SAM's start-api runs the authorizer for a path no route matches and answers 403;
-# API Gateway (HTTP API) answers 404 {"message":"Not Found"}, as the dev server does.
+# Where SAM's start-api answers otherwise than API Gateway (HTTP API); the dev server
+# answers as API Gateway does. For a path no route matches, SAM runs the authorizer and
+# answers 403; API Gateway answers 404 {"message":"Not Found"}.
 SAM_DIFFERS = {
+    # Both 403 with a JSON {"message"}: API Gateway (HTTP API) says "Forbidden", SAM says
+    # what a REST API says.
+    "bad: no token": {
+        "sam": {"status": 403, "type": "application/json", "body.message": "User is not authorized to access this resource"},
+        "dev": {"status": 403, "type": "application/json", "body.message": "Forbidden"},
+    },
     "bad: unknown route": {
         "sam": {"status": 403},
         "dev": {"status": 404, "type": "application/json", "body.message": "Not Found"},
@@ -232,8 +239,10 @@ def sam_processor(command, queue_url):
             print(f"  process {job.get('upload_id', m['Body'][:80])}: {answer}", file=sys.stderr)
             for line in said:
                 print(f"    {line}", file=sys.stderr)
-            if "definition files from s3://" in out.stderr:
-                loaded_from_s3.append(m["MessageId"])
+            # Each `sam local invoke` is a cold start: each must have loaded from S3.
+            if "definition files from s3://" not in out.stderr:
+                raise SystemExit(f"process did not load its definitions from S3:\n{out.stderr[-3000:]}")
+            loaded_from_s3.append(m["MessageId"])
     return process
 
 

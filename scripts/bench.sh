@@ -26,3 +26,11 @@ fi
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; }
 cargo bench -p hoist-cli --bench kill_resume 2>/dev/null | grep -v '^{"' | tee bench/kill_resume.md
 AWS_CLI="$VENV_AWSCLI/bin/aws" cargo bench -p hoist-cli --bench put_throughput 2>/dev/null | grep -v '^{"' | tee bench/put_throughput.md
+
+# Cold starts of every function under SAM's Lambda emulator (bench/sam_local.md): the
+# artifact `make sam-local` builds, one fresh container per invocation, 5 rounds.
+docker_was_up=$(bash scripts/docker.sh status | head -1)
+bash scripts/docker.sh start >/dev/null
+HOIST_SAM_STEPS=build bash scripts/sam_local.sh >/dev/null
+PATH="$VENV_TOOLS/bin:$PATH" RUNS=5 python3 scripts/bench_sam_coldstart.py | tee bench/sam_coldstart.md
+[ "$docker_was_up" = "docker: up" ] || bash scripts/docker.sh stop

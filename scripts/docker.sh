@@ -55,7 +55,8 @@ base_image() {
     rm -rf "$root"
   fi
   docker import "$ROOTFS_TAR" "$IMAGE:al2023" >/dev/null
-  docker tag "$IMAGE:al2023" "$IMAGE:al2023-x86_64"
+  # SAM asks for the tag of the functions' architecture (this machine's, under sam local).
+  case "$(uname -m)" in aarch64) docker tag "$IMAGE:al2023" "$IMAGE:al2023-arm64" ;; *) docker tag "$IMAGE:al2023" "$IMAGE:al2023-x86_64" ;; esac
 }
 
 forward() { # name, port

@@ -6,6 +6,11 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$HOIST_ROOT"
 export PATH="$VENV_TOOLS/bin:$PATH"
+# The Lambda binaries' profile: release without LTO, 16 codegen units. They wait on the
+# network, not the CPU; LTO made each of the 13 binaries take a minute to link, per
+# architecture, on every change to the shared crate. Set here, for the deploy build and
+# the tested one alike, so what is tested is what deploys (bench/sam_local.md: sizes).
+export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 ARCH="${1:-arm64}"
 case "$ARCH" in arm64) TRIPLE=aarch64-unknown-linux-gnu ;; x86_64) TRIPLE=x86_64-unknown-linux-gnu ;; *) echo "ARCH is arm64 or x86_64" >&2; exit 2 ;; esac
 bash scripts/install.sh

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: format and lint, unit tests, end-to-end tests against the local
-# stack, the template check and the Lambda smoke invocations. `make test` calls this,
+# stack, the template check, and the deployable artifact under SAM (scripts/sam_local.sh). `make test` calls this,
 # and so does CI (.ci/run).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -43,8 +43,8 @@ step "template and API document"
 sam validate --lint
 openapi-spec-validator docs/openapi.yaml
 
-step "lambda smoke (cargo lambda watch + invoke)"
-bash scripts/smoke.sh
+step "the deployable artifact under SAM's Lambda emulator (make sam-local: sam build, invoke every function, the API flow through start-api, arm64 build)"
+bash scripts/sam_local.sh
 
 echo
 echo "all tests passed"

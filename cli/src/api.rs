@@ -251,7 +251,8 @@ pub fn error_detail(text: &str) -> String {
     }
     if let Ok(g) = serde_json::from_str::<Gateway>(text) {
         return match g.message.as_str() {
-            "Forbidden" | "Unauthorized" => {
+            // HTTP API's words; the last is what SAM's emulator says.
+            "Forbidden" | "Unauthorized" | "User is not authorized to access this resource" => {
                 "the API refused the token: it is missing, expired or not valid (pass --token or set HOIST_TOKEN)"
                     .into()
             }

@@ -344,7 +344,8 @@ async fn every_function_policy_grants_what_its_handler_calls() {
         }
     }
     // The definitions update has no port calls: its policy is exactly what it does
-    // (read what S3 holds, write back what freshclam changed, list the prefix).
+    // (read what S3 holds, write back what freshclam changed, remove what it replaced,
+    // list the prefix).
     let update = granted.get("clamav_update").cloned().unwrap_or_default();
     let expected: BTreeSet<String> = LAYER_NEEDS
         .iter()
@@ -361,7 +362,7 @@ async fn every_function_policy_grants_what_its_handler_calls() {
 /// (in `process`) lists and reads the definitions; the update reads and writes them.
 const LAYER_NEEDS: &[(&str, &[&str])] = &[
     ("process", &["s3:ListBucket", "s3:GetObject"]),
-    ("clamav_update", &["s3:GetObject", "s3:PutObject", "s3:ListBucket"]),
+    ("clamav_update", &["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"]),
 ];
 
 fn sqs_record(i: usize, body: &str) -> Value {

@@ -65,17 +65,57 @@ impl Definitions {
     }
 }
 
-/// File names ClamAV loads as signature databases (`.cvd`/`.cld` are the official ones;
-/// the others are custom signatures, such as the project's test set).
+/// File names loaded from S3: the official databases (`.cvd`, and `.cld` once freshclam
+/// has applied diffs) and custom signature sets (such as the project's test set).
+/// Never allowlists or ignore lists (`.fp`, `.sfp`, `.ign`, `.ign2`): whoever could write
+/// one to the bucket could silently let files through.
 pub const DATABASE_EXTENSIONS: &[&str] = &[
-    "cvd", "cld", "cud", "ndb", "hdb", "hsb", "mdb", "msb", "ldb", "idb", "cdb", "fp", "sfp", "ign2", "ftm", "pdb",
-    "wdb", "yar", "yara", "cbc",
+    "cvd", "cld", "cud", "ndb", "hdb", "hsb", "mdb", "msb", "ldb", "idb", "cdb", "ftm", "pdb", "wdb", "yar", "yara",
+    "cbc",
 ];
+
+/// The official databases: a set that has any must have all three.
+pub const OFFICIAL: &[&str] = &["main", "daily", "bytecode"];
 
 pub fn is_database(name: &str) -> bool {
     !name.is_empty()
         && !name.contains('/')
         && name.rsplit_once('.').is_some_and(|(_, ext)| DATABASE_EXTENSIONS.contains(&ext))
+}
+
+/// Which of the listed files to load (name, last modified in ms): every database file,
+/// but of `X.cvd` and `X.cld` only the newer (freshclam turns one into the other; libclamav
+/// would load both copies of main and bytecode). An official set missing one of main,
+/// daily and bytecode is refused: never scan with less than the whole set.
+pub fn choose(listed: &[(String, i64)]) -> Result<Vec<String>, String> {
+    let mut chosen: Vec<(String, i64)> = Vec::new();
+    for (name, modified) in listed.iter().filter(|(n, _)| is_database(n)) {
+        let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
+        if ext == "cvd" || ext == "cld" {
+            if let Some(i) = chosen
+                .iter()
+                .position(|(n, _)| n.rsplit_once('.').is_some_and(|(s, e)| s == stem && (e == "cvd" || e == "cld")))
+            {
+                if *modified > chosen[i].1 {
+                    chosen[i] = (name.clone(), *modified);
+                }
+                continue;
+            }
+        }
+        chosen.push((name.clone(), *modified));
+    }
+    let official: Vec<&str> =
+        chosen.iter().filter_map(|(n, _)| n.strip_suffix(".cvd").or_else(|| n.strip_suffix(".cld"))).collect();
+    if !official.is_empty() {
+        let missing: Vec<&&str> = OFFICIAL.iter().filter(|o| !official.contains(o)).collect();
+        if !missing.is_empty() {
+            return Err(format!("the official set is incomplete (no {missing:?})"));
+        }
+    }
+    if chosen.is_empty() {
+        return Err("no definitions".into());
+    }
+    Ok(chosen.into_iter().map(|(n, _)| n).collect())
 }
 
 /// An S3 client from the standard environment; under `sam local` on the local stack's
@@ -90,8 +130,25 @@ pub async fn s3_client() -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf.build())
 }
 
-/// Downloads every database file under the prefix into `into`; returns each file's
-/// SHA-256 (hex) by name. No files at all is an error: clamd must not start without them.
+/// Every file directly under the prefix: (name, last modified in ms).
+pub async fn list(s3: &aws_sdk_s3::Client, from: &Definitions) -> Result<Vec<(String, i64)>, String> {
+    let (bucket, prefix) = (&from.bucket, &from.prefix);
+    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+    let mut listed = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| format!("listing s3://{bucket}/{prefix}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        for object in page.contents() {
+            let Some(key) = object.key() else { continue };
+            let modified = object.last_modified().map(|t| t.to_millis().unwrap_or(0)).unwrap_or(0);
+            listed.push((key[prefix.len().min(key.len())..].to_owned(), modified));
+        }
+    }
+    Ok(listed)
+}
+
+/// Downloads the definitions under the prefix into `into` (see [`choose`]); returns each
+/// file's SHA-256 (hex) by name. Nothing usable is an error: clamd must not start then.
 pub async fn fetch_definitions(
     s3: &aws_sdk_s3::Client,
     from: &Definitions,
@@ -99,36 +156,44 @@ pub async fn fetch_definitions(
 ) -> Result<HashMap<String, String>, String> {
     let (bucket, prefix) = (&from.bucket, &from.prefix);
     std::fs::create_dir_all(into).map_err(|e| e.to_string())?;
-    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+    let listed = list(s3, from).await?;
+    let names = choose(&listed).map_err(|e| format!("s3://{bucket}/{prefix}: {e}"))?;
     let mut fetched = HashMap::new();
-    while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| format!("listing s3://{bucket}/{prefix}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
-        for object in page.contents() {
-            let Some(key) = object.key() else { continue };
-            let name = &key[prefix.len().min(key.len())..];
-            if !is_database(name) {
-                continue;
-            }
-            let got =
-                s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| {
-                    format!("reading s3://{bucket}/{key}: {}", aws_sdk_s3::error::DisplayErrorContext(e))
-                })?;
-            let mut body = got.body;
-            let mut file = tokio::fs::File::create(into.join(name)).await.map_err(|e| e.to_string())?;
-            let mut hash = Sha256::new();
-            while let Some(chunk) = body.try_next().await.map_err(|e| format!("reading {key}: {e}"))? {
-                hash.update(&chunk);
-                file.write_all(&chunk).await.map_err(|e| format!("writing {name}: {e}"))?;
-            }
-            file.flush().await.map_err(|e| e.to_string())?;
-            fetched.insert(name.to_owned(), hex::encode(hash.finalize()));
+    for name in names {
+        let key = format!("{prefix}{name}");
+        let got = s3
+            .get_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| format!("reading s3://{bucket}/{key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        let mut body = got.body;
+        let mut file = tokio::fs::File::create(into.join(&name)).await.map_err(|e| e.to_string())?;
+        let mut hash = Sha256::new();
+        while let Some(chunk) = body.try_next().await.map_err(|e| format!("reading {key}: {e}"))? {
+            hash.update(&chunk);
+            file.write_all(&chunk).await.map_err(|e| format!("writing {name}: {e}"))?;
         }
-    }
-    if fetched.is_empty() {
-        return Err(format!("no definitions under s3://{bucket}/{prefix}"));
+        file.flush().await.map_err(|e| e.to_string())?;
+        fetched.insert(name, hex::encode(hash.finalize()));
     }
     Ok(fetched)
+}
+
+/// SHA-256 (hex) of a file, read in chunks.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(hash.finalize()));
+        }
+        hash.update(&buf[..n]);
+    }
 }
 
 #[cfg(test)]
@@ -145,5 +210,20 @@ mod tests {
         assert!(Definitions::parse("s3:///clamav/").is_err());
         assert!(is_database("daily.cvd") && is_database("hoist-test.ndb"));
         assert!(!is_database("notes.txt") && !is_database("sub/daily.cvd") && !is_database(""));
+        // Allowlists never come from the bucket.
+        assert!(!is_database("local.fp") && !is_database("a.sfp") && !is_database("x.ign2"));
+    }
+
+    #[test]
+    fn the_newer_of_cvd_and_cld_and_only_complete_official_sets() {
+        let l = |v: &[(&str, i64)]| v.iter().map(|(n, t)| (n.to_string(), *t)).collect::<Vec<_>>();
+        let full = l(&[("main.cvd", 1), ("daily.cvd", 1), ("daily.cld", 5), ("bytecode.cld", 2), ("bytecode.cvd", 9)]);
+        let mut got = choose(&full).unwrap();
+        got.sort();
+        assert_eq!(got, ["bytecode.cvd", "daily.cld", "main.cvd"]);
+        assert!(choose(&l(&[("main.cvd", 1), ("bytecode.cvd", 1)])).unwrap_err().contains("daily"));
+        // Custom signatures alone (the tests' set) are a set; nothing at all is not.
+        assert_eq!(choose(&l(&[("hoist.ndb", 1), ("notes.txt", 1)])).unwrap(), ["hoist.ndb"]);
+        assert!(choose(&l(&[("local.fp", 1)])).is_err());
     }
 }

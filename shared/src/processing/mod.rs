@@ -160,6 +160,9 @@ struct PassResult {
 async fn stream_pass(p: &Processor, rec: &Upload) -> Result<PassResult, PipelineError> {
     let (app, cfg) = (&*p.app, &p.config);
     let etag = rec.etag.clone().ok_or_else(|| PipelineError::Other("the upload has no object ETag".into()))?;
+    // The scanner first: at a cold start clamd may still be loading (the scan waits for
+    // it), and an S3 response left unread that long would stall.
+    let mut scanner = if rec.size <= cfg.scan_limit { Some(p.scanner.start().await?) } else { None };
     let mut body = app.objects.read(&rec.s3_key, &etag, rec.version_id.as_deref()).await?;
     // Reading from S3 runs ahead in its own task while we feed clamd: a small bounded
     // channel overlaps the two without ever holding more than a few chunks.
@@ -172,7 +175,6 @@ async fn stream_pass(p: &Processor, rec: &Upload) -> Result<PassResult, Pipeline
             }
         }
     });
-    let mut scanner = if rec.size <= cfg.scan_limit { Some(p.scanner.start().await?) } else { None };
     let mut image = (rec.content_type.top_level() == "image" && rec.size <= cfg.thumbnail_max_bytes)
         .then(|| Vec::with_capacity(rec.size as usize));
     let mut head = Vec::with_capacity(SNIFF_BYTES);

@@ -99,8 +99,9 @@ async fn scan(p: &Processor, rec: &Upload, plan: WindowPlan, k: u32) -> Result<J
     }
     let etag = rec.etag.as_deref().ok_or_else(|| PipelineError::Other("the upload has no object ETag".into()))?;
     let (start, end) = plan.scan_range(k);
-    let mut body = p.app.objects.read_range(&rec.s3_key, etag, rec.version_id.as_deref(), start, end).await?;
+    // The scanner first (it may still be loading at a cold start; see `stream_pass`).
     let mut scanner = p.scanner.start().await?;
+    let mut body = p.app.objects.read_range(&rec.s3_key, etag, rec.version_id.as_deref(), start, end).await?;
     let mut head = Vec::new();
     let mut read = 0u64;
     while let Some(chunk) = body.next().await {

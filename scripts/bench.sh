@@ -32,5 +32,5 @@ AWS_CLI="$VENV_AWSCLI/bin/aws" cargo bench -p hoist-cli --bench put_throughput 2
 docker_was_up=$(bash scripts/docker.sh status | head -1)
 bash scripts/docker.sh start >/dev/null
 HOIST_SAM_STEPS=build bash scripts/sam_local.sh >/dev/null
-PATH="$VENV_TOOLS/bin:$PATH" RUNS=5 python3 scripts/bench_sam_coldstart.py | tee bench/sam_coldstart.md
+PATH="$VENV_TOOLS/bin:$PATH" RUNS=5 python3 scripts/bench_sam_coldstart.py | tee bench/sam_coldstart.txt
 [ "$docker_was_up" = "docker: up" ] || bash scripts/docker.sh stop

@@ -25,6 +25,7 @@ stack: ## Only the local AWS stack
 
 stop: ## Stop everything the scripts started
 	bash scripts/stack.sh stop
+	bash scripts/docker.sh stop
 
 token: ## Print a dev bearer token: make token OWNER=alice
 	@source scripts/env.sh && cargo run -q -p hoist-dev -- token $${OWNER:-alice}

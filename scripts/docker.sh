@@ -19,8 +19,6 @@ BRIDGE_IP="${HOIST_BRIDGE_IP:-172.17.0.1}"
 IMAGE=public.ecr.aws/lambda/provided
 ROOTFS_TAR="$HOIST_CACHE/images/bookworm-minbase.tar"
 
-alive() { [ -f "$HOIST_RUN/$1.pid" ] && kill -0 "$(cat "$HOIST_RUN/$1.pid")" 2>/dev/null; }
-
 install() {
   local missing=()
   command -v dockerd >/dev/null || missing+=(docker.io)
@@ -67,18 +65,6 @@ forward() { # name, port
   echo $! >"$HOIST_RUN/$name.pid"
 }
 
-stop_one() {
-  local name=$1 pid
-  [ -f "$HOIST_RUN/$name.pid" ] || return 0
-  pid=$(cat "$HOIST_RUN/$name.pid")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-  fi
-  rm -f "$HOIST_RUN/$name.pid"
-}
-
 case "${1:-}" in
   start)
     install
@@ -94,7 +80,7 @@ case "${1:-}" in
       ids=$(docker ps -aq --filter label=sam.cli.container.type 2>/dev/null || true)
       [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
     fi
-    stop_one fwd-localstack; stop_one fwd-moto; stop_one dockerd ;;
+    stop_one fwd-localstack; stop_one fwd-moto; stop_one dockerd 100 ;;
   status)
     engine_up && echo "docker: up" || echo "docker: down"
     alive fwd-localstack && echo "forwarders: up" || echo "forwarders: down" ;;

@@ -43,3 +43,18 @@ mkdir -p "$HOIST_CACHE" "$HOIST_RUN"
 # botocore (LocalStack's venv has it): the tests check our POST-policy signatures with it,
 # since LocalStack does not verify presigned POSTs.
 export HOIST_BOTO_PYTHON="${HOIST_BOTO_PYTHON:-$VENV_LOCALSTACK/bin/python}"
+
+# Processes the scripts start are recorded by PID in $HOIST_RUN/NAME.pid (in their own
+# process group, via setsid) and stopped by that PID only.
+alive() { [ -f "$HOIST_RUN/$1.pid" ] && kill -0 "$(cat "$HOIST_RUN/$1.pid")" 2>/dev/null; }
+stop_one() { # name [tenths of a second to wait before SIGKILL, default 50]
+  local name=$1 wait=${2:-50} pid
+  [ -f "$HOIST_RUN/$name.pid" ] || return 0
+  pid=$(cat "$HOIST_RUN/$name.pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 "$wait"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$HOIST_RUN/$name.pid"
+}

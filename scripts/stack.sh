@@ -27,8 +27,6 @@ CONF
   cat "$HOIST_ROOT/scanner/limits.conf" >>"$HOIST_RUN/clamd.conf"
 }
 
-alive() { [ -f "$HOIST_RUN/$1.pid" ] && kill -0 "$(cat "$HOIST_RUN/$1.pid")" 2>/dev/null; }
-
 launch() { # name, command...
   local name=$1; shift
   if alive "$name"; then return 0; fi
@@ -80,18 +78,6 @@ start() {
 
 seed() {
   "$VENV_LOCALSTACK/bin/python" "$HOIST_ROOT/scripts/seed.py"
-}
-
-stop_one() {
-  local name=$1 pid
-  [ -f "$HOIST_RUN/$name.pid" ] || return 0
-  pid=$(cat "$HOIST_RUN/$name.pid")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-  fi
-  rm -f "$HOIST_RUN/$name.pid"
 }
 
 stop() {

@@ -17,15 +17,22 @@ pub struct Claims {
     pub exp: i64,
 }
 
+impl Claims {
+    /// What every dev token carries: the owner, the issuer, our audience, valid from now.
+    fn new(issuer: &str, owner: &str, ttl_secs: i64, now: i64) -> Self {
+        Claims {
+            sub: owner.to_owned(),
+            iss: issuer.into(),
+            aud: AUDIENCE.into(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl_secs,
+        }
+    }
+}
+
 pub fn issue(secret: &str, owner: &str, ttl_secs: i64, now: i64) -> Result<String, jsonwebtoken::errors::Error> {
-    let claims = Claims {
-        sub: owner.to_owned(),
-        iss: ISSUER.into(),
-        aud: AUDIENCE.into(),
-        iat: now,
-        nbf: now,
-        exp: now + ttl_secs,
-    };
+    let claims = Claims::new(ISSUER, owner, ttl_secs, now);
     encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
 }
 
@@ -60,14 +67,7 @@ pub mod idp {
         const PKCS8_PREFIX: [u8; 16] =
             [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
         let der = [&PKCS8_PREFIX[..], &seed(secret)].concat();
-        let claims = Claims {
-            sub: owner.to_owned(),
-            iss: ISSUER.into(),
-            aud: AUDIENCE.into(),
-            iat: now,
-            nbf: now,
-            exp: now + ttl_secs,
-        };
+        let claims = Claims::new(ISSUER, owner, ttl_secs, now);
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(KEY_ID.into());
         encode(&header, &claims, &EncodingKey::from_ed_der(&der))

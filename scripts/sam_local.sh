@@ -52,9 +52,12 @@ cleanup() {
 trap cleanup EXIT
 
 step "local stack and container engine"
-if bash scripts/stack.sh status | grep -q down; then started+=(stack); fi
+# Captured first: `status | grep -q` under pipefail fails on SIGPIPE when grep exits early.
+stack_status=$(bash scripts/stack.sh status)
+if grep -q down <<<"$stack_status"; then started+=(stack); fi
 bash scripts/stack.sh start
-if bash scripts/docker.sh status | grep -q 'docker: down'; then started+=(docker); fi
+docker_status=$(bash scripts/docker.sh status)
+if grep -q 'docker: down' <<<"$docker_status"; then started+=(docker); fi
 bash scripts/docker.sh start
 cargo build -q -p hoist-dev
 

@@ -122,6 +122,15 @@ pub struct SignPartsResponse {
     pub parts: Vec<SignedPart>,
 }
 
+/// `POST /uploads/{id}/complete`: the body is optional. A client that hashes the file
+/// while sending it declares the whole-file SHA-256 here instead of at creation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteUploadRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
 /// `PUT /uploads/{id}/parts`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,8 +8,8 @@ use api_types::{
     files::{FileList, FileView, LinkRequest, LinkResponse},
     problem::{CompanionError, Problem},
     uploads::{
-        CreateUploadRequest, RecordPartItem, RecordPartsRequest, RecordPartsResponse, SignPartItem, SignPartsRequest,
-        SignPartsResponse, SignedPart, UploadView,
+        CompleteUploadRequest, CreateUploadRequest, RecordPartItem, RecordPartsRequest, RecordPartsResponse,
+        SignPartItem, SignPartsRequest, SignPartsResponse, SignedPart, UploadView,
     },
 };
 use reqwest::Method;
@@ -165,14 +165,15 @@ impl Api {
         filename: &str,
         size: u64,
         content_type: &str,
-        sha256_hex: &str,
         part_size: u64,
     ) -> Result<UploadView, CliError> {
+        // The whole-file SHA-256 is declared at completion: it is computed while the
+        // parts are sent, so nothing waits for a hashing pass over the whole file.
         let body = CreateUploadRequest {
             filename: filename.to_owned(),
             size: Number::from(size),
             content_type: content_type.to_owned(),
-            sha256: Some(sha256_hex.to_owned()),
+            sha256: None,
             part_checksums: Some("SHA256".to_owned()),
             part_size: Some(Number::from(part_size)),
         };
@@ -206,8 +207,10 @@ impl Api {
         self.call_with(Method::PUT, &format!("/uploads/{id}/parts"), &body, true).await
     }
 
-    pub async fn complete(&self, id: &str) -> Result<UploadView, CliError> {
-        self.call(Method::POST, &format!("/uploads/{id}/complete"), true).await
+    /// Completes the upload, declaring its whole-file SHA-256 (hex).
+    pub async fn complete(&self, id: &str, sha256_hex: &str) -> Result<UploadView, CliError> {
+        let body = CompleteUploadRequest { sha256: Some(sha256_hex.to_owned()) };
+        self.call_with(Method::POST, &format!("/uploads/{id}/complete"), &body, true).await
     }
 
     pub async fn file(&self, id: &str) -> Result<FileView, CliError> {

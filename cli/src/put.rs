@@ -1,7 +1,8 @@
-//! `hoist put`: one hashing pass (whole-file and per-part SHA-256), then parts sent
-//! straight to S3 in parallel, each streamed from disk through a small buffer with its
-//! SHA-256 pinned in its URL; URLs signed just in time, completions recorded in
-//! batches; resumable from a small state file after any interruption.
+//! `hoist put`: parts sent straight to S3 in parallel from the first moment, each
+//! hashed just before it is signed so its SHA-256 is pinned in its URL, and streamed from
+//! disk through a small buffer; the whole-file SHA-256 is computed beside the sending and
+//! declared at completion. URLs signed just in time, completions recorded on a timer;
+//! resumable from a small state file after any interruption.
 
 use std::{
     path::{Path, PathBuf},
@@ -55,10 +56,11 @@ pub struct State {
     pub size: u64,
     pub mtime_ns: u128,
     pub part_size: u64,
-    /// SHA-256 of every part (base64), as pinned in its URL.
-    pub part_sha256: Vec<String>,
-    pub sha256: String,
 }
+
+/// The state file's format. Version 1 also stored every part's hash and the whole
+/// file's (from a hashing pass before sending); such files still resume.
+const STATE_VERSION: u32 = 2;
 
 pub fn state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("HOIST_STATE_DIR") {
@@ -163,59 +165,127 @@ pub struct PutResult {
     pub parts_sent: usize,
     pub resumed: bool,
     pub seconds: f64,
+    /// Where the time went (`--json` shows it; the benchmark reads it).
+    pub timings: Timings,
 }
 
-/// Hashes the file once: whole-file SHA-256 and each part's, streaming.
-async fn hash_file(
-    path: &Path,
-    size: u64,
-    part_size: u64,
-    bar: &ProgressBar,
-) -> Result<(String, Vec<String>), CliError> {
-    let mut f = tokio::fs::File::open(path).await?;
+/// Time spent per kind of work during one `put`, in milliseconds. Work in parallel
+/// adds up: the sums can exceed the wall-clock `seconds`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// From the start until the first part's first bytes left.
+    pub first_byte_ms: f64,
+    /// Reading and hashing parts before signing them (summed over parts).
+    pub part_hashing_ms: f64,
+    /// The whole-file SHA-256, read in order beside the sending.
+    pub whole_hash_ms: f64,
+    /// Waiting for the whole-file hash after the last part was sent.
+    pub whole_hash_wait_ms: f64,
+    pub create_ms: f64,
+    pub sign_calls: u32,
+    pub sign_ms: f64,
+    /// PUTs to S3, request start to response (summed over parts).
+    pub put_ms: f64,
+    pub record_calls: u32,
+    pub record_ms: f64,
+    pub complete_ms: f64,
+}
+
+/// Adds elapsed milliseconds to one of the [`Timings`] from several tasks.
+#[derive(Default)]
+struct Clock(std::sync::atomic::AtomicU64);
+
+impl Clock {
+    fn add(&self, since: Instant) {
+        self.0.fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+    fn ms(&self) -> f64 {
+        self.0.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+}
+
+/// SHA-256 (base64, as S3 shows it) of `len` bytes of the file at `offset`: one part's
+/// checksum, computed just before the part is signed. The part is read again to send it
+/// (from the page cache): holding it in memory would cost concurrency x part size.
+fn hash_part(path: &Path, offset: u64, len: u64) -> std::io::Result<String> {
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(std::io::SeekFrom::Start(offset))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; READ_BUF];
+    let mut left = len;
+    while left > 0 {
+        let n = f.read(&mut buf[..left.min(READ_BUF as u64) as usize])?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file is shorter than it was"));
+        }
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(base64::engine::general_purpose::STANDARD.encode(h.finalize()))
+}
+
+/// The whole file's SHA-256 (hex), read in order while the parts are sent. Gives up
+/// when `cancel` is set (the put failed or was interrupted).
+fn hash_whole(path: &Path, size: u64, cancel: &AtomicBool) -> Result<String, CliError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
     let mut whole = Sha256::new();
-    let mut parts = Vec::new();
-    let mut part = Sha256::new();
-    let mut in_part = 0u64;
     let mut buf = vec![0u8; 1024 * 1024];
     let mut total = 0u64;
     loop {
-        let n = f.read(&mut buf).await?;
+        if cancel.load(Ordering::Relaxed) {
+            return Err(CliError::Interrupted);
+        }
+        let n = f.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        let mut chunk = &buf[..n];
-        whole.update(chunk);
-        while !chunk.is_empty() {
-            let take = ((part_size - in_part) as usize).min(chunk.len());
-            part.update(&chunk[..take]);
-            in_part += take as u64;
-            chunk = &chunk[take..];
-            if in_part == part_size {
-                parts.push(base64::engine::general_purpose::STANDARD.encode(std::mem::take(&mut part).finalize()));
-                in_part = 0;
-            }
-        }
+        whole.update(&buf[..n]);
         total += n as u64;
-        bar.set_position(total);
     }
     if total != size {
         return Err(CliError::Source(format!("{} changed while it was being read", path.display())));
     }
-    if in_part > 0 || parts.is_empty() {
-        parts.push(base64::engine::general_purpose::STANDARD.encode(part.finalize()));
+    Ok(hex::encode(whole.finalize()))
+}
+
+/// Sets its flag when dropped: stops the whole-file hasher whichever way `put` ends.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
-    Ok((hex::encode(whole.finalize()), parts))
+}
+
+/// What every part's sending shares.
+struct Sender {
+    http: reqwest::Client,
+    path: PathBuf,
+    bar: ProgressBar,
+    limiter: Option<Arc<RateLimit>>,
+    started: Instant,
+    /// Milliseconds from the start to the first bytes that left.
+    first_byte_ms: std::sync::OnceLock<f64>,
+    put: Clock,
 }
 
 /// Streams one part from disk to its presigned URL. Returns the ETag.
-async fn send_part(
-    http: &reqwest::Client,
+async fn send_part(ctx: &Sender, signed: &SignedPart, offset: u64) -> Result<String, PartError> {
+    let (path, bar) = (&ctx.path, &ctx.bar);
+    let put_started = Instant::now();
+    let result = send_part_timed(ctx, signed, path, offset, bar).await;
+    ctx.put.add(put_started);
+    result
+}
+
+async fn send_part_timed(
+    ctx: &Sender,
     signed: &SignedPart,
     path: &Path,
     offset: u64,
     bar: &ProgressBar,
-    limiter: &Option<Arc<RateLimit>>,
 ) -> Result<String, PartError> {
     let mut f = tokio::fs::File::open(path).await.map_err(|e| PartError::Fatal(CliError::Io(e)))?;
     f.seek(std::io::SeekFrom::Start(offset)).await.map_err(|e| PartError::Fatal(CliError::Io(e)))?;
@@ -223,7 +293,8 @@ async fn send_part(
     let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = sent.clone();
     let progress = bar.clone();
-    let limiter = limiter.clone();
+    let limiter = ctx.limiter.clone();
+    let (started, first_byte) = (ctx.started, &ctx.first_byte_ms);
     // Rate limit first, then count: the bar shows what actually left.
     let body = tokio_util::io::ReaderStream::with_capacity(f.take(len), READ_BUF)
         .and_then(move |chunk| {
@@ -239,7 +310,9 @@ async fn send_part(
             counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             progress.inc(chunk.len() as u64);
         });
-    let mut req = http.put(&signed.url).header(reqwest::header::CONTENT_LENGTH, len).timeout(Duration::from_secs(900));
+    first_byte.get_or_init(|| started.elapsed().as_secs_f64() * 1000.0);
+    let mut req =
+        ctx.http.put(&signed.url).header(reqwest::header::CONTENT_LENGTH, len).timeout(Duration::from_secs(900));
     for (k, v) in &signed.headers {
         req = req.header(k, v);
     }
@@ -334,30 +407,28 @@ pub async fn put_file(
                     parts_sent: 0,
                     resumed: true,
                     seconds: 0.0,
+                    timings: Timings::default(),
                 });
             }
             _ => state = None, // aborted, expired or gone: start over
         }
     }
+    let timings = Arc::new(PutClocks::default());
     let state = match state {
         Some(s) => s,
         None => {
             let part_size = part_size_for(size, opts.part_size)?;
-            bar.set_message(format!("hashing {name}"));
-            bar.set_length(size);
-            let (sha256, part_sha256) = hash_file(&abs, size, part_size, &bar).await?;
-            bar.set_position(0);
             let content_type = opts.content_type.clone().unwrap_or_else(|| guess_content_type(&abs).to_owned());
-            let u = api.create(&name, size, &content_type, &sha256, part_size).await?;
+            let t = Instant::now();
+            let u = api.create(&name, size, &content_type, part_size).await?;
+            timings.create.add(t);
             let s = State {
-                version: 1,
+                version: STATE_VERSION,
                 path: abs.clone(),
                 upload_id: u.id.clone(),
                 size,
                 mtime_ns: mtime_ns(&meta),
                 part_size,
-                part_sha256,
-                sha256,
             };
             save_state(&state_path, &s)?;
             upload = Some(u);
@@ -366,33 +437,68 @@ pub async fn put_file(
     };
     let upload = upload.ok_or_else(|| CliError::Other("no upload".into()))?;
     let id = state.upload_id.clone();
+    // The whole-file SHA-256, beside the sending (declared at completion).
+    let cancel_hashing = Arc::new(AtomicBool::new(false));
+    let _cancel_on_drop = CancelOnDrop(cancel_hashing.clone());
+    let whole_hash = {
+        let (abs, cancel, clocks) = (abs.clone(), cancel_hashing.clone(), timings.clone());
+        tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let r = hash_whole(&abs, size, &cancel);
+            clocks.whole_hash.add(t);
+            r
+        })
+    };
     let mut missing: Vec<u32> = expand(&upload.missing_parts).collect();
     // The plan the server accepted for this upload: where each part starts in the file.
     let plan = ByteSize::new(state.size)
         .and_then(|size| PartPlan::new(size, Some(state.part_size), state.part_size))
         .map_err(|e| CliError::Source(e.to_string()))?;
+    let range_of = move |n: u32| {
+        PartNumber::new(n).ok().and_then(|p| plan.part_range(p)).ok_or_else(|| {
+            CliError::Other(format!("part {n} is outside this file's plan (the server sent an unknown part)"))
+        })
+    };
+    let hash_of = {
+        let (abs, timings) = (abs.clone(), timings.clone());
+        move |n: u32| {
+            let abs = abs.clone();
+            let clocks = timings.clone();
+            async move {
+                let (offset, len) = range_of(n)?;
+                let hashed = tokio::task::spawn_blocking(move || {
+                    let t = Instant::now();
+                    let r = hash_part(&abs, offset, len);
+                    clocks.part_hashing.add(t);
+                    r
+                });
+                let sha = hashed.await.map_err(|e| CliError::Other(format!("hashing part {n}: {e}")))??;
+                Ok::<_, CliError>((n, sha))
+            }
+        }
+    };
     let mut reconciled = 0u64;
     if resumed && !missing.is_empty() {
         // Parts S3 finished whose answer never reached us (the crash came first): S3
-        // checked them against the SHA-256 we pinned, so recording them is enough.
+        // checked them against the SHA-256 pinned in their URLs; if the file's part still
+        // has that hash, recording it is enough.
         let held = api.held_parts(&id).await?;
-        let planned_len = |n: u32| PartNumber::new(n).ok().and_then(|p| plan.part_len(p));
-        let found: Vec<RecordPartItem> = held
-            .parts
-            .into_iter()
-            .filter(|p| missing.contains(&p.number))
-            .filter(|p| planned_len(p.number) == Some(p.size))
-            .filter(|p| {
-                let ours = state.part_sha256.get(p.number as usize - 1);
-                p.sha256.is_some() && p.sha256.as_ref() == ours
-            })
-            .map(|p| RecordPartItem {
-                number: i64::from(p.number),
-                etag: p.etag,
-                size: p.size.into(),
-                sha256: p.sha256,
-            })
-            .collect();
+        let mut found: Vec<RecordPartItem> = Vec::new();
+        for p in held.parts {
+            let planned = range_of(p.number).ok().map(|(_, len)| len);
+            if !missing.contains(&p.number) || planned != Some(p.size) || p.sha256.is_none() {
+                continue;
+            }
+            let (_, ours) = hash_of(p.number).await?;
+            if p.sha256.as_ref() == Some(&ours) {
+                found.push(RecordPartItem {
+                    number: i64::from(p.number),
+                    etag: p.etag,
+                    size: p.size.into(),
+                    sha256: Some(ours),
+                });
+            }
+        }
         for batch in found.chunks(1000) {
             api.record(&id, batch.to_vec()).await?;
         }
@@ -403,40 +509,56 @@ pub async fn put_file(
     bar.set_position(upload.bytes_done + reconciled);
     bar.set_message(name.clone());
 
-    let window = (opts.concurrency * 2).max(16);
-    let sha_of = |n: u32| state.part_sha256.get(n as usize - 1).cloned().unwrap_or_default();
-    let signed_parts = stream::iter(missing.chunks(window).map(<[u32]>::to_vec))
-        .then(|batch| {
-            let numbers: Vec<(u32, String)> = batch.iter().map(|&n| (n, sha_of(n))).collect();
-            let api = api.clone();
-            let id = id.clone();
-            async move { api.sign(&id, &numbers).await }
-        })
-        .map_ok(|parts| stream::iter(parts.into_iter().map(Ok::<_, CliError>)))
-        .try_flatten();
+    // Parts are hashed and signed ahead of the sending by their own task (up to
+    // `concurrency` parts), in batches of whatever is hashed: the first URL is asked for
+    // as soon as the first part is hashed, and no PUT waits for a signing round trip.
+    let concurrency = opts.concurrency.max(1);
+    let window = (concurrency * 2).max(16);
+    let (signed_tx, signed_rx) = tokio::sync::mpsc::channel(concurrency);
+    tokio::spawn({
+        let (api, id, clocks, hash_of) = (api.clone(), id.clone(), timings.clone(), hash_of.clone());
+        async move {
+            let mut batches = stream::iter(missing).map(hash_of).buffered(concurrency).ready_chunks(window);
+            while let Some(batch) = batches.next().await {
+                let signed = sign_batch(&api, &id, batch, &clocks).await;
+                let failed = signed.is_err();
+                for part in signed.map_or_else(|e| vec![Err(e)], |parts| parts.into_iter().map(Ok).collect()) {
+                    // The sending side is gone (it failed or was interrupted): stop.
+                    if signed_tx.send(part).await.is_err() {
+                        return;
+                    }
+                }
+                if failed {
+                    return;
+                }
+            }
+        }
+    });
+    let signed_parts = stream::unfold(signed_rx, |mut rx| async move { rx.recv().await.map(|part| (part, rx)) });
+    let sender = Arc::new(Sender {
+        http: api.http.clone(),
+        path: abs.clone(),
+        bar: bar.clone(),
+        limiter: opts.limit_rate.clone(),
+        started,
+        first_byte_ms: std::sync::OnceLock::new(),
+        put: Clock::default(),
+    });
     let uploads = signed_parts
-        .map_ok(|signed| {
+        .map_ok(|(signed, sha)| {
             let api = api.clone();
-            let bar = bar.clone();
             let id = id.clone();
-            let abs = abs.clone();
-            let sha = sha_of(signed.number);
             let stop = stop.clone();
-            let limiter = opts.limit_rate.clone();
+            let sender = sender.clone();
+            let clocks = timings.clone();
             async move {
                 let mut signed = signed;
-                let offset = PartNumber::new(signed.number)
-                    .ok()
-                    .and_then(|n| plan.part_range(n))
-                    .map(|(offset, _)| offset)
-                    .ok_or_else(|| {
-                        CliError::Other(format!("the server signed part {}, outside this file", signed.number))
-                    })?;
+                let (offset, _) = range_of(signed.number)?;
                 for attempt in 0..MAX_ATTEMPTS {
                     if stop.load(Ordering::Relaxed) {
                         return Err(CliError::Interrupted);
                     }
-                    match send_part(&api.http, &signed, &abs, offset, &bar, &limiter).await {
+                    match send_part(&sender, &signed, offset).await {
                         Ok(etag) => {
                             return Ok(RecordPartItem {
                                 number: i64::from(signed.number),
@@ -447,12 +569,15 @@ pub async fn put_file(
                         }
                         Err(PartError::Fatal(e)) => return Err(e),
                         Err(PartError::Resign) => {
+                            let t = Instant::now();
                             signed = api
                                 .sign(&id, &[(signed.number, sha.clone())])
                                 .await?
                                 .into_iter()
                                 .next()
                                 .ok_or_else(|| CliError::Other("empty sign answer".into()))?;
+                            clocks.sign.add(t);
+                            clocks.sign_calls.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(PartError::Retry(why)) => {
                             if attempt + 1 == MAX_ATTEMPTS {
@@ -465,13 +590,13 @@ pub async fn put_file(
                 Err(CliError::Other(format!("part {} kept failing", signed.number)))
             }
         })
-        .try_buffer_unordered(opts.concurrency.max(1));
+        .try_buffer_unordered(concurrency);
     tokio::pin!(uploads);
     // Completed parts go to a recorder task on a timer, so recording never holds up the
     // sending (the uploads are only driven while this loop polls them) and never waits
     // for a later part to finish: a crash loses at most about a second of parts.
     let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let recorder = tokio::spawn(record_on_a_timer(api.clone(), id.clone(), done_rx));
+    let recorder = tokio::spawn(record_on_a_timer(api.clone(), id.clone(), done_rx, timings.clone()));
     let mut parts_sent = 0usize;
     let mut failure: Option<CliError> = None;
     loop {
@@ -497,8 +622,23 @@ pub async fn put_file(
     if let Some(e) = failure {
         return Err(e);
     }
+    bar.set_message(format!("hashing {name}"));
+    let t = Instant::now();
+    let sha256 = whole_hash.await.map_err(|e| CliError::Other(format!("hashing: {e}")))??;
+    let whole_hash_wait = t.elapsed();
+    // The parts S3 holds were each checked against what was read; the whole-file hash
+    // was read separately, so the file must not have changed in between.
+    let now = std::fs::metadata(&abs)?;
+    if now.len() != state.size || mtime_ns(&now) != state.mtime_ns {
+        return Err(CliError::Source(format!(
+            "{} changed while it was being sent; not completing upload {id}. Run again with --restart to upload it anew.",
+            path.display()
+        )));
+    }
     bar.set_message(format!("completing {name}"));
-    let done = api.complete(&id).await?;
+    let t = Instant::now();
+    let done = api.complete(&id, &sha256).await?;
+    let complete_ms = t.elapsed().as_secs_f64() * 1000.0;
     let _ = std::fs::remove_file(&state_path);
     bar.finish_with_message(format!("{name} ✓"));
     Ok(PutResult {
@@ -509,7 +649,53 @@ pub async fn put_file(
         parts_sent,
         resumed,
         seconds: started.elapsed().as_secs_f64(),
+        timings: Timings {
+            first_byte_ms: sender.first_byte_ms.get().copied().unwrap_or(0.0),
+            part_hashing_ms: timings.part_hashing.ms(),
+            whole_hash_ms: timings.whole_hash.ms(),
+            whole_hash_wait_ms: whole_hash_wait.as_secs_f64() * 1000.0,
+            create_ms: timings.create.ms(),
+            sign_calls: timings.sign_calls.load(Ordering::Relaxed),
+            sign_ms: timings.sign.ms(),
+            put_ms: sender.put.ms(),
+            record_calls: timings.record_calls.load(Ordering::Relaxed),
+            record_ms: timings.record.ms(),
+            complete_ms,
+        },
     })
+}
+
+/// Signs a batch of hashed parts; each signed URL with the SHA-256 pinned in it.
+async fn sign_batch(
+    api: &Api,
+    id: &str,
+    batch: Vec<Result<(u32, String), CliError>>,
+    clocks: &PutClocks,
+) -> Result<Vec<(SignedPart, String)>, CliError> {
+    let numbers = batch.into_iter().collect::<Result<Vec<(u32, String)>, CliError>>()?;
+    let t = Instant::now();
+    let signed = api.sign(id, &numbers).await?;
+    clocks.sign.add(t);
+    clocks.sign_calls.fetch_add(1, Ordering::Relaxed);
+    signed
+        .into_iter()
+        .map(|part| match numbers.iter().find(|(n, _)| *n == part.number) {
+            Some((_, sha)) => Ok((part, sha.clone())),
+            None => Err(CliError::Other(format!("the server signed part {}, which was not asked for", part.number))),
+        })
+        .collect()
+}
+
+/// The clocks several tasks of one `put` add to.
+#[derive(Default)]
+struct PutClocks {
+    create: Clock,
+    part_hashing: Clock,
+    whole_hash: Clock,
+    sign: Clock,
+    sign_calls: std::sync::atomic::AtomicU32,
+    record: Clock,
+    record_calls: std::sync::atomic::AtomicU32,
 }
 
 /// Records completed parts at least once every [`RECORD_INTERVAL`] while any are waiting
@@ -520,7 +706,18 @@ async fn record_on_a_timer(
     api: Api,
     id: String,
     mut done: tokio::sync::mpsc::UnboundedReceiver<RecordPartItem>,
+    clocks: Arc<PutClocks>,
 ) -> Result<(), CliError> {
+    let record = |parts: Vec<RecordPartItem>| {
+        let (api, id, clocks) = (&api, &id, &clocks);
+        async move {
+            let t = Instant::now();
+            let r = api.record(id, parts).await;
+            clocks.record.add(t);
+            clocks.record_calls.fetch_add(1, Ordering::Relaxed);
+            r
+        }
+    };
     let mut pending: Vec<RecordPartItem> = Vec::new();
     let mut tick = tokio::time::interval(RECORD_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -536,12 +733,12 @@ async fn record_on_a_timer(
             _ = tick.tick() => !pending.is_empty(),
         };
         // A failed record keeps its parts for the next tick.
-        if flush && api.record(&id, pending.clone()).await.is_ok() {
+        if flush && record(pending.clone()).await.is_ok() {
             pending.clear();
         }
     }
     if !pending.is_empty() {
-        api.record(&id, pending).await?;
+        record(pending).await?;
     }
     Ok(())
 }
@@ -577,22 +774,23 @@ mod tests {
         assert!(matches!(part_size_for(S3_MAX_OBJECT_SIZE + 1, None), Err(CliError::Source(_))));
     }
 
-    #[tokio::test]
-    async fn hashing_cuts_parts_exactly() {
+    #[test]
+    fn parts_and_the_whole_file_hash_exactly_what_s3_and_the_server_will_check() {
         let dir = std::env::temp_dir().join(format!("hoist-hash-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("f");
         let data: Vec<u8> = (0..(5 * MIB as usize + 3)).map(|i| (i % 251) as u8).collect();
         std::fs::write(&p, &data).unwrap();
-        let (whole, parts) = hash_file(&p, data.len() as u64, 5 * MIB, &ProgressBar::hidden()).await.unwrap();
-        assert_eq!(whole, hex::encode(Sha256::digest(&data)));
-        assert_eq!(parts.len(), 2);
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(b));
-        assert_eq!(parts[0], b64(&data[..5 * MIB as usize]));
-        assert_eq!(parts[1], b64(&data[5 * MIB as usize..]));
-        std::fs::write(&p, b"").unwrap();
-        let (_, parts) = hash_file(&p, 0, 5 * MIB, &ProgressBar::hidden()).await.unwrap();
-        assert_eq!(parts, vec![b64(b"")], "an empty file is one empty part");
+        let never = AtomicBool::new(false);
+        assert_eq!(hash_whole(&p, data.len() as u64, &never).unwrap(), hex::encode(Sha256::digest(&data)));
+        assert_eq!(hash_part(&p, 0, 5 * MIB).unwrap(), b64(&data[..5 * MIB as usize]));
+        assert_eq!(hash_part(&p, 5 * MIB, 3).unwrap(), b64(&data[5 * MIB as usize..]));
+        assert_eq!(hash_part(&p, 7, 0).unwrap(), b64(b""), "an empty file is one empty part");
+        // A file shorter than planned is an error, never a hash of fewer bytes.
+        assert!(hash_part(&p, 5 * MIB, 4).is_err());
+        assert!(matches!(hash_whole(&p, data.len() as u64 + 1, &never), Err(CliError::Source(_))));
+        assert!(matches!(hash_whole(&p, data.len() as u64, &AtomicBool::new(true)), Err(CliError::Interrupted)));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

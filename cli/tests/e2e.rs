@@ -4,7 +4,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use api_types::{ranges, uploads::UploadView};
-use hoist_e2e::{rand_like, typed, unique, Harness};
+use hoist_e2e::{rand_like, sha256_hex, typed, unique, Harness};
 use serde_json::Value;
 
 const MIB: usize = 1024 * 1024;
@@ -178,6 +178,38 @@ async fn a_modified_source_is_refused_for_resume() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The whole-file SHA-256 is read beside the sending, not before it: a file edited in
+/// between must never be completed as if it were one file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_edited_while_it_is_sent_is_never_completed() {
+    let h = Harness::start().await;
+    let owner = unique("edit");
+    let dir = temp_dir("hoist-edit");
+    let src = dir.join("f.bin");
+    let data = rand_like::bytes(4 * 5 * MIB);
+    std::fs::write(&src, &data).unwrap();
+    let state = dir.join("state");
+    let mut c = hoist(&h, &owner, &state);
+    c.args(["put", "-j", "1", "--part-size", "5242880", "--limit-rate", "5M"]).arg(&src);
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let id = wait_for_parts(&h, &owner, &state, 1, &mut child).await;
+    // Edit the last part in place: same size, new bytes and modification time.
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
+        f.seek(std::io::SeekFrom::Start(3 * 5 * MIB as u64 + 10)).unwrap();
+        f.write_all(b"edited while it was being sent").unwrap();
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("changed") && err.contains("--restart"), "{err}");
+    let v: UploadView = h.call_as(Some(&owner), "GET", &format!("/uploads/{id}"), None, 200).await;
+    assert_eq!(v.status, "uploading", "not completed: {v:?}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_resumes_an_interrupted_download_and_verifies_it() {
     let h = Harness::start().await;
@@ -264,18 +296,18 @@ async fn resume_records_parts_s3_holds_instead_of_sending_them_again() {
     child.kill().unwrap();
     child.wait().unwrap();
     // As if the dead process had sent parts 2 and 3 (S3 has them, nothing recorded):
-    // sign and PUT them by hand, with the SHA-256 the state file pinned.
+    // sign and PUT them by hand, with their SHA-256 pinned as the CLI pins it. Part 3
+    // holds other bytes than the file has now (as if the file was edited back and
+    // forth): the CLI hashes its own part 3 and must send it again.
+    let other = rand_like::bytes(5 * MIB);
+    let body_of = |n: u32| if n == 3 { other.clone() } else { hoist_e2e::chunk(&data, 5 * MIB, n).to_vec() };
     let signed: api_types::uploads::SignPartsResponse = {
-        let st: Value = serde_json::from_slice(
-            &std::fs::read(std::fs::read_dir(&state).unwrap().next().unwrap().unwrap().path()).unwrap(),
-        )
-        .unwrap();
-        let sha = |n: usize| st["part_sha256"][n - 1].as_str().unwrap().to_owned();
+        let sha = |n: u32| sha256_hex(&body_of(n));
         let body = serde_json::json!({"parts": [{"number": 2, "sha256": sha(2)}, {"number": 3, "sha256": sha(3)}]});
         h.call_as(Some(&owner), "POST", &format!("/uploads/{id}/parts/sign"), Some(body), 200).await
     };
     for p in &signed.parts {
-        let (s, _, body) = h.put_part(p, hoist_e2e::chunk(&data, 5 * MIB, p.number).to_vec()).await;
+        let (s, _, body) = h.put_part(p, body_of(p.number)).await;
         assert_eq!(s, 200, "{body}");
     }
     h.clear_request_log();
@@ -287,7 +319,7 @@ async fn resume_records_parts_s3_holds_instead_of_sending_them_again() {
     assert_eq!(r["resumed"], true);
     let mut sent = h.signed_part_numbers(&id);
     sent.sort_unstable();
-    assert_eq!(sent, vec![1, 4], "parts 2 and 3 were recorded from S3, not sent again");
+    assert_eq!(sent, vec![1, 3, 4], "part 2 was recorded from S3, not sent again; the stale part 3 was");
     assert_eq!(h.object_bytes(&id).await, data);
     std::fs::remove_dir_all(dir).ok();
 }

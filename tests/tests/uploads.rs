@@ -397,3 +397,71 @@ async fn janitor_expires_abandoned_uploads_and_aborts_their_parts() {
     assert_eq!(s, 409, "{p:?}");
     assert_eq!(p.slug(), "conflict");
 }
+
+/// The whole-file SHA-256 declared at completion (as the CLI does, hashing while it
+/// sends): bad bodies are clear errors that change nothing, a hash other than the one
+/// declared is 409, and processing verifies the hash that was declared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_file_hash_can_be_declared_at_completion() {
+    let h = Harness::start().await;
+    let owner = unique("late-hash");
+    let data = rand_like::bytes(PART + 1234);
+    let mut body = CreateUploadRequest {
+        filename: "late.bin".into(),
+        size: data.len().into(),
+        content_type: "application/octet-stream".into(),
+        sha256: None,
+        part_checksums: Some("SHA256".into()),
+        part_size: Some(PART.into()),
+    };
+    let good = h.post_upload(&owner, &body).await;
+    assert_eq!(good.sha256, None);
+    h.upload_parts(&owner, &good.id, &data, PART, &[1, 2], true).await;
+    let complete = format!("/uploads/{}/complete", good.id);
+    for (bad, status, field) in [
+        (json!({"sha256": "not a digest"}), 422, "sha256"),
+        (json!({"sha256": 7}), 422, ""),
+        (json!({"sha_256": sha256_hex(&data)}), 422, ""),
+    ] {
+        let (s, p, _) = h.call_problem(Some(&owner), "POST", &complete, Some(bad.clone())).await;
+        assert_eq!(s, status, "{bad}: {p:?}");
+        assert!(p.detail.contains(field), "{bad}: {p:?}");
+    }
+    let (s, v, _) = h.call_raw(&owner, "POST", &complete, "text/plain", br#"{"sha256":"00"}"#).await;
+    assert_eq!(s, 415, "{v}");
+    let status: UploadView = h.call_as(Some(&owner), "GET", &format!("/uploads/{}", good.id), None, 200).await;
+    assert_eq!(status.status, "uploading", "refused completions change nothing");
+
+    let done: UploadView =
+        h.call_as(Some(&owner), "POST", &complete, Some(json!({"sha256": sha256_hex(&data)})), 200).await;
+    assert_eq!((done.status.as_str(), done.sha256.as_deref()), ("processing", Some(sha256_hex(&data).as_str())));
+    // Repeating the completion with another hash is refused, not ignored.
+    let (s, p, _) =
+        h.call_problem(Some(&owner), "POST", &complete, Some(json!({"sha256": sha256_hex(b"other")}))).await;
+    assert_eq!(s, 409, "{p:?}");
+    assert!(p.detail.contains("differs"), "{p:?}");
+
+    // One declared at creation: another at completion is 409 and the upload stays open.
+    body.sha256 = Some(sha256_hex(&data));
+    let declared = h.post_upload(&owner, &body).await;
+    h.upload_parts(&owner, &declared.id, &data, PART, &[1, 2], true).await;
+    let path = format!("/uploads/{}/complete", declared.id);
+    let (s, _, _) = h.call_problem(Some(&owner), "POST", &path, Some(json!({"sha256": sha256_hex(b"x")}))).await;
+    assert_eq!(s, 409);
+    let v: UploadView = h.call_as(Some(&owner), "GET", &format!("/uploads/{}", declared.id), None, 200).await;
+    assert_eq!(v.status, "uploading");
+    h.call_as::<UploadView>(Some(&owner), "POST", &path, Some(json!({"sha256": sha256_hex(&data)})), 200).await;
+
+    // A wrong hash declared at completion ends corrupt, like a wrong one declared at creation.
+    body.sha256 = None;
+    let wrong = h.post_upload(&owner, &body).await;
+    h.upload_parts(&owner, &wrong.id, &data, PART, &[1, 2], true).await;
+    let path = format!("/uploads/{}/complete", wrong.id);
+    h.call_as::<UploadView>(Some(&owner), "POST", &path, Some(json!({"sha256": sha256_hex(b"x")})), 200).await;
+
+    h.process_all().await;
+    for (id, expected) in [(&good.id, "ready"), (&declared.id, "ready"), (&wrong.id, "corrupt")] {
+        let v: UploadView = h.call_as(Some(&owner), "GET", &format!("/uploads/{id}"), None, 200).await;
+        assert_eq!(v.status, expected, "{v:?}");
+    }
+}

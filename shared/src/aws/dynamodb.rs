@@ -28,7 +28,7 @@ use futures::{stream, StreamExt, TryStreamExt};
 
 use crate::domain::{
     catalog_sort_key, CatalogPosition, FilePage, HashProgress, Owner, PartRecord, ProcessingOutcome, Quota,
-    QuotaLimits, Transition, Upload, UploadId, UploadStatus, WindowFinding, CLOSED_RETENTION_SECS,
+    QuotaLimits, Sha256Digest, Transition, Upload, UploadId, UploadStatus, WindowFinding, CLOSED_RETENTION_SECS,
 };
 use crate::ports::{CreateError, ObjectInfo, RepoError, UploadRepo};
 
@@ -535,6 +535,20 @@ impl UploadRepo for DynamoRepo {
                     ..Effects::default()
                 },
             )
+            .send()
+            .await;
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    async fn declare_sha256(&self, id: &UploadId, sha256: &Sha256Digest, now: i64) -> Result<bool, RepoError> {
+        let res = self
+            .update_upload(id)
+            .update_expression("SET sha256 = :h, updated_at = :now")
+            .condition_expression("#s = :completing AND (attribute_not_exists(sha256) OR sha256 = :h)")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":completing", sv(UploadStatus::Completing.as_str()))
+            .expression_attribute_values(":h", sv(sha256.to_hex()))
+            .expression_attribute_values(":now", nv(now))
             .send()
             .await;
         conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))

@@ -32,6 +32,9 @@ pub enum UploadError {
     /// Parts are missing or differ from what was recorded: the client can fix and retry.
     #[error("{detail}")]
     Incomplete { detail: String, missing_parts: Vec<[u32; 2]>, mismatched_parts: Option<Vec<u32>> },
+    /// The whole-file SHA-256 sent at completion is not the one declared before.
+    #[error("This upload's SHA-256 was declared as {declared}; the one sent to complete it ({sent}) differs. Hash the file again: it may have changed.")]
+    HashConflict { declared: String, sent: String },
     #[error("No parts have been uploaded yet.")]
     NoPartsYet,
     #[error("S3 no longer holds this upload's parts (aborted or expired). Start a new upload.")]

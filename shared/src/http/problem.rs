@@ -86,6 +86,7 @@ impl From<UploadError> for ApiError {
             UploadError::NotOpen { .. }
             | UploadError::LeaseHeld
             | UploadError::WrongProtocol(_)
+            | UploadError::HashConflict { .. }
             | UploadError::NoPartsYet
             | UploadError::PartsGone
             | UploadError::NoObject

@@ -11,10 +11,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use api_types::uploads::UploadView;
+use api_types::uploads::{CompleteUploadRequest, UploadView};
 
 use crate::{
-    domain::{ETag, Owner, PartNumber, PartRecord, ProcessJob, Upload, UploadError, UploadId, UploadStatus},
+    domain::{
+        ETag, Owner, PartNumber, PartRecord, ProcessJob, Sha256Digest, Upload, UploadError, UploadId, UploadStatus,
+    },
     ports::{CompleteOutcome, ObjectInfo, StoredPart},
     ranges::missing_ranges,
     telemetry, App,
@@ -25,15 +27,30 @@ use super::{describe_ranges, discard_s3, effective_status, load_owned, plan_of, 
 /// `POST /uploads/{id}/complete`. Safe to call any number of times, concurrently: one
 /// caller takes a lease and does the work; the others wait for its result and return it.
 pub async fn complete(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Result<UploadView, UploadError> {
+    complete_with(app, owner, id, None, now).await
+}
+
+/// [`complete`], with the whole-file SHA-256 the client declares now (it hashed the file
+/// while sending it, so its first part left at once). Recorded under the completion
+/// lease, before the job is sent; one declared at creation must be the same.
+async fn complete_with(
+    app: &App,
+    owner: &Owner,
+    id: &UploadId,
+    declared: Option<Sha256Digest>,
+    now: i64,
+) -> Result<UploadView, UploadError> {
     let started = tokio::time::Instant::now();
     loop {
         // `now` advances while we wait for another caller's completion.
         let t = now + started.elapsed().as_secs() as i64;
         let upload = load_owned(app, owner, id).await?;
+        refuse_another_hash(&upload, declared)?;
         match effective_status(&upload, t) {
             s if s.is_completed() => return Ok(view(&upload, None, t)),
             UploadStatus::Uploading => {
                 if app.repo.begin_completion(id, t, app.config.complete_lease).await? {
+                    let upload = declare(app, upload, declared, t).await?;
                     return drive_completion(app, upload, None, t).await;
                 }
             }
@@ -43,6 +60,7 @@ pub async fn complete(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Resu
                 if upload.lease_until.is_some_and(|l| l < t)
                     && app.repo.begin_completion(id, t, app.config.complete_lease).await?
                 {
+                    let upload = declare(app, upload, declared, t).await?;
                     return drive_completion(app, upload, None, t).await;
                 }
             }
@@ -55,9 +73,52 @@ pub async fn complete(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Resu
     }
 }
 
+/// The whole-file SHA-256 a completion request declares, if any.
+pub fn declared_sha256(req: &CompleteUploadRequest) -> Result<Option<Sha256Digest>, UploadError> {
+    Ok(req.sha256.as_deref().map(|s| Sha256Digest::parse("sha256", s)).transpose()?)
+}
+
+fn refuse_another_hash(upload: &Upload, declared: Option<Sha256Digest>) -> Result<(), UploadError> {
+    match (upload.sha256, declared) {
+        (Some(had), Some(sent)) if had != sent => {
+            Err(UploadError::HashConflict { declared: had.to_hex(), sent: sent.to_hex() })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Records the hash declared at completion; the lease is held, so only a different hash
+/// (declared by a racing caller) can stop it, and then the lease is given back.
+async fn declare(
+    app: &App,
+    mut upload: Upload,
+    declared: Option<Sha256Digest>,
+    now: i64,
+) -> Result<Upload, UploadError> {
+    let Some(sha256) = declared else { return Ok(upload) };
+    if upload.sha256 == Some(sha256) {
+        return Ok(upload);
+    }
+    if !app.repo.declare_sha256(&upload.id, &sha256, now).await? {
+        let _ = app.repo.release_completion(&upload, now).await;
+        let current = app.repo.get(&upload.id).await?.unwrap_or(upload);
+        refuse_another_hash(&current, declared)?;
+        return Err(UploadError::LeaseHeld);
+    }
+    upload.sha256 = Some(sha256);
+    Ok(upload)
+}
+
 /// `POST /uploads/{id}/complete`: for uploads created with `POST /uploads` (a declared
-/// size). Companion and single-POST sessions complete by their own protocols.
-pub async fn complete_declared(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Result<UploadView, UploadError> {
+/// size). Companion and single-POST sessions complete by their own protocols. `declared`
+/// is the whole-file SHA-256 when the client sends it only now.
+pub async fn complete_declared(
+    app: &App,
+    owner: &Owner,
+    id: &UploadId,
+    declared: Option<Sha256Digest>,
+    now: i64,
+) -> Result<UploadView, UploadError> {
     let upload = load_owned(app, owner, id).await?;
     if upload.single_post {
         return Err(UploadError::WrongProtocol(
@@ -67,7 +128,7 @@ pub async fn complete_declared(app: &App, owner: &Owner, id: &UploadId, now: i64
     if upload.deferred_size {
         return Err(UploadError::WrongProtocol("This upload was created with /s3/multipart; complete it there."));
     }
-    complete(app, owner, id, now).await
+    complete_with(app, owner, id, declared, now).await
 }
 
 /// The most a session of undeclared size may hold: the ceiling it reserved (sessions

@@ -16,7 +16,7 @@ use crate::testing::{Fakes, Fault, EICAR_MARKER};
 
 use super::{
     abort::abort,
-    complete::complete,
+    complete::{complete, complete_declared},
     create::{create, NewUpload},
     janitor::sweep,
     parts::record_parts,
@@ -42,11 +42,26 @@ fn data(len: usize, marker: Option<usize>) -> Vec<u8> {
 /// Creates an upload of `bytes` in 5 MiB parts, sends `send` of its parts to the object
 /// store, and records them, as a client would.
 async fn upload(f: &Fakes, who: &Owner, bytes: &[u8], send: &[u32]) -> UploadId {
+    upload_declaring(f, who, bytes, send, Some(digest(bytes))).await
+}
+
+fn digest(bytes: &[u8]) -> Sha256Digest {
+    Sha256Digest::from_bytes(Sha256::digest(bytes).into())
+}
+
+/// [`upload`], declaring `sha256` at creation (or not).
+async fn upload_declaring(
+    f: &Fakes,
+    who: &Owner,
+    bytes: &[u8],
+    send: &[u32],
+    sha256: Option<Sha256Digest>,
+) -> UploadId {
     let new = NewUpload {
         filename: FileName::parse("data.bin").unwrap(),
         size: ByteSize::new(bytes.len() as u64).unwrap(),
         content_type: ContentType::parse("application/octet-stream").unwrap(),
-        sha256: Some(Sha256Digest::from_bytes(Sha256::digest(bytes).into())),
+        sha256,
         part_checksums: true,
         part_size: Some(5 * MIB),
     };
@@ -354,4 +369,60 @@ async fn the_quota_refuses_past_the_limit_and_leaves_nothing_behind() {
     assert!(matches!(create(&f.app, &who, new, T0).await, Err(UploadError::QuotaExceeded { .. })));
     assert_eq!(f.repo.quota_of(&who).open_uploads, 2);
     assert_eq!(f.objects.open_multipart_uploads(), 2, "the refused one opened nothing in S3");
+}
+
+#[tokio::test]
+async fn a_hash_declared_at_completion_is_recorded_and_verified_by_processing() {
+    let f = Fakes::new();
+    let who = owner("ann");
+    let bytes = data(11 * MIB as usize, None);
+    let id = upload_declaring(&f, &who, &bytes, &[1, 2, 3], None).await;
+    let done = complete_declared(&f.app, &who, &id, Some(digest(&bytes)), T0).await.unwrap();
+    assert_eq!(done.sha256.as_deref(), Some(digest(&bytes).to_hex().as_str()));
+    let jobs = f.jobs.sent();
+    assert_eq!(jobs[0].sha256, Some(digest(&bytes)), "the job carries the hash to verify");
+    let p = f.processor();
+    assert_eq!(processing::process(&p, &jobs[0], 1).await.unwrap(), JobOutcome::Finished(UploadStatus::Ready));
+
+    // A wrong hash declared at completion is caught by processing, as one declared at creation.
+    let id = upload_declaring(&f, &who, &bytes, &[1, 2, 3], None).await;
+    complete_declared(&f.app, &who, &id, Some(digest(b"other bytes")), T0).await.unwrap();
+    let job = f.jobs.sent().last().cloned().unwrap();
+    assert_eq!(processing::process(&p, &job, 1).await.unwrap(), JobOutcome::Finished(UploadStatus::Corrupt));
+}
+
+#[tokio::test]
+async fn a_completion_hash_other_than_the_declared_one_is_refused_and_changes_nothing() {
+    let f = Fakes::new();
+    let who = owner("ann");
+    let (id, bytes) = ready_to_complete(&f, &who).await;
+    let e = complete_declared(&f.app, &who, &id, Some(digest(b"other bytes")), T0).await.unwrap_err();
+    assert!(matches!(e, UploadError::HashConflict { .. }), "{e:?}");
+    assert_eq!(status(&f, &id), UploadStatus::Uploading, "nothing taken: the client can complete again");
+    assert!(f.jobs.sent().is_empty());
+    // The same hash again is fine, and so is none.
+    complete_declared(&f.app, &who, &id, Some(digest(&bytes)), T0).await.unwrap();
+    assert_eq!(f.repo.upload(&id).unwrap().sha256, Some(digest(&bytes)));
+    // After completion, a different hash is still refused (not silently ignored).
+    let e = complete_declared(&f.app, &who, &id, Some(digest(b"x")), T0).await.unwrap_err();
+    assert!(matches!(e, UploadError::HashConflict { .. }), "{e:?}");
+    assert_eq!(f.jobs.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn racing_completions_declaring_different_hashes_record_exactly_one() {
+    let f = Fakes::new();
+    let who = owner("ann");
+    let bytes = data(11 * MIB as usize, None);
+    let id = upload_declaring(&f, &who, &bytes, &[1, 2, 3], None).await;
+    let (a, b) = tokio::join!(
+        complete_declared(&f.app, &who, &id, Some(digest(&bytes)), T0),
+        complete_declared(&f.app, &who, &id, Some(digest(b"x")), T0)
+    );
+    assert!(a.is_ok() != b.is_ok(), "exactly one wins: {a:?} / {b:?}");
+    let loser = if a.is_ok() { b } else { a };
+    assert!(matches!(loser, Err(UploadError::HashConflict { .. })), "{loser:?}");
+    let recorded = f.repo.upload(&id).unwrap().sha256.unwrap();
+    assert_eq!(f.jobs.sent().len(), 1);
+    assert_eq!(f.jobs.sent()[0].sha256, Some(recorded), "the job verifies the hash that was recorded");
 }

@@ -18,14 +18,30 @@ cargo bench -p hoist-e2e --bench thumbnails 2>/dev/null | grep -v '^{"' | tee be
 cargo build -q --release -p hoist-cli
 cargo bench -p hoist-e2e --bench windows 2>/dev/null | grep -v '^{"' | tee bench/windows.md
 
-# hoist put vs the AWS CLI on the same local S3 (the AWS CLI in its own venv; bench-only).
+# hoist put vs the AWS CLI and rclone on the stack `make dev` runs, what each sends, and where
+# the time goes (bench/put_throughput.md); then the client's own ceiling against an S3 that
+# costs next to nothing (bench/put_ceiling.md). Peers and profilers are bench-only: the AWS
+# CLI in its own venv, rclone, perf and GNU time from Debian, py-spy in the tools venv.
 VENV_AWSCLI="$HOIST_CACHE/venv-awscli"
 if [ ! -x "$VENV_AWSCLI/bin/aws" ]; then
   python3 -m venv "$VENV_AWSCLI" && "$VENV_AWSCLI/bin/pip" install -q 'awscli==1.46.*'
 fi
-command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; }
+for tool in rclone:rclone perf:linux-perf /usr/bin/time:time objdump:binutils; do
+  command -v "${tool%%:*}" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${tool#*:}"; }
+done
+[ -x "$VENV_TOOLS/bin/py-spy" ] || "$VENV_TOOLS/bin/pip" install -q py-spy
+cargo build -q -p hoist-dev          # the API as `make dev` serves it
+cargo build -q --release -p hoist-cli
 cargo bench -p hoist-cli --bench kill_resume 2>/dev/null | grep -v '^{"' | tee bench/kill_resume.md
-AWS_CLI="$VENV_AWSCLI/bin/aws" cargo bench -p hoist-cli --bench put_throughput 2>/dev/null | grep -v '^{"' | tee bench/put_throughput.md
+export AWS_CLI="$VENV_AWSCLI/bin/aws" PY_SPY="$VENV_TOOLS/bin/py-spy"
+{
+  "$HOIST_BOTO_PYTHON" scripts/bench_put.py
+  echo
+  "$HOIST_BOTO_PYTHON" scripts/bench_put.py --capture
+  echo
+  "$HOIST_BOTO_PYTHON" scripts/bench_put.py --profile
+} | tee bench/put_throughput.md
+cargo bench -p hoist-cli --bench ceiling 2>/dev/null | grep -v '^{"' | tee bench/put_ceiling.md
 
 # Cold starts of every function under SAM's Lambda emulator (bench/sam_local.md): the
 # artifact `make sam-local` builds, one fresh container per invocation, 5 rounds.

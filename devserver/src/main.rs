@@ -26,7 +26,8 @@ enum Cmd {
         #[arg(long, default_value = "web/dist")]
         web_dir: String,
         /// Processing workers: pollers taking one message at a time, as Lambda instances do
-        /// (the windows of a large file fan out over them).
+        /// (the windows of a large file fan out over them). 0: no processing (benchmarks
+        /// of the upload path alone).
         #[arg(long, env = "HOIST_DEV_WORKERS", default_value_t = 2)]
         workers: usize,
     },
@@ -74,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let scanner = std::sync::Arc::new(shared::clamd::Clamd::from_config(&config));
             let processor = std::sync::Arc::new(process::Processor { app: app.clone(), scanner, config });
             let sqs = aws_sdk_sqs::Client::new(&aws_config::load_from_env().await);
-            for _ in 0..workers.max(1) {
+            for _ in 0..workers {
                 hoist_dev::sqs::spawn_poller(processor.clone(), sqs.clone(), app.config.queue_url.clone());
             }
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;

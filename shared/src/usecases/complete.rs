@@ -147,6 +147,7 @@ pub(crate) async fn drive_completion(
     arrived: Option<&str>,
     now: i64,
 ) -> Result<UploadView, UploadError> {
+    let started = std::time::Instant::now();
     let finished = if upload.single_post {
         finish_single_object(app, &upload, arrived).await
     } else if upload.deferred_size {
@@ -171,6 +172,7 @@ pub(crate) async fn drive_completion(
             return Err(e);
         }
     };
+    let assembled_ms = started.elapsed().as_millis() as u64;
     // A deferred-size upload learns its size now.
     upload.size = object.size;
     let job = ProcessJob {
@@ -195,7 +197,9 @@ pub(crate) async fn drive_completion(
         tracing::error!(upload_id = %upload.id, "the bucket is not versioned: the object cannot be pinned");
     }
     app.repo.finish_completion(&upload, &object, now).await?;
-    tracing::info!(upload_id = %upload.id, owner = %upload.owner, size = upload.size, "upload completed");
+    // Where completion time goes: assembling (ListParts, CompleteMultipartUpload) vs the rest.
+    let total_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(upload_id = %upload.id, owner = %upload.owner, size = upload.size, assembled_ms, total_ms, "upload completed");
     telemetry::metric("complete_upload", "UploadsCompleted", 1.0, "Count");
     telemetry::metric("complete_upload", "BytesCompleted", upload.size as f64, "Bytes");
     let done = app.repo.get(&upload.id).await?.unwrap_or(upload);
@@ -205,7 +209,10 @@ pub(crate) async fn drive_completion(
 /// Makes sure the object exists, assembled from exactly the planned parts; returns its
 /// ETag, version and size.
 async fn finish_object(app: &App, upload: &Upload) -> Result<ObjectInfo, UploadError> {
-    let Some(stored) = app.objects.list_parts(&upload.s3_key, &upload.s3_upload_id).await? else {
+    let t = std::time::Instant::now();
+    let listed = app.objects.list_parts(&upload.s3_key, &upload.s3_upload_id).await?;
+    tracing::debug!(upload_id = %upload.id, millis = t.elapsed().as_millis() as u64, "listed parts");
+    let Some(stored) = listed else {
         // S3 no longer knows the multipart upload: our own earlier completion (that
         // crashed before recording it), or an abort by the lifecycle rule.
         return existing_object(app, upload).await?.ok_or(UploadError::PartsGone);
@@ -252,7 +259,10 @@ async fn finish_object(app: &App, upload: &Upload) -> Result<ObjectInfo, UploadE
         detail.push('.');
         return Err(UploadError::Incomplete { detail, missing_parts, mismatched_parts: Some(mismatched) });
     }
-    complete_parts(app, upload, &parts, upload.size).await
+    let t = std::time::Instant::now();
+    let done = complete_parts(app, upload, &parts, upload.size).await;
+    tracing::debug!(upload_id = %upload.id, millis = t.elapsed().as_millis() as u64, "assembled");
+    done
 }
 
 /// CompleteMultipartUpload, resolving "already done" answers against the object itself.

@@ -42,6 +42,9 @@ export AWS_CLI="$VENV_AWSCLI/bin/aws" PY_SPY="$VENV_TOOLS/bin/py-spy"
   "$HOIST_BOTO_PYTHON" scripts/bench_put.py --profile
 } | tee bench/put_throughput.md
 cargo bench -p hoist-cli --bench ceiling 2>/dev/null | grep -v '^{"' | tee bench/put_ceiling.md
+# The browser path: 1 GiB through the page in headless Chromium, against the CLI
+# (Chromium and the page's packages as `make test` installs them).
+(cd web && npm run --silent build && node bench.mjs) | tee bench/browser_upload.md
 
 # Cold starts of every function under SAM's Lambda emulator (bench/sam_local.md): the
 # artifact `make sam-local` builds, one fresh container per invocation, 5 rounds.

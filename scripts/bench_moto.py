@@ -107,8 +107,9 @@ def main():
         rss = [x for x, _ in rs]
         ms = [y for _, y in rs]
         print(f"| {name} | {statistics.median(rss):.0f} ({min(rss):.0f}–{max(rss):.0f}) | {statistics.median(ms):.1f} ({min(ms):.1f}–{max(ms):.1f}) |")
-    long_n = 4 * n
-    _, _, samples = run(OURS, 4599, long_n, every=long_n // 5)
+    # "A few thousand uploads": the table grows to ~10 items an upload.
+    long_n = 12 * n
+    _, _, samples = run(OURS, 4599, long_n, every=long_n // 6)
     print()
     print(f"Ours through {long_n} uploads ({8 * long_n} calls): RSS and median call latency as they go")
     print()

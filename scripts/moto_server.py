@@ -1,4 +1,4 @@
-"""moto's server, with one fix for how Hoist uses it (local development and tests only).
+"""moto's server, with two fixes for how Hoist uses it (local development and tests only).
 
 moto 5.2.5's TransactWriteItems deep-copies every table it touches, before every
 transaction, to roll back on failure. Hoist writes the upload and the owner's quota
@@ -8,9 +8,17 @@ to 5.2 GB and each call's latency doubled (bench/moto_health.md). This wrapper k
 moto's transaction logic as it is but backs up only the items the transaction
 touches, and restores exactly those on rollback: the same all-or-nothing behaviour,
 at the cost of the items, not the table.
+
+moto 5.2.5's Query also costs the whole table: every Query, on the table or on an index,
+starts from `Table.all_items()`, which lists *and sorts* every item, then filters by
+the key. So each call got slower as the table grew (34 ms a call after 1,000 uploads,
+bench/moto_health.md). Query sorts its own results afterwards, so here a Query on the
+table reads only its partition, and a Query on an index walks the items unsorted.
+Results, order and pagination are moto's own.
 """
 import copy
 import sys
+import threading
 
 import moto.dynamodb.models as models
 from moto.dynamodb.models.table import Table
@@ -73,6 +81,115 @@ def transact_write_items(self, transact_items):
 
 
 models.DynamoDBBackend.transact_write_items = transact_write_items
+
+# A Query reads only what its key can match: `_query` says which items, `_all_items`
+# (what moto's Query starts from) returns them. For an index, each table keeps a map from
+# each GSI's hash key to the primary keys of the items in it, kept by the three writes
+# every other write goes through (put, delete, update: batches and transactions call
+# them); moto itself is not thread-safe, so writes, the map and queries take one lock.
+_query_scope = threading.local()
+_lock = threading.RLock()
+_original_query = Table.query
+_original_all_items = Table.all_items
+_DynamoType = models.DynamoType
+
+
+class _IndexMap:
+    """GSI name -> hash value -> primary keys, and primary key -> GSI name -> hash value."""
+
+    def __init__(self, table):
+        self.members = {index.name: {} for index in table.global_indexes}
+        self.placed = {}
+        for item in _original_all_items(table):
+            self.place(table, (item.hash_key, item.range_key), item)
+
+    def place(self, table, pkey, item):
+        for name, hash_value in self.placed.pop(pkey, {}).items():
+            self.members[name].get(hash_value, set()).discard(pkey)
+        if item is None:
+            return
+        for index in table.global_indexes:
+            names = [k["AttributeName"] for k in index.schema]
+            if all(item.attrs.get(n) for n in names):
+                hash_value = item.attrs[next(k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH")]
+                self.members[index.name].setdefault(hash_value, set()).add(pkey)
+                self.placed.setdefault(pkey, {})[index.name] = hash_value
+
+
+def _index_map(table):
+    if getattr(table, "_hoist_index_map", None) is None:
+        table._hoist_index_map = _IndexMap(table)
+    return table._hoist_index_map
+
+
+def _partition(table, hash_key):
+    part = table.items.get(hash_key) if hash_key is not None else None
+    if part is None:
+        return []
+    return sorted(part.values(), key=lambda i: i.range_key) if table.range_key_attr else [part]
+
+
+def _query(self, hash_key, *args, **kwargs):
+    index_name = kwargs.get("index_name") if len(args) < 7 else args[6]
+    with _lock:
+        if index_name is None:
+            items = _partition(self, hash_key)
+        elif index_name in _index_map(self).members and hash_key is not None:
+            keys = _index_map(self).members[index_name].get(hash_key, ())
+            items = [i for i in (self.get_item(h, r) for h, r in keys) if i is not None]
+        else:
+            items = None  # a local index: moto's own walk
+        _query_scope.table, _query_scope.items = self, items
+        try:
+            return _original_query(self, hash_key, *args, **kwargs)
+        finally:
+            _query_scope.table = None
+
+
+def _all_items(self):
+    if getattr(_query_scope, "table", None) is self and _query_scope.items is not None:
+        return _query_scope.items
+    return _original_all_items(self)
+
+
+def _replace(table, key_attrs):
+    """Puts the item with these key attributes (JSON form) where it now belongs."""
+    index_map = getattr(table, "_hoist_index_map", None)
+    if index_map is None or table.hash_key_attr not in key_attrs:
+        return
+    hash_value = _DynamoType(key_attrs[table.hash_key_attr])
+    range_value = _DynamoType(key_attrs[table.range_key_attr]) if table.range_key_attr else None
+    try:
+        item = table.get_item(hash_value, range_value)
+    except Exception:  # noqa: BLE001 - gone
+        item = None
+    index_map.place(table, (hash_value, range_value), item)
+
+
+def _keeping_the_map(write):
+    def wrapped(self, table_name, key_or_item, *args, **kwargs):
+        with _lock:
+            try:
+                return write(self, table_name, key_or_item, *args, **kwargs)
+            finally:
+                table = self.tables.get(table_name)
+                if table is not None:
+                    _replace(table, key_or_item)
+    return wrapped
+
+
+def _locked(call):
+    def wrapped(*args, **kwargs):
+        with _lock:
+            return call(*args, **kwargs)
+    return wrapped
+
+
+for _name in ("put_item", "delete_item", "update_item"):
+    setattr(models.DynamoDBBackend, _name, _keeping_the_map(getattr(models.DynamoDBBackend, _name)))
+models.DynamoDBBackend.transact_write_items = _locked(models.DynamoDBBackend.transact_write_items)
+Table.query = _query
+Table.all_items = _all_items
 
 if __name__ == "__main__":
     from moto.server import main

@@ -28,6 +28,9 @@ if [ $started_stack -eq 1 ] && [ "${HOIST_KEEP_STACK:-0}" != 1 ]; then
   trap 'bash scripts/stack.sh stop clamd moto localstack' EXIT
 fi
 
+step "our moto wrapper answers queries as stock moto does"
+"$VENV_MOTO/bin/python" scripts/moto_server_check.py
+
 step "unit tests (no stack) and the protocol's mutants"
 bash scripts/unit.sh
 bash scripts/mutants.sh

@@ -155,12 +155,28 @@ async fn run(cli: Cli, stop: Arc<AtomicBool>) -> Result<(), CliError> {
                 content_type,
             };
             let mut failed = None;
+            let mut done_before = 0u64;
             for f in &files {
                 let bar = byte_bar(&mp);
-                match put::put_file(&api, f, &opts, bar.clone(), stop.clone()).await {
+                // The overall bar follows this file's bytes as they leave, not only its end.
+                let follow = overall.clone().map(|o| {
+                    let bar = bar.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            o.set_position(done_before + bar.position());
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    })
+                });
+                let result = put::put_file(&api, f, &opts, bar.clone(), stop.clone()).await;
+                if let Some(task) = follow {
+                    task.abort();
+                }
+                match result {
                     Ok(r) => {
+                        done_before += r.size;
                         if let Some(o) = &overall {
-                            o.inc(r.size);
+                            o.set_position(done_before);
                         }
                         let v = serde_json::to_value(&r).unwrap_or_default();
                         mp.suspend(|| {

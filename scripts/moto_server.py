@@ -85,8 +85,9 @@ models.DynamoDBBackend.transact_write_items = transact_write_items
 # A Query reads only what its key can match: `_query` says which items, `_all_items`
 # (what moto's Query starts from) returns them. For an index, each table keeps a map from
 # each GSI's hash key to the primary keys of the items in it, kept by the three writes
-# every other write goes through (put, delete, update: batches and transactions call
-# them); moto itself is not thread-safe, so writes, the map and queries take one lock.
+# Hoist's calls go through (put, delete, update: BatchWriteItem and transactions call
+# them; PartiQL and writes addressed by table ARN do not, and Hoist uses neither). Those
+# writes, transactions and Queries take one lock, so the map never sees a write half done.
 _query_scope = threading.local()
 _lock = threading.RLock()
 _original_query = Table.query
@@ -112,7 +113,7 @@ class _IndexMap:
             names = [k["AttributeName"] for k in index.schema]
             if all(item.attrs.get(n) for n in names):
                 hash_value = item.attrs[next(k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH")]
-                self.members[index.name].setdefault(hash_value, set()).add(pkey)
+                self.members.setdefault(index.name, {}).setdefault(hash_value, set()).add(pkey)
                 self.placed.setdefault(pkey, {})[index.name] = hash_value
 
 
@@ -173,8 +174,11 @@ def _keeping_the_map(write):
                 return write(self, table_name, key_or_item, *args, **kwargs)
             finally:
                 table = self.tables.get(table_name)
-                if table is not None:
-                    _replace(table, key_or_item)
+                try:
+                    if table is not None:
+                        _replace(table, key_or_item)
+                except Exception:  # noqa: BLE001 - never hide moto's own answer
+                    table._hoist_index_map = None  # rebuilt at the next index Query
     return wrapped
 
 

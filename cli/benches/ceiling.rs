@@ -153,7 +153,16 @@ async fn s3(State(sink): State<Arc<Sink>>, method: Method, uri: Uri, headers: He
     }
 }
 
-/// CPU seconds this process (the benchmark's S3) has used.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// CPU seconds this process (the benchmark's S3) has used (Linux: /proc, USER_HZ = 100).
 fn own_cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
@@ -206,7 +215,7 @@ async fn main() {
     let queue_url = queue.queue_url().expect("queue url").to_owned();
     let api_port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let api_log = std::fs::File::create(std::env::temp_dir().join("hoist-ceiling-api.log")).expect("log");
-    let mut api = Command::new(&dev)
+    let api = Command::new(&dev)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .args(["serve", "--port", &api_port.to_string(), "--workers", "0"])
         .env("AWS_ENDPOINT_URL_S3", format!("http://127.0.0.1:{s3_port}"))
@@ -215,6 +224,8 @@ async fn main() {
         .stderr(api_log)
         .spawn()
         .expect("hoist-dev serve");
+    // Stopped whichever way the benchmark ends (a failed run panics).
+    let api = KillOnDrop(api);
     for _ in 0..300 {
         if std::net::TcpStream::connect(("127.0.0.1", api_port)).is_ok() {
             break;
@@ -278,8 +289,7 @@ async fn main() {
             eprintln!("round {}: {} {seconds:.2} s", round + 1, files[i].0);
         }
     }
-    let _ = api.kill();
-    let _ = api.wait();
+    drop(api);
     let _ = sqs.delete_queue().queue_url(&queue_url).send().await;
     std::fs::remove_dir_all(&dir).ok();
 

@@ -267,7 +267,7 @@ struct Sender {
     limiter: Option<Arc<RateLimit>>,
     started: Instant,
     /// Milliseconds from the start to the first bytes that left.
-    first_byte_ms: std::sync::OnceLock<f64>,
+    first_byte_ms: Arc<std::sync::OnceLock<f64>>,
     put: Clock,
 }
 
@@ -294,7 +294,7 @@ async fn send_part_timed(
     let counter = sent.clone();
     let progress = bar.clone();
     let limiter = ctx.limiter.clone();
-    let (started, first_byte) = (ctx.started, &ctx.first_byte_ms);
+    let (started, first_byte) = (ctx.started, ctx.first_byte_ms.clone());
     // Rate limit first, then count: the bar shows what actually left.
     let body = tokio_util::io::ReaderStream::with_capacity(f.take(len), READ_BUF)
         .and_then(move |chunk| {
@@ -307,10 +307,10 @@ async fn send_part_timed(
             }
         })
         .inspect_ok(move |chunk| {
+            first_byte.get_or_init(|| started.elapsed().as_secs_f64() * 1000.0);
             counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             progress.inc(chunk.len() as u64);
         });
-    first_byte.get_or_init(|| started.elapsed().as_secs_f64() * 1000.0);
     let mut req =
         ctx.http.put(&signed.url).header(reqwest::header::CONTENT_LENGTH, len).timeout(Duration::from_secs(900));
     for (k, v) in &signed.headers {
@@ -466,13 +466,19 @@ pub async fn put_file(
             let clocks = timings.clone();
             async move {
                 let (offset, len) = range_of(n)?;
+                let file = abs.clone();
                 let hashed = tokio::task::spawn_blocking(move || {
                     let t = Instant::now();
-                    let r = hash_part(&abs, offset, len);
+                    let r = hash_part(&file, offset, len);
                     clocks.part_hashing.add(t);
                     r
                 });
-                let sha = hashed.await.map_err(|e| CliError::Other(format!("hashing part {n}: {e}")))??;
+                let sha = hashed.await.map_err(|e| CliError::Other(format!("hashing part {n}: {e}")))?.map_err(|e| {
+                    CliError::Source(format!(
+                        "{}: part {n} could not be read ({e}); if the file changed, run again with --restart to upload it anew.",
+                        abs.display()
+                    ))
+                })?;
                 Ok::<_, CliError>((n, sha))
             }
         }
@@ -488,6 +494,9 @@ pub async fn put_file(
             let planned = range_of(p.number).ok().map(|(_, len)| len);
             if !missing.contains(&p.number) || planned != Some(p.size) || p.sha256.is_none() {
                 continue;
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Err(CliError::Interrupted);
             }
             let (_, ours) = hash_of(p.number).await?;
             if p.sha256.as_ref() == Some(&ours) {
@@ -515,7 +524,7 @@ pub async fn put_file(
     let concurrency = opts.concurrency.max(1);
     let window = (concurrency * 2).max(16);
     let (signed_tx, signed_rx) = tokio::sync::mpsc::channel(concurrency);
-    tokio::spawn({
+    let producer = tokio::spawn({
         let (api, id, clocks, hash_of) = (api.clone(), id.clone(), timings.clone(), hash_of.clone());
         async move {
             let mut batches = stream::iter(missing).map(hash_of).buffered(concurrency).ready_chunks(window);
@@ -541,7 +550,7 @@ pub async fn put_file(
         bar: bar.clone(),
         limiter: opts.limit_rate.clone(),
         started,
-        first_byte_ms: std::sync::OnceLock::new(),
+        first_byte_ms: Arc::new(std::sync::OnceLock::new()),
         put: Clock::default(),
     });
     let uploads = signed_parts
@@ -622,9 +631,17 @@ pub async fn put_file(
     if let Some(e) = failure {
         return Err(e);
     }
+    // The sending ended because the signing task closed its channel: make sure it ended
+    // by running out of parts, not by a panic (the completion would then only say which
+    // parts are missing).
+    producer.await.map_err(|e| CliError::Other(format!("signing parts: {e}")))?;
     bar.set_message(format!("hashing {name}"));
     let t = Instant::now();
-    let sha256 = whole_hash.await.map_err(|e| CliError::Other(format!("hashing: {e}")))??;
+    // A Ctrl-C while the whole-file hash catches up stops here, before completing.
+    let sha256 = tokio::select! {
+        hashed = whole_hash => hashed.map_err(|e| CliError::Other(format!("hashing: {e}")))??,
+        _ = wait_for(stop.clone()) => return Err(CliError::Interrupted),
+    };
     let whole_hash_wait = t.elapsed();
     // The parts S3 holds were each checked against what was read; the whole-file hash
     // was read separately, so the file must not have changed in between.
@@ -635,10 +652,22 @@ pub async fn put_file(
             path.display()
         )));
     }
+    if stop.load(Ordering::Relaxed) {
+        return Err(CliError::Interrupted);
+    }
     bar.set_message(format!("completing {name}"));
     let t = Instant::now();
     let done = api.complete(&id, &sha256).await?;
     let complete_ms = t.elapsed().as_secs_f64() * 1000.0;
+    if done.sha256.as_deref() != Some(sha256.as_str()) {
+        // A server from before hashes were declared at completion ignores the body.
+        bar.suspend(|| {
+            eprintln!(
+                "hoist: warning: {}: the server did not record the whole-file SHA-256 {sha256}; each part was still verified by S3, but the whole file will not be.",
+                path.display()
+            )
+        });
+    }
     let _ = std::fs::remove_file(&state_path);
     bar.finish_with_message(format!("{name} ✓"));
     Ok(PutResult {

@@ -99,14 +99,11 @@ pub trait UploadRepo: Send + Sync {
     async fn parts(&self, id: &UploadId) -> Result<Vec<PartRecord>, RepoError>;
     /// `BeginCompletion`: takes the completion lease until `now + lease`.
     async fn begin_completion(&self, id: &UploadId, now: i64, lease: Duration) -> Result<bool, RepoError>;
-    /// Records the whole-file SHA-256 a client declares when it completes (it hashed the
-    /// file while sending it), with the completion lease held. False when the upload
-    /// already holds a different one, or is not being completed.
-    async fn declare_sha256(&self, id: &UploadId, sha256: &Sha256Digest, now: i64) -> Result<bool, RepoError>;
     /// `ReleaseCompletion`: gives the lease back.
     async fn release_completion(&self, upload: &Upload, now: i64) -> Result<bool, RepoError>;
     /// `FinishCompletion`: records the object (its ETag and version, the upload's
-    /// `size`) and releases the owner's quota, atomically.
+    /// `size`, a whole-file SHA-256 declared at completion) and releases the owner's
+    /// quota, atomically.
     async fn finish_completion(&self, upload: &Upload, object: &ObjectInfo, now: i64) -> Result<bool, RepoError>;
     /// Counts `n` writes to a completed upload's key that were thrown away (they would
     /// have replaced the bytes that were scanned).

@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, ContentTypePolicy, ProcessConfig, DEFAULT_ALLOWED_TYPES};
 use crate::domain::{
     catalog_sort_key, CatalogPosition, ETag, FilePage, HashProgress, Owner, PartNumber, PartRecord, ProcessJob,
-    ProcessingOutcome, Quota, QuotaLimits, Sha256Digest, Transition, Upload, UploadId, UploadStatus, WindowFinding,
-    WindowJob, GIB, MIB, TIB,
+    ProcessingOutcome, Quota, QuotaLimits, Transition, Upload, UploadId, UploadStatus, WindowFinding, WindowJob, GIB,
+    MIB, TIB,
 };
 use crate::ports::{
     ByteStream, CompleteOutcome, CreateError, JobQueue, ObjectInfo, ObjectStore, ObjectStoreError, PartToSign,
@@ -254,18 +254,6 @@ impl UploadRepo for MemoryRepo {
         Ok(self.apply(id, Transition::BeginCompletion, now, |_, u| u.lease_until = Some(now + lease.as_secs() as i64)))
     }
 
-    async fn declare_sha256(&self, id: &UploadId, sha256: &Sha256Digest, now: i64) -> Result<bool, RepoError> {
-        self.enter("repo.declare_sha256").await?;
-        let mut s = lock(&self.state);
-        let Some(u) = s.uploads.get_mut(id) else { return Ok(false) };
-        if u.status != UploadStatus::Completing || u.sha256.is_some_and(|h| h != *sha256) {
-            return Ok(false);
-        }
-        u.sha256 = Some(*sha256);
-        u.updated_at = now;
-        Ok(true)
-    }
-
     async fn release_completion(&self, upload: &Upload, now: i64) -> Result<bool, RepoError> {
         self.enter("repo.release_completion").await?;
         Ok(self.apply(&upload.id, Transition::ReleaseCompletion, now, |_, u| u.lease_until = None))
@@ -280,6 +268,7 @@ impl UploadRepo for MemoryRepo {
             Self::store_bytes(s, &upload.owner, upload.size);
             u.etag = Some(object.etag.clone());
             u.version_id = object.version.clone();
+            u.sha256 = upload.sha256;
             u.size = upload.size;
             u.completed_at = Some(now);
             u.lease_until = None;

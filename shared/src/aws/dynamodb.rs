@@ -28,7 +28,7 @@ use futures::{stream, StreamExt, TryStreamExt};
 
 use crate::domain::{
     catalog_sort_key, CatalogPosition, FilePage, HashProgress, Owner, PartRecord, ProcessingOutcome, Quota,
-    QuotaLimits, Sha256Digest, Transition, Upload, UploadId, UploadStatus, WindowFinding, CLOSED_RETENTION_SECS,
+    QuotaLimits, Transition, Upload, UploadId, UploadStatus, WindowFinding, CLOSED_RETENTION_SECS,
 };
 use crate::ports::{CreateError, ObjectInfo, RepoError, UploadRepo};
 
@@ -540,20 +540,6 @@ impl UploadRepo for DynamoRepo {
         conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
     }
 
-    async fn declare_sha256(&self, id: &UploadId, sha256: &Sha256Digest, now: i64) -> Result<bool, RepoError> {
-        let res = self
-            .update_upload(id)
-            .update_expression("SET sha256 = :h, updated_at = :now")
-            .condition_expression("#s = :completing AND (attribute_not_exists(sha256) OR sha256 = :h)")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":completing", sv(UploadStatus::Completing.as_str()))
-            .expression_attribute_values(":h", sv(sha256.to_hex()))
-            .expression_attribute_values(":now", nv(now))
-            .send()
-            .await;
-        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
-    }
-
     async fn release_completion(&self, upload: &Upload, now: i64) -> Result<bool, RepoError> {
         let res = self
             .transition(
@@ -582,12 +568,18 @@ impl UploadRepo for DynamoRepo {
             ),
             None => ("etag = :etag, #sz = :size, completed_at = :now, gsi2pk = :g2pk, gsi2sk = :g2sk", None),
         };
+        // A whole-file SHA-256 declared at completion is recorded with the object, in
+        // the same write: a completion that fails before this leaves no hash behind.
+        let (set, declared) = match &upload.sha256 {
+            Some(h) => (format!("{set}, sha256 = :sha"), Some((":sha", sv(h.to_hex())))),
+            None => (set.to_owned(), None),
+        };
         let session = self.transition_in_transaction(
             upload,
             Transition::FinishCompletion,
             now,
             Effects {
-                set,
+                set: &set,
                 remove: "gsi1pk, gsi1sk, lease_until, #ttl",
                 values: vec![
                     (":etag", sv(object.etag.clone())),
@@ -597,6 +589,7 @@ impl UploadRepo for DynamoRepo {
                 ]
                 .into_iter()
                 .chain(version)
+                .chain(declared)
                 .collect(),
                 names: vec![("#sz", "size"), ("#ttl", "ttl")],
             },

@@ -35,6 +35,9 @@ pub enum UploadError {
     /// The whole-file SHA-256 sent at completion is not the one declared before.
     #[error("This upload's SHA-256 was declared as {declared}; the one sent to complete it ({sent}) differs. Hash the file again: it may have changed.")]
     HashConflict { declared: String, sent: String },
+    /// A whole-file SHA-256 sent to an upload that was completed without one.
+    #[error("This upload was already completed without a whole-file SHA-256; the one sent now cannot be recorded or verified.")]
+    HashTooLate,
     #[error("No parts have been uploaded yet.")]
     NoPartsYet,
     #[error("S3 no longer holds this upload's parts (aborted or expired). Start a new upload.")]

@@ -87,6 +87,7 @@ impl From<UploadError> for ApiError {
             | UploadError::LeaseHeld
             | UploadError::WrongProtocol(_)
             | UploadError::HashConflict { .. }
+            | UploadError::HashTooLate
             | UploadError::NoPartsYet
             | UploadError::PartsGone
             | UploadError::NoObject

@@ -47,10 +47,15 @@ async fn complete_with(
         let upload = load_owned(app, owner, id).await?;
         refuse_another_hash(&upload, declared)?;
         match effective_status(&upload, t) {
-            s if s.is_completed() => return Ok(view(&upload, None, t)),
+            s if s.is_completed() => {
+                if declared.is_some() && upload.sha256.is_none() {
+                    return Err(UploadError::HashTooLate);
+                }
+                return Ok(view(&upload, None, t));
+            }
             UploadStatus::Uploading => {
                 if app.repo.begin_completion(id, t, app.config.complete_lease).await? {
-                    let upload = declare(app, upload, declared, t).await?;
+                    let upload = declare(upload, declared);
                     return drive_completion(app, upload, None, t).await;
                 }
             }
@@ -60,7 +65,7 @@ async fn complete_with(
                 if upload.lease_until.is_some_and(|l| l < t)
                     && app.repo.begin_completion(id, t, app.config.complete_lease).await?
                 {
-                    let upload = declare(app, upload, declared, t).await?;
+                    let upload = declare(upload, declared);
                     return drive_completion(app, upload, None, t).await;
                 }
             }
@@ -87,26 +92,13 @@ fn refuse_another_hash(upload: &Upload, declared: Option<Sha256Digest>) -> Resul
     }
 }
 
-/// Records the hash declared at completion; the lease is held, so only a different hash
-/// (declared by a racing caller) can stop it, and then the lease is given back.
-async fn declare(
-    app: &App,
-    mut upload: Upload,
-    declared: Option<Sha256Digest>,
-    now: i64,
-) -> Result<Upload, UploadError> {
-    let Some(sha256) = declared else { return Ok(upload) };
-    if upload.sha256 == Some(sha256) {
-        return Ok(upload);
-    }
-    if !app.repo.declare_sha256(&upload.id, &sha256, now).await? {
-        let _ = app.repo.release_completion(&upload, now).await;
-        let current = app.repo.get(&upload.id).await?.unwrap_or(upload);
-        refuse_another_hash(&current, declared)?;
-        return Err(UploadError::LeaseHeld);
-    }
-    upload.sha256 = Some(sha256);
-    Ok(upload)
+/// The upload as this completion will finish it: with the hash it declares (checked
+/// against any declared before by [`refuse_another_hash`]). The hash is written with the
+/// object by `finish_completion`, so a completion that fails leaves none behind, and the
+/// job carries it to processing.
+fn declare(mut upload: Upload, declared: Option<Sha256Digest>) -> Upload {
+    upload.sha256 = upload.sha256.or(declared);
+    upload
 }
 
 /// `POST /uploads/{id}/complete`: for uploads created with `POST /uploads` (a declared

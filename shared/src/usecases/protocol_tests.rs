@@ -426,3 +426,21 @@ async fn racing_completions_declaring_different_hashes_record_exactly_one() {
     assert_eq!(f.jobs.sent().len(), 1);
     assert_eq!(f.jobs.sent()[0].sha256, Some(recorded), "the job verifies the hash that was recorded");
 }
+
+#[tokio::test]
+async fn a_failed_completion_leaves_no_hash_and_a_late_hash_is_refused() {
+    let f = Fakes::new();
+    let who = owner("ann");
+    let bytes = data(11 * MIB as usize, None);
+    // Part 3 never sent: the completion is refused, and the hash it declared is not kept.
+    let id = upload_declaring(&f, &who, &bytes, &[1, 2], None).await;
+    let e = complete_declared(&f.app, &who, &id, Some(digest(b"a wrong guess")), T0).await.unwrap_err();
+    assert!(matches!(e, UploadError::Incomplete { .. }), "{e:?}");
+    assert_eq!(f.repo.upload(&id).unwrap().sha256, None, "nothing declared by a refused completion");
+    // Completed without a hash: a hash sent afterwards cannot be verified, so it is refused.
+    let id = upload_declaring(&f, &who, &bytes, &[1, 2, 3], None).await;
+    complete(&f.app, &who, &id, T0).await.unwrap();
+    let e = complete_declared(&f.app, &who, &id, Some(digest(&bytes)), T0).await.unwrap_err();
+    assert!(matches!(e, UploadError::HashTooLate), "{e:?}");
+    complete_declared(&f.app, &who, &id, None, T0).await.unwrap();
+}

@@ -18,6 +18,7 @@ Prints Markdown. Needs the local stack up, `AWS_CLI` (scripts/bench.sh installs 
 CLI in its own venv), rclone and GNU time (Debian packages), the release `hoist` and the
 debug `hoist-dev` built. Runs under a Python with boto3 ($HOIST_BOTO_PYTHON).
 """
+import contextlib
 import json
 import shutil
 import os
@@ -208,16 +209,26 @@ def random_file(tmp, mib):
     return path
 
 
+@contextlib.contextmanager
+def session(prefix, port, mib, s3_endpoint=S3_URL, env=None):
+    """A dev server on `port` (as `make dev` runs it), the three tools and a random file
+    of `mib` MiB in a temporary folder; all gone afterwards."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    api = start_api(port, env)
+    try:
+        yield Tools(tmp, port, s3_endpoint), random_file(tmp, mib)
+    finally:
+        api.terminate()
+        api.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def spread(xs):
     return f"{min(xs):.2f}–{max(xs):.2f}"
 
 
 def throughput():
-    tmp = tempfile.mkdtemp(prefix="hoist-bench-put-")
-    api = start_api(PORT)
-    try:
-        tools = Tools(tmp, PORT, S3_URL)
-        path = random_file(tmp, SIZE_MIB)
+    with session("hoist-bench-put-", PORT, SIZE_MIB) as (tools, path):
         names = ["hoist", "aws", "rclone"] + (["before"] if os.environ.get("HOIST_BEFORE_BIN") else [])
         runs = {n: [] for n in names}
         cpu = {n: [] for n in names}
@@ -229,10 +240,6 @@ def throughput():
                 runs[name].append((secs, rss, extra))
                 cpu[name].append(dict(CPU))
                 print(f"round {r + 1}: {name} {secs:.2f} s", file=sys.stderr)
-    finally:
-        api.terminate()
-        api.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
     med = {n: statistics.median(s for s, _, _ in runs[n]) for n in names}
     label = {"hoist": "`hoist put` (SHA-256 of every part pinned; whole-file SHA-256)",
              "before": f"`hoist put`, {os.environ.get('HOIST_BEFORE_LABEL', 'the earlier build')}",
@@ -344,14 +351,11 @@ def describe(heads):
 
 
 def capture():
-    tmp = tempfile.mkdtemp(prefix="hoist-bench-capture-")
     relay = Relay(int(S3_URL.rsplit(":", 1)[1]))
     endpoint = f"http://127.0.0.1:{relay.port}"
     # A dev server whose S3 endpoint is the relay: the part URLs it signs point there.
-    api = start_api(PORT + 1, dict(os.environ, AWS_ENDPOINT_URL_S3=endpoint))
-    try:
-        tools = Tools(tmp, PORT + 1, endpoint)
-        path = random_file(tmp, 3 * PART_MIB - 8)
+    env = dict(os.environ, AWS_ENDPOINT_URL_S3=endpoint)
+    with session("hoist-bench-capture-", PORT + 1, 3 * PART_MIB - 8, endpoint, env) as (tools, path):
         print("## What each tool sends (one upload of 40 MiB = 3 parts through a logging relay)\n")
         for name in ["hoist", "aws", "rclone"]:
             relay.heads.clear()
@@ -363,10 +367,6 @@ def capture():
             print(f"  - signed headers: {signed or 'none'}")
             if create:
                 print(f"  - CreateMultipartUpload carries: {'; '.join(f'`{h}`' for h in create)}")
-    finally:
-        api.terminate()
-        api.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
     print("\n(hoist's requests to S3 other than UploadPart are the dev server's own: create, list parts, complete,"
           " tagging, processing reads.)")
 
@@ -393,11 +393,8 @@ def sha_ranges(binary):
 
 def profile():
     """perf on `hoist put` and py-spy on LocalStack during one 1 GiB upload."""
-    tmp = tempfile.mkdtemp(prefix="hoist-bench-profile-")
-    api = start_api(PORT)
-    try:
-        tools = Tools(tmp, PORT, S3_URL)
-        path = random_file(tmp, SIZE_MIB)
+    with session("hoist-bench-profile-", PORT, SIZE_MIB) as (tools, path):
+        tmp = os.path.dirname(path)
         localstack = next(pid for pid, (name, _) in server_cpu().items() if name == "LocalStack")
         spy_out = os.path.join(tmp, "localstack.txt")
         settle()
@@ -417,10 +414,6 @@ def profile():
                                 capture_output=True, text=True).stdout
         spied = open(spy_out).read().splitlines()
         delete_key(f"uploads/{result['id']}")
-    finally:
-        api.terminate()
-        api.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
     ranges = sha_ranges(HOIST)
     split = {}
     for line in report.splitlines():

@@ -31,8 +31,8 @@ pub async fn complete(app: &App, owner: &Owner, id: &UploadId, now: i64) -> Resu
 }
 
 /// [`complete`], with the whole-file SHA-256 the client declares now (it hashed the file
-/// while sending it, so its first part left at once). Recorded under the completion
-/// lease, before the job is sent; one declared at creation must be the same.
+/// while sending it, so its first part left at once). Written with the object when the
+/// completion succeeds; one declared at creation must be the same.
 async fn complete_with(
     app: &App,
     owner: &Owner,

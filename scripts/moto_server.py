@@ -15,10 +15,17 @@ the key. So each call got slower as the table grew (34 ms a call after 1,000 upl
 bench/moto_health.md). Query sorts its own results afterwards, so here a Query on the
 table reads only its partition, and a Query on an index walks the items unsorted.
 Results, order and pagination are moto's own.
+
+moto never expires items by TTL, so a long-lived `make dev` table only grows (rate
+counters an hour old, closed uploads past their retention). Here a sweeper deletes, once
+a minute (HOIST_MOTO_TTL_SWEEP_SECONDS), the items whose TTL attribute has passed, in
+tables with TTL enabled, as DynamoDB does (DynamoDB takes up to a few days; this is sooner).
 """
 import copy
+import os
 import sys
 import threading
+import time
 
 import moto.dynamodb.models as models
 from moto.dynamodb.models.table import Table
@@ -195,7 +202,58 @@ models.DynamoDBBackend.transact_write_items = _locked(models.DynamoDBBackend.tra
 Table.query = _query
 Table.all_items = _all_items
 
+
+def _expired(table, now):
+    """Keys (JSON form) of the items whose TTL attribute is a number in the past."""
+    attr = table.ttl.get("AttributeName") if table.ttl.get("TimeToLiveStatus") == "ENABLED" else None
+    if not attr:
+        return []
+    keys = []
+    for item in _original_all_items(table):
+        value = item.attrs.get(attr)
+        if value is None or value.type != "N":
+            continue
+        try:
+            if float(value.value) >= now:
+                continue
+        except ValueError:
+            continue
+        key = {table.hash_key_attr: item.hash_key.to_json()}
+        if table.range_key_attr:
+            key[table.range_key_attr] = item.range_key.to_json()
+        keys.append(key)
+    return keys
+
+
+def sweep_expired(now=None):
+    """Deletes expired items in every account, region and table; returns how many."""
+    now = time.time() if now is None else now
+    deleted = 0
+    for account in list(models.dynamodb_backends.values()):
+        for backend in list(account.values()):
+            for name, table in list(backend.tables.items()):
+                with _lock:
+                    for key in _expired(table, now):
+                        try:
+                            backend.delete_item(name, key)
+                            deleted += 1
+                        except Exception:  # noqa: BLE001 - gone meanwhile
+                            pass
+    return deleted
+
+
+def _sweeper(every):
+    while True:
+        time.sleep(every)
+        try:
+            sweep_expired()
+        except Exception as e:  # noqa: BLE001 - the server goes on; next minute again
+            print(f"moto_server.py: TTL sweep failed: {e}", file=sys.stderr)
+
+
 if __name__ == "__main__":
+    threading.Thread(target=_sweeper, args=(float(os.environ.get("HOIST_MOTO_TTL_SWEEP_SECONDS", "60")),),
+                     daemon=True).start()
     from moto.server import main
 
     sys.exit(main(sys.argv[1:]))

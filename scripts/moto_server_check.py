@@ -1,6 +1,7 @@
 """scripts/moto_server.py answers Queries exactly as stock moto does: the same items, order
 and pages for queries on the table (by partition, with a range condition, backwards, on
-an absent partition) and on an index, with and without Limit. Both servers run on free
+an absent partition) and on an index, with and without Limit; and it expires items whose
+TTL has passed (and only those), out of the table and its index. Both servers run on free
 ports of their own for the check; exits 1 on any difference."""
 import boto3, os, random, subprocess, sys, time, json
 def free_port():
@@ -13,7 +14,8 @@ def free_port():
 PORTS = (free_port(), free_port())
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 py = sys.executable  # the moto venv's python (it has boto3)
-procs = [subprocess.Popen([py, f"{root}/scripts/moto_server.py", "-p", str(PORTS[0])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+ours_env = dict(os.environ, HOIST_MOTO_TTL_SWEEP_SECONDS="0.5")
+procs = [subprocess.Popen([py, f"{root}/scripts/moto_server.py", "-p", str(PORTS[0])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ours_env),
          subprocess.Popen([py, "-m", "moto.server", "-p", str(PORTS[1])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
 for port in PORTS:
     for _ in range(100):
@@ -80,7 +82,18 @@ try:
                     if not start: break
                 res.append(pages)
         out.append(json.dumps(res, sort_keys=True))
-    same = out[0] == out[1]
+    # TTL: ours forgets what has expired, from the table and from the index.
+    d = boto3.client("dynamodb", endpoint_url=f"http://127.0.0.1:{PORTS[0]}")
+    d.update_time_to_live(TableName="t", TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+    now = int(time.time())
+    for sk, ttl in [("T#past", now - 10), ("T#future", now + 3600)]:
+        d.put_item(TableName="t", Item={"pk": {"S": "TTL"}, "sk": {"S": sk}, "g": {"S": "GT"}, "gs": {"N": "1"}, "ttl": {"N": str(ttl)}})
+    time.sleep(2)
+    left = sorted(i["sk"]["S"] for i in d.query(TableName="t", KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "TTL"}})["Items"])
+    in_index = sorted(i["sk"]["S"] for i in d.query(TableName="t", IndexName="gsi1", KeyConditionExpression="g = :g", ExpressionAttributeValues={":g": {"S": "GT"}})["Items"])
+    expired_ok = left == ["T#future"] and in_index == ["T#future"]
+    print(f"moto_server.py: expired items {'forgotten' if expired_ok else 'NOT forgotten as they should be'} ({left}, index {in_index})")
+    same = out[0] == out[1] and expired_ok
     print(f"moto_server.py: {len(json.loads(out[0]))} queries {'answered as stock moto answers them' if same else 'DIFFER from stock moto'}")
     sys.exit(0 if same else 1)
 finally:

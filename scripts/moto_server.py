@@ -140,10 +140,11 @@ def _partition(table, hash_key):
 def _query(self, hash_key, *args, **kwargs):
     index_name = kwargs.get("index_name") if len(args) < 7 else args[6]
     with _lock:
+        members = _index_map(self).members.get(index_name) if index_name is not None else None
         if index_name is None:
             items = _partition(self, hash_key)
-        elif index_name in _index_map(self).members and hash_key is not None:
-            keys = _index_map(self).members[index_name].get(hash_key, ())
+        elif members is not None and hash_key is not None:
+            keys = members.get(hash_key, ())
             items = [i for i in (self.get_item(h, r) for h, r in keys) if i is not None]
         else:
             items = None  # a local index: moto's own walk

@@ -273,20 +273,14 @@ struct Sender {
 
 /// Streams one part from disk to its presigned URL. Returns the ETag.
 async fn send_part(ctx: &Sender, signed: &SignedPart, offset: u64) -> Result<String, PartError> {
-    let (path, bar) = (&ctx.path, &ctx.bar);
     let put_started = Instant::now();
-    let result = send_part_timed(ctx, signed, path, offset, bar).await;
+    let result = send_part_timed(ctx, signed, offset).await;
     ctx.put.add(put_started);
     result
 }
 
-async fn send_part_timed(
-    ctx: &Sender,
-    signed: &SignedPart,
-    path: &Path,
-    offset: u64,
-    bar: &ProgressBar,
-) -> Result<String, PartError> {
+async fn send_part_timed(ctx: &Sender, signed: &SignedPart, offset: u64) -> Result<String, PartError> {
+    let (path, bar) = (&ctx.path, &ctx.bar);
     let mut f = tokio::fs::File::open(path).await.map_err(|e| PartError::Fatal(CliError::Io(e)))?;
     f.seek(std::io::SeekFrom::Start(offset)).await.map_err(|e| PartError::Fatal(CliError::Io(e)))?;
     let len = signed.content_length;

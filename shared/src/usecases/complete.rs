@@ -201,10 +201,7 @@ pub(crate) async fn drive_completion(
 /// Makes sure the object exists, assembled from exactly the planned parts; returns its
 /// ETag, version and size.
 async fn finish_object(app: &App, upload: &Upload) -> Result<ObjectInfo, UploadError> {
-    let t = std::time::Instant::now();
-    let listed = app.objects.list_parts(&upload.s3_key, &upload.s3_upload_id).await?;
-    tracing::debug!(upload_id = %upload.id, millis = t.elapsed().as_millis() as u64, "listed parts");
-    let Some(stored) = listed else {
+    let Some(stored) = app.objects.list_parts(&upload.s3_key, &upload.s3_upload_id).await? else {
         // S3 no longer knows the multipart upload: our own earlier completion (that
         // crashed before recording it), or an abort by the lifecycle rule.
         return existing_object(app, upload).await?.ok_or(UploadError::PartsGone);
@@ -251,10 +248,7 @@ async fn finish_object(app: &App, upload: &Upload) -> Result<ObjectInfo, UploadE
         detail.push('.');
         return Err(UploadError::Incomplete { detail, missing_parts, mismatched_parts: Some(mismatched) });
     }
-    let t = std::time::Instant::now();
-    let done = complete_parts(app, upload, &parts, upload.size).await;
-    tracing::debug!(upload_id = %upload.id, millis = t.elapsed().as_millis() as u64, "assembled");
-    done
+    complete_parts(app, upload, &parts, upload.size).await
 }
 
 /// CompleteMultipartUpload, resolving "already done" answers against the object itself.

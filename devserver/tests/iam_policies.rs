@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use hoist_dev::{routes, server};
 use serde_json::{json, Value};
-use shared::domain::{Owner, UploadId};
+use shared::domain::{Owner, UploadId, UploadStatus};
 use shared::testing::{Fakes, Fault};
 
 const TEMPLATE: &str = include_str!("../../template.yaml");
@@ -227,8 +227,21 @@ async fn every_function_policy_grants_what_its_handler_calls() {
     let job = json!({"version": 1, "upload_id": early.as_str(), "owner": "alice", "bucket": bucket, "key": upload.s3_key,
         "size": upload.size, "etag": "x", "content_type": "application/octet-stream"});
     run.charge("(setup)");
-    process::handle(processor, lambda_event(json!({"Records": [sqs_record(1, &job.to_string())]}))).await.unwrap();
+    process::handle(processor.clone(), lambda_event(json!({"Records": [sqs_record(1, &job.to_string())]})))
+        .await
+        .unwrap();
     run.charge("process");
+    // The scanner not there at the last delivery: the file waits for it (not failed).
+    let waiting = run.sent_upload().await;
+    assert_eq!(run.call("POST", &format!("/uploads/{waiting}/complete"), None).await.0, 200);
+    let job = serde_json::to_string(&run.f.jobs.sent().last().cloned().unwrap()).unwrap();
+    run.f.faults.on("scanner.start", 1, Fault::Fail);
+    run.charge("(setup)");
+    let last = sqs_delivery(1, &job, processor.config.max_receives);
+    let response = process::handle(processor, lambda_event(json!({"Records": [last]}))).await.unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+    run.charge("process");
+    assert!(run.f.repo.upload(&waiting).unwrap().waiting_for_scanner);
 
     // A file larger than one scan window: fanned out, scanned and hashed window by window.
     let big = run.sent_upload().await;
@@ -236,9 +249,10 @@ async fn every_function_policy_grants_what_its_handler_calls() {
     let mut windowed = run.f.processor();
     windowed.config.scan_window = 2 * 1024 * 1024;
     let windowed = Arc::new(windowed);
-    let job = run.f.jobs.sent().last().cloned().unwrap();
+    let job = serde_json::to_string(&run.f.jobs.sent().last().cloned().unwrap()).unwrap();
     run.charge("(setup)");
-    let mut records = vec![sqs_record(0, &serde_json::to_string(&job).unwrap())];
+    // Delivered twice: the second delivery resumes what is left (all of it, here).
+    let mut records = vec![sqs_record(0, &job), sqs_delivery(1, &job, 2)];
     while !records.is_empty() {
         let response = process::handle(windowed.clone(), lambda_event(json!({ "Records": records }))).await.unwrap();
         assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
@@ -303,9 +317,26 @@ async fn every_function_policy_grants_what_its_handler_calls() {
     let mut u = run.f.repo.upload(&a).unwrap();
     (u.deleted_at, u.purge_at, u.thumbnail_key) = (Some(0), Some(0), Some(format!("thumbnails/{a}.jpg")));
     run.f.repo.put_upload(u);
+    // Processing that stalled (sent again), stalled too often (set aside), still moves
+    // (looked at later), and a verdict still in the janitor's watch (taken out).
+    let now = shared::now();
+    for (redrives, updated_at, status) in [
+        (0, 0, UploadStatus::Processing),
+        (9, 0, UploadStatus::Processing),
+        (0, now, UploadStatus::Processing),
+        (0, 0, UploadStatus::Ready),
+    ] {
+        let id = run.sent_upload().await;
+        let mut u = run.f.repo.upload(&id).unwrap();
+        (u.status, u.etag, u.redrives, u.updated_at) = (status, Some("e".into()), Some(redrives), updated_at);
+        (u.stall_check_at, u.processed_at) = (Some(0), (status != UploadStatus::Processing).then_some(0));
+        run.f.repo.put_upload(u);
+    }
     run.charge("(setup)");
     let report = janitor::handle(run.f.app.clone(), lambda_event(json!({}))).await.unwrap();
     assert_eq!((report.expired, report.completed, report.purged), (1, 2, 1), "{report:?}");
+    // Sent again: the stalled one and the one waiting for the scanner (see `process`).
+    assert_eq!((report.redriven, report.set_aside), (2, 1), "{report:?}");
     run.charge("janitor");
 
     // Now compare.
@@ -366,8 +397,13 @@ const LAYER_NEEDS: &[(&str, &[&str])] = &[
 ];
 
 fn sqs_record(i: usize, body: &str) -> Value {
+    sqs_delivery(i, body, 1)
+}
+
+/// A message on its `receive_count`th delivery.
+fn sqs_delivery(i: usize, body: &str, receive_count: u32) -> Value {
     json!({"messageId": format!("m{i}"), "receiptHandle": format!("r{i}"), "body": body,
-        "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "eventSource": "aws:sqs"})
+        "attributes": {"ApproximateReceiveCount": receive_count.to_string()}, "messageAttributes": {}, "eventSource": "aws:sqs"})
 }
 
 fn lambda_event<T: serde::de::DeserializeOwned>(payload: Value) -> lambda_runtime::LambdaEvent<T> {

@@ -169,6 +169,22 @@ pub trait UploadRepo: Send + Sync {
         progress: &HashProgress,
         now: i64,
     ) -> Result<bool, RepoError>;
+    /// Every window (and member step) recorded as scanned.
+    async fn recorded_windows(&self, id: &UploadId) -> Result<std::collections::BTreeSet<u32>, RepoError>;
+    /// The janitor looks at a `processing` upload again at `at` (it is still moving).
+    /// False when it is no longer watched: decided, or deleted (then the purge owns it).
+    async fn watch_processing(&self, id: &UploadId, at: i64) -> Result<bool, RepoError>;
+    /// `Redrive`: the janitor sends a stalled upload's job again. Counted in `redrives`
+    /// unless `counted` is false (a wait for the scanner, which it also clears); looked
+    /// at again at `at`. Only if nothing moved since the janitor read `upload`
+    /// (`updated_at`): false when something did, or it is decided or deleted.
+    async fn redrive(&self, upload: &Upload, counted: bool, at: i64, now: i64) -> Result<bool, RepoError>;
+    /// A job gave up because the scanner was not there: says so in `reason` (the owner
+    /// reads it) and has the janitor send the job again at its next run, uncounted.
+    async fn await_scanner(&self, id: &UploadId, reason: &str, now: i64) -> Result<bool, RepoError>;
+    /// Takes a decided upload out of the janitor's watch (after its verdict). False when
+    /// there was nothing to take (still processing, deleted, or already done).
+    async fn unwatch(&self, id: &UploadId) -> Result<bool, RepoError>;
 }
 
 // ---------------------------------------------------------------- the object store

@@ -193,7 +193,8 @@ impl MemoryRepo {
         match u.status {
             UploadStatus::Uploading => Some((false, u.expires_at)),
             UploadStatus::Completing => u.lease_until.map(|l| (false, l)),
-            _ => None,
+            // Processing, or decided but not yet taken out of the watch.
+            _ => u.stall_check_at.map(|at| (false, at)),
         }
     }
 }
@@ -272,6 +273,7 @@ impl UploadRepo for MemoryRepo {
             u.size = upload.size;
             u.completed_at = Some(now);
             u.lease_until = None;
+            u.stall_check_at = upload.stall_check_at;
             s.catalog.insert(u.id.clone(), catalog_sort_key(now * 1000, &u.id));
         }))
     }
@@ -398,6 +400,8 @@ impl UploadRepo for MemoryRepo {
                 u.deleted_at = None;
                 u.purge_at = None;
                 u.updated_at = now;
+                // As DynamoDB: the index entry (the purge's) goes with the delete.
+                u.stall_check_at = None;
             }
             _ => return Ok(false),
         }
@@ -494,6 +498,71 @@ impl UploadRepo for MemoryRepo {
             _ => Ok(false),
         }
     }
+
+    async fn recorded_windows(&self, id: &UploadId) -> Result<std::collections::BTreeSet<u32>, RepoError> {
+        self.enter("repo.recorded_windows").await?;
+        Ok(lock(&self.state).windows.get(id).cloned().unwrap_or_default())
+    }
+
+    async fn watch_processing(&self, id: &UploadId, at: i64) -> Result<bool, RepoError> {
+        self.enter("repo.watch_processing").await?;
+        Ok(self
+            .watched(id, |u| {
+                u.stall_check_at = Some(at);
+                Some(())
+            })
+            .is_some())
+    }
+
+    async fn redrive(&self, upload: &Upload, counted: bool, at: i64, now: i64) -> Result<bool, RepoError> {
+        self.enter("repo.redrive").await?;
+        let moved = self.watched(&upload.id, |u| {
+            (u.updated_at == upload.updated_at).then(|| {
+                u.stall_check_at = Some(at);
+                u.updated_at = now;
+                u.redrives = Some(u.redrives.unwrap_or(0) + u32::from(counted));
+                u.waiting_for_scanner = false;
+            })
+        });
+        Ok(moved.is_some())
+    }
+
+    async fn await_scanner(&self, id: &UploadId, reason: &str, now: i64) -> Result<bool, RepoError> {
+        self.enter("repo.await_scanner").await?;
+        let waiting = self.watched(id, |u| {
+            u.stall_check_at = Some(now);
+            u.waiting_for_scanner = true;
+            u.reason = Some(reason.to_owned());
+            Some(())
+        });
+        Ok(waiting.is_some())
+    }
+
+    async fn unwatch(&self, id: &UploadId) -> Result<bool, RepoError> {
+        self.enter("repo.unwatch").await?;
+        let mut s = lock(&self.state);
+        match s.uploads.get_mut(id) {
+            Some(u)
+                if u.status != UploadStatus::Processing
+                    && u.processed_at.is_some()
+                    && u.deleted_at.is_none()
+                    && u.stall_check_at.is_some() =>
+            {
+                u.stall_check_at = None;
+                u.waiting_for_scanner = false;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+impl MemoryRepo {
+    /// The stored upload if it is `processing` and not deleted (the janitor watches it).
+    fn watched<T>(&self, id: &UploadId, f: impl FnOnce(&mut Upload) -> Option<T>) -> Option<T> {
+        let mut s = lock(&self.state);
+        s.uploads.get_mut(id).filter(|u| u.status == UploadStatus::Processing && u.deleted_at.is_none()).and_then(f)
+    }
 }
 
 // ---------------------------------------------------------------- the object store
@@ -551,6 +620,18 @@ pub struct MemoryObjectStore {
     faults: Faults,
     /// The longest byte range any one read asked for (whole reads count the object).
     longest_read: Mutex<u64>,
+    /// Reads open now, and the most ever open at once.
+    open_reads: Arc<std::sync::atomic::AtomicUsize>,
+    most_open_reads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a read as open until its stream is dropped.
+struct OpenRead(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OpenRead {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn etag_of(bytes: &[u8]) -> String {
@@ -568,7 +649,14 @@ fn no_such(op: &'static str, code: &str, key: &str) -> ObjectStoreError {
 
 impl MemoryObjectStore {
     pub fn new(bucket: &str, faults: Faults) -> Self {
-        Self { bucket: bucket.to_owned(), state: Mutex::default(), faults, longest_read: Mutex::new(0) }
+        Self {
+            bucket: bucket.to_owned(),
+            state: Mutex::default(),
+            faults,
+            longest_read: Mutex::new(0),
+            open_reads: Arc::default(),
+            most_open_reads: Arc::default(),
+        }
     }
 
     async fn enter(&self, method: &'static str) -> Result<(), ObjectStoreError> {
@@ -594,13 +682,32 @@ impl MemoryObjectStore {
         *lock(&self.longest_read)
     }
 
-    /// One read of `bytes`, noted, in uneven chunks as a network stream arrives.
+    /// The most reads (streams) ever open at once.
+    pub fn most_open_reads(&self) -> usize {
+        self.most_open_reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// One read of `bytes`, noted, in uneven chunks as a network stream arrives (each
+    /// a moment later, so reads running at once do overlap).
     fn stream_of(&self, bytes: Bytes) -> ByteStream {
-        let mut l = lock(&self.longest_read);
-        *l = (*l).max(bytes.len() as u64);
+        use futures::StreamExt;
+        use std::sync::atomic::Ordering::SeqCst;
+        {
+            let mut l = lock(&self.longest_read);
+            *l = (*l).max(bytes.len() as u64);
+        }
+        let open = self.open_reads.fetch_add(1, SeqCst) + 1;
+        self.most_open_reads.fetch_max(open, SeqCst);
+        let guard = OpenRead(self.open_reads.clone());
         let chunks: Vec<Result<Bytes, ObjectStoreError>> =
             (0..bytes.len()).step_by(7919).map(|i| Ok(bytes.slice(i..(i + 7919).min(bytes.len())))).collect();
-        Box::pin(futures::stream::iter(chunks))
+        Box::pin(futures::stream::iter(chunks).then(move |chunk| {
+            let _open = &guard;
+            async move {
+                tokio::task::yield_now().await;
+                chunk
+            }
+        }))
     }
 
     /// The current version's bytes.
@@ -986,6 +1093,8 @@ pub fn config() -> Config {
         delete_retention: Duration::from_secs(30 * 24 * 3600),
         public_base_url: Some("https://hoist.test".into()),
         job_delay_secs: 0,
+        processing_stall: Duration::from_secs(7200),
+        max_redrives: 2,
     }
 }
 

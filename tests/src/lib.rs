@@ -155,6 +155,19 @@ impl Harness {
         Self::build(true, tweak).await
     }
 
+    /// Like `with_config`, with a DynamoDB table of this test's own (the shared one's
+    /// schema): for a janitor sweep at a time far ahead, which in the shared table would
+    /// act on every other test's uploads.
+    pub async fn with_own_table(tweak: impl FnOnce(&mut Config)) -> Self {
+        let sdk = aws_config::load_from_env().await;
+        let table = own_table(&sdk).await;
+        Self::build(false, |c| {
+            c.table = table;
+            tweak(c)
+        })
+        .await
+    }
+
     async fn build(own_bucket: bool, tweak: impl FnOnce(&mut Config)) -> Self {
         let sdk = aws_config::load_from_env().await;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -440,8 +453,14 @@ impl Harness {
 
     /// A processor over this harness's app (the real process handler).
     pub fn processor(&self, max_receives: u32) -> Arc<process::Processor> {
+        self.processor_with(|c| c.max_receives = max_receives)
+    }
+
+    /// A processor with its settings (from the environment) changed by `tweak`.
+    pub fn processor_with(&self, tweak: impl FnOnce(&mut shared::config::ProcessConfig)) -> Arc<process::Processor> {
         let mut config = shared::config::ProcessConfig::from_env().expect("process config");
-        config.max_receives = max_receives;
+        tweak(&mut config);
+        let config = config.checked().expect("window fits the scanner's stream limit");
         let scanner = Arc::new(shared::clamd::Clamd::from_config(&config));
         Arc::new(process::Processor { app: self.app.clone(), scanner, config })
     }
@@ -454,11 +473,7 @@ impl Harness {
 
     /// Like `process_all`, scanning files above `scan_window` bytes in windows of it.
     pub async fn process_all_in_windows(&self, scan_window: u64) -> usize {
-        let mut config = shared::config::ProcessConfig::from_env().expect("process config");
-        config.scan_window = scan_window;
-        let config = config.checked().expect("window fits the scanner's stream limit");
-        let scanner = Arc::new(shared::clamd::Clamd::from_config(&config));
-        self.drain(&Arc::new(process::Processor { app: self.app.clone(), scanner, config })).await
+        self.drain(&self.processor_with(|c| c.scan_window = scan_window)).await
     }
 
     /// Feeds the queue to `p` until it is empty; answers how many messages it handled.
@@ -549,6 +564,38 @@ impl Harness {
         }
         out
     }
+}
+
+/// A new table with the schema of the configured one (keys and indexes).
+async fn own_table(sdk: &aws_config::SdkConfig) -> String {
+    use aws_sdk_dynamodb::types::{BillingMode, GlobalSecondaryIndex};
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let shared = Config::from_env().expect("config from env (source scripts/env.sh)").table;
+    let described = ddb.describe_table().table_name(&shared).send().await.expect("describe the shared table");
+    let t = described.table.expect("table description");
+    let indexes: Vec<GlobalSecondaryIndex> = t
+        .global_secondary_indexes()
+        .iter()
+        .map(|g| {
+            GlobalSecondaryIndex::builder()
+                .index_name(g.index_name().unwrap_or_default())
+                .set_key_schema(Some(g.key_schema().to_vec()))
+                .set_projection(g.projection().cloned())
+                .build()
+                .expect("index")
+        })
+        .collect();
+    let name = unique("hoist-test-t");
+    ddb.create_table()
+        .table_name(&name)
+        .set_key_schema(Some(t.key_schema().to_vec()))
+        .set_attribute_definitions(Some(t.attribute_definitions().to_vec()))
+        .set_global_secondary_indexes(Some(indexes))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create the test's own table");
+    name
 }
 
 /// A new bucket that sends `s3:ObjectCreated:Post` events under `uploads/` to the queue

@@ -84,12 +84,7 @@ async fn duplicate_window_deliveries_change_nothing_and_progress_shows() {
     // Fan out only: take the window jobs off the queue by hand.
     let jobs = h.drain_jobs().await;
     assert_eq!(jobs.len(), 1);
-    let p = {
-        let mut config = shared::config::ProcessConfig::from_env().unwrap();
-        config.scan_window = w;
-        let scanner = std::sync::Arc::new(shared::clamd::Clamd::from_config(&config));
-        std::sync::Arc::new(process::Processor { app: h.app.clone(), scanner, config })
-    };
+    let p = h.processor_with(|c| c.scan_window = w);
     let job: shared::domain::ProcessJob = serde_json::from_value(jobs[0].clone()).unwrap();
     shared::processing::process(&p, &job, 1).await.unwrap();
     let windows: Vec<shared::domain::WindowJob> =
@@ -120,4 +115,84 @@ async fn duplicate_window_deliveries_change_nothing_and_progress_shows() {
         shared::processing::process_window(&p, job, 1).await.unwrap();
     }
     assert_eq!(status(&h, &owner, &id).await, done, "late repeats change nothing");
+}
+
+/// A file whose processing stalled midway (its remaining jobs lost, as when they crash
+/// out of every delivery) is resumed by the janitor once nothing has moved for the stall
+/// time: only what was left is sent again, and the verdict is the true one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_windowed_file_is_resumed_by_the_janitor() {
+    use shared::domain::WindowJob;
+    // Its own table: the sweeps below run hours ahead, which in the shared table would
+    // act on every other test's uploads.
+    let h = Harness::with_own_table(|_| {}).await;
+    let owner = unique("stall");
+    let (size, w) = (file_size(), window());
+    let data = planted(size, &[size - 100]);
+    let id = h.upload_file(&owner, "stalled.bin", "application/octet-stream", &data, None).await;
+    let p = h.processor_with(|c| c.scan_window = w);
+    let job: shared::domain::ProcessJob = serde_json::from_value(h.drain_jobs().await.remove(0)).unwrap();
+    shared::processing::process(&p, &job, 1).await.unwrap();
+    // Window 0 is scanned and the chain passes it; every other job is lost.
+    let windows: Vec<WindowJob> =
+        h.drain_jobs().await.into_iter().map(|j| serde_json::from_value(j).unwrap()).collect();
+    for job in
+        windows.iter().filter(|j| matches!(j, WindowJob::Scan { index: 0, .. } | WindowJob::Hash { index: 0, .. }))
+    {
+        shared::processing::process_window(&p, job, 1).await.unwrap();
+    }
+    assert_eq!(h.drain_jobs().await.len(), 1, "link 1, lost");
+    let stall = h.app.config.processing_stall.as_secs() as i64;
+    let early = shared::usecases::janitor::sweep(&h.app, shared::now() + stall / 2).await.unwrap();
+    assert_eq!(early.redriven, 0, "not stalled yet: {early:?}");
+    let report = shared::usecases::janitor::sweep(&h.app, shared::now() + stall + 1).await.unwrap();
+    assert_eq!(report.redriven, 1, "{report:?}");
+    let redriven: Vec<shared::domain::ProcessJob> =
+        h.drain_jobs().await.into_iter().map(|j| serde_json::from_value(j).unwrap()).collect();
+    assert_eq!(redriven.len(), 1);
+    assert_eq!(redriven[0].upload_id.as_str(), id);
+    assert_eq!(redriven[0].redrive, 1);
+    shared::processing::process(&p, &redriven[0], 1).await.unwrap();
+    let resent: Vec<WindowJob> = h.drain_jobs().await.into_iter().map(|j| serde_json::from_value(j).unwrap()).collect();
+    let windows_total = size.div_ceil(w) as usize;
+    assert_eq!(resent.len(), windows_total, "link 1 and every window but 0: {resent:?}");
+    assert!(resent.iter().all(|j| !matches!(j, WindowJob::Scan { index: 0, .. } | WindowJob::Hash { index: 0, .. })));
+    let mut pending = resent;
+    while let Some(job) = pending.pop() {
+        shared::processing::process_window(&p, &job, 1).await.unwrap();
+        pending.extend(h.drain_jobs().await.into_iter().map(|j| serde_json::from_value(j).unwrap()));
+    }
+    let v = status(&h, &owner, &id).await;
+    assert_eq!(v.status, "quarantined", "the planted signature in the last window is found: {v:?}");
+    let after = shared::usecases::janitor::sweep(&h.app, shared::now() + 10 * stall).await.unwrap();
+    let rec = h.app.repo.get(&shared::domain::UploadId::parse(&id).unwrap()).await.unwrap().unwrap();
+    assert_eq!(rec.stall_check_at, None, "out of the janitor's watch: {after:?}");
+}
+
+/// A scanner that cannot be reached is waited for, never a verdict and never `failed`:
+/// on the last delivery the file says so, and the janitor's next run sends it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanner_that_is_not_there_is_waited_for_then_the_file_is_scanned() {
+    let h = Harness::with_own_table(|_| {}).await;
+    let owner = unique("noscan");
+    let data = planted(MIB, &[]);
+    let id = h.upload_file(&owner, "waits.bin", "application/octet-stream", &data, None).await;
+    // Nothing listens on port 9 of this machine: connection refused, as when clamd has
+    // not started (or its signatures did not load).
+    let absent = h.processor_with(|c| {
+        c.clamd_addr = "127.0.0.1:9".into();
+        c.max_receives = 1;
+    });
+    let jobs = h.drain_jobs().await;
+    let job: shared::domain::ProcessJob = serde_json::from_value(jobs[0].clone()).unwrap();
+    let outcome = shared::processing::process(&absent, &job, 1).await.unwrap();
+    assert_eq!(outcome, shared::processing::JobOutcome::WaitingForScanner);
+    let v = status(&h, &owner, &id).await;
+    assert_eq!(v.status, "processing", "{v:?}");
+    assert!(v.reason.as_deref().unwrap_or_default().contains("Waiting for the virus scanner"), "{v:?}");
+    let report = shared::usecases::janitor::sweep(&h.app, shared::now() + 1).await.unwrap();
+    assert_eq!(report.redriven, 1, "{report:?}");
+    h.process_all().await;
+    let v = status(&h, &owner, &id).await;
+    assert_eq!(v.status, "ready", "{v:?}");
 }

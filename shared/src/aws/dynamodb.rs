@@ -574,13 +574,23 @@ impl UploadRepo for DynamoRepo {
             Some(h) => (format!("{set}, sha256 = :sha"), Some((":sha", sv(h.to_hex())))),
             None => (set.to_owned(), None),
         };
+        // It stays in the janitor's index (`OPEN`, since creation), now keyed by when the
+        // janitor should check that its processing is moving.
+        let (set, remove, watch) = match upload.stall_check_at {
+            Some(at) => (
+                format!("{set}, gsi1sk = :watch, stall_check_at = :watch"),
+                "lease_until, #ttl",
+                Some((":watch", nv(at))),
+            ),
+            None => (set, "gsi1pk, gsi1sk, lease_until, #ttl", None),
+        };
         let session = self.transition_in_transaction(
             upload,
             Transition::FinishCompletion,
             now,
             Effects {
                 set: &set,
-                remove: "gsi1pk, gsi1sk, lease_until, #ttl",
+                remove,
                 values: vec![
                     (":etag", sv(object.etag.clone())),
                     (":size", nv(upload.size)),
@@ -590,6 +600,7 @@ impl UploadRepo for DynamoRepo {
                 .into_iter()
                 .chain(version)
                 .chain(declared)
+                .chain(watch)
                 .collect(),
                 names: vec![("#sz", "size"), ("#ttl", "ttl")],
             },
@@ -978,6 +989,91 @@ impl UploadRepo for DynamoRepo {
                 res => return conditional(res),
             }
         }
+    }
+
+    async fn recorded_windows(&self, id: &UploadId) -> Result<std::collections::BTreeSet<u32>, RepoError> {
+        let items: Vec<HashMap<String, AttributeValue>> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :win)")
+            .expression_attribute_values(":pk", sv(upload_pk(id)))
+            .expression_attribute_values(":win", sv("WIN#"))
+            .projection_expression("sk")
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| map_err("Query", e))?;
+        Ok(items.iter().filter_map(|i| i.get("sk")?.as_s().ok()?.strip_prefix("WIN#")?.parse().ok()).collect())
+    }
+
+    async fn watch_processing(&self, id: &UploadId, at: i64) -> Result<bool, RepoError> {
+        let res = self
+            .watch_update(id, at)
+            .update_expression("SET gsi1pk = :open, gsi1sk = :at, stall_check_at = :at")
+            .send()
+            .await;
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    async fn redrive(&self, upload: &Upload, counted: bool, at: i64, now: i64) -> Result<bool, RepoError> {
+        let res = self
+            .watch_update(&upload.id, at)
+            .update_expression(
+                "SET gsi1pk = :open, gsi1sk = :at, stall_check_at = :at, updated_at = :now, \
+                 redrives = if_not_exists(redrives, :zero) + :inc REMOVE waiting_for_scanner",
+            )
+            .condition_expression("#s = :processing AND attribute_not_exists(deleted_at) AND updated_at = :seen")
+            .expression_attribute_values(":seen", nv(upload.updated_at))
+            .expression_attribute_values(":now", nv(now))
+            .expression_attribute_values(":zero", nv(0))
+            .expression_attribute_values(":inc", nv(u32::from(counted)))
+            .send()
+            .await;
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    async fn await_scanner(&self, id: &UploadId, reason: &str, now: i64) -> Result<bool, RepoError> {
+        let res = self
+            .watch_update(id, now)
+            .update_expression(
+                "SET gsi1pk = :open, gsi1sk = :at, stall_check_at = :at, waiting_for_scanner = :yes, reason = :r",
+            )
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":r", sv(reason))
+            .send()
+            .await;
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    async fn unwatch(&self, id: &UploadId) -> Result<bool, RepoError> {
+        // Only a decided upload's `OPEN` entry: a deleted one's index entry is its purge.
+        let res = self
+            .update_upload(id)
+            .update_expression("REMOVE gsi1pk, gsi1sk, stall_check_at, waiting_for_scanner")
+            .condition_expression("gsi1pk = :open AND #s <> :processing AND attribute_exists(processed_at)")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":open", sv(OPEN))
+            .expression_attribute_values(":processing", sv(UploadStatus::Processing.as_str()))
+            .send()
+            .await;
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+}
+
+impl DynamoRepo {
+    /// A write to a `processing` upload that is not deleted (a deleted one's index entry
+    /// belongs to the purge) which files it in the janitor's index at `at`.
+    fn watch_update(&self, id: &UploadId, at: i64) -> UpdateBuilder {
+        self.update_upload(id)
+            .condition_expression("#s = :processing AND attribute_not_exists(deleted_at)")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":processing", sv(UploadStatus::Processing.as_str()))
+            .expression_attribute_values(":open", sv(OPEN))
+            .expression_attribute_values(":at", nv(at))
     }
 }
 

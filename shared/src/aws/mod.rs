@@ -90,7 +90,7 @@ pub fn iam_actions(port_method: &str) -> Option<&'static [&'static str]> {
         "repo.quota" | "repo.get" | "repo.window_recorded" => &["dynamodb:GetItem"],
         "repo.create" => &["dynamodb:PutItem", "dynamodb:UpdateItem"],
         "repo.put_parts" => &["dynamodb:BatchWriteItem"],
-        "repo.parts" | "repo.list_files" | "repo.list_open" => &["dynamodb:Query"],
+        "repo.parts" | "repo.list_files" | "repo.list_open" | "repo.recorded_windows" => &["dynamodb:Query"],
         "repo.begin_completion"
         | "repo.release_completion"
         | "repo.finish_completion"
@@ -102,7 +102,11 @@ pub fn iam_actions(port_method: &str) -> Option<&'static [&'static str]> {
         | "repo.hash_advanced"
         | "repo.refused_write"
         | "repo.count_request"
-        | "repo.count_signings" => &["dynamodb:UpdateItem"],
+        | "repo.count_signings"
+        | "repo.watch_processing"
+        | "repo.redrive"
+        | "repo.await_scanner"
+        | "repo.unwatch" => &["dynamodb:UpdateItem"],
         "repo.window_scanned" => &["dynamodb:PutItem", "dynamodb:UpdateItem"],
         "repo.due" | "repo.due_purges" => &["dynamodb:Query", "dynamodb:GetItem"],
         "repo.delete_upload" => &["dynamodb:Query", "dynamodb:BatchWriteItem"],

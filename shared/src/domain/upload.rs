@@ -106,6 +106,19 @@ pub struct Upload {
     /// Why the file's first bytes are not its declared type (from window 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub type_rejection: Option<String>,
+    /// While `processing`: when the janitor looks at it. If nothing moved for the
+    /// configured stall time by then (a job lost or crashed out of its retries), the
+    /// janitor sends its job again (see `usecases::janitor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_check_at: Option<i64>,
+    /// How many times the janitor sent a stalled job again (waits for the scanner
+    /// excepted): past the limit the file is set aside as `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrives: Option<u32>,
+    /// A job gave up because the scanner was not there (not the file's fault): the
+    /// janitor sends it again without counting it against the file.
+    #[serde(default)]
+    pub waiting_for_scanner: bool,
 }
 
 impl Upload {

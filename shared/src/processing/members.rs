@@ -194,7 +194,7 @@ impl MemberScanner {
     /// an archive not scanned whole in one session cannot have been unpacked.
     fn scan(&mut self, member: &mut dyn Read, name: &str) -> Result<Scanned, PipelineError> {
         self.findings.members += 1;
-        let mut session = self.block_on(self.scanner.start())?;
+        let mut session = self.block_on(super::start_scan(&*self.scanner))?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut head: Vec<u8> = Vec::new();
         let mut tail: Vec<u8> = Vec::new();
@@ -212,7 +212,7 @@ impl MemberScanner {
             if in_session + n as u64 > self.window + WINDOW_OVERLAP {
                 // This session is full: close it, and start the next one with the overlap.
                 self.reply(session, name)?;
-                session = self.block_on(self.scanner.start())?;
+                session = self.block_on(super::start_scan(&*self.scanner))?;
                 self.block_on(session.send(&tail))?;
                 in_session = tail.len() as u64;
                 pieces += 1;

@@ -113,6 +113,7 @@ mod tests {
             etag: "e".into(),
             content_type: ContentType::parse("image/png").unwrap(),
             sha256: None,
+            redrive: 0,
         };
         assert_eq!(QueueMessage::parse(&serde_json::to_string(&job).unwrap()).unwrap(), QueueMessage::Job(job.clone()));
         let window = WindowJob::Scan { upload_id: job.upload_id, owner: job.owner, index: 7 };

@@ -11,6 +11,8 @@ pub mod chained_sha256;
 pub mod decide;
 pub mod members;
 pub mod message;
+#[cfg(test)]
+mod stall_tests;
 pub mod thumbnail;
 #[cfg(test)]
 mod window_tests;
@@ -22,7 +24,7 @@ pub use message::{CreatedObject, QueueMessage};
 use crate::{
     config::ProcessConfig,
     domain::{Owner, ProcessJob, ProcessingOutcome, Upload, UploadId, UploadStatus, WindowJob, WindowPlan},
-    ports::{ObjectStoreError, QueueError, RepoError, Scanner, ScannerError},
+    ports::{ObjectStoreError, QueueError, RepoError, ScanSession, Scanner, ScannerError},
     telemetry, App,
 };
 
@@ -42,6 +44,15 @@ pub enum PipelineError {
     Other(String),
     #[error("the upload is still completing; the job will be retried")]
     NotYet,
+    /// The scanner could not be reached (not started, or its signatures not loaded):
+    /// nothing to do with the file, so never held against it.
+    #[error("the scanner is not ready: {0}")]
+    ScannerUnavailable(ScannerError),
+}
+
+/// Starts a scan; a scanner that cannot be reached is [`PipelineError::ScannerUnavailable`].
+pub(crate) async fn start_scan(scanner: &dyn Scanner) -> Result<Box<dyn ScanSession>, PipelineError> {
+    scanner.start().await.map_err(PipelineError::ScannerUnavailable)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +66,9 @@ pub enum JobOutcome {
     WindowDone,
     /// Already processed (a duplicate delivery) or no longer exists.
     Skipped,
+    /// The scanner was not there on the last delivery: the janitor sends the job again
+    /// (the message is done with; the file is not failed).
+    WaitingForScanner,
 }
 
 /// The key of an upload's thumbnail: `thumbnails/<upload id>.jpg`, beside `uploads/<id>`.
@@ -89,31 +103,60 @@ async fn upload_to_process(p: &Processor, id: &UploadId, owner: &Owner) -> Resul
     Ok(Some(rec))
 }
 
-/// On the last allowed delivery a failure is recorded as `failed` (and the message then
-/// moves to the DLQ); before that SQS simply redelivers.
-async fn fail_on_last_delivery(p: &Processor, rec: &Upload, receive_count: u32, e: &PipelineError) {
+/// What a failed delivery leaves. Before the last allowed delivery nothing: SQS
+/// delivers it again. On the last one, a scanner that was not there is waited for (the
+/// janitor sends the job again later; `Some` outcome: the message is done with), and
+/// any other failure sets the file aside as `failed` (the message moves to the DLQ).
+async fn after_failure(p: &Processor, rec: &Upload, receive_count: u32, e: &PipelineError) -> Option<JobOutcome> {
     // "Not yet" is not a failure: it comes right by itself and never counts.
     if receive_count < p.config.max_receives || matches!(e, PipelineError::NotYet) {
-        return;
+        return None;
+    }
+    if let PipelineError::ScannerUnavailable(why) = e {
+        tracing::error!(upload_id = %rec.id, receive_count, error = %why, "scanner not ready; the janitor will send the job again");
+        telemetry::metric("process", "ScannerUnavailable", 1.0, "Count");
+        let reason = "Waiting for the virus scanner, which is not ready; processing resumes by itself.";
+        match p.app.repo.await_scanner(&rec.id, reason, crate::now()).await {
+            Ok(_) => return Some(JobOutcome::WaitingForScanner),
+            // Not recorded: let the message go to the DLQ rather than lose the job.
+            Err(se) => tracing::error!(error = %se, "could not record the wait for the scanner"),
+        }
+        return None;
     }
     // The owner reads `reason`: it says what happened in words; the error itself (S3,
     // DynamoDB, clamd addresses) goes to the logs only.
     tracing::error!(upload_id = %rec.id, receive_count, error = %e, "processing failed for good; set aside");
+    let reason =
+        format!("Processing failed {receive_count} times and was set aside for an operator; the file is not served.");
+    set_aside(&p.app, rec, reason).await;
+    None
+}
+
+/// Records a file that cannot be processed as `failed` (never served), tags its object
+/// so, and takes it out of the janitor's watch. Best effort: the failures are logged.
+pub async fn set_aside(app: &App, rec: &Upload, reason: String) {
     let outcome = ProcessingOutcome {
         status: UploadStatus::Failed,
-        reason: format!(
-            "Processing failed {receive_count} times and was set aside for an operator; the file is not served."
-        ),
+        reason,
         detected_type: None,
         content_sha256: None,
         thumbnail_key: None,
         width: None,
         height: None,
     };
-    if let Err(se) = p.app.repo.finish_processing(&rec.id, &outcome, crate::now()).await {
+    if let Err(se) = app.repo.finish_processing(&rec.id, &outcome, crate::now()).await {
         tracing::error!(error = %se, "could not record failure");
     }
-    let _ = p.app.objects.tag_status(&rec.s3_key, rec.version_id.as_deref(), "failed").await;
+    let _ = app.objects.tag_status(&rec.s3_key, rec.version_id.as_deref(), "failed").await;
+    unwatch(app, &rec.id).await;
+}
+
+/// Takes a decided upload out of the janitor's watch; if this fails, the janitor does
+/// it when it finds the upload decided.
+async fn unwatch(app: &App, id: &UploadId) {
+    if let Err(e) = app.repo.unwatch(id).await {
+        tracing::warn!(upload_id = %id, error = %e, "could not take the upload out of the janitor's watch");
+    }
 }
 
 /// Processes one job. `receive_count` is SQS's ApproximateReceiveCount. A file larger
@@ -122,14 +165,16 @@ pub async fn process(p: &Processor, job: &ProcessJob, receive_count: u32) -> Res
     let Some(rec) = upload_to_process(p, &job.upload_id, &job.owner).await? else {
         return Ok(JobOutcome::Skipped);
     };
+    // A repeated delivery, or the janitor's: whatever is left undone is done now.
+    let repeat = receive_count > 1 || job.redrive > 0;
     let result = match WindowPlan::new(rec.size, p.config.scan_window) {
-        Some(plan) => windows::fan_out(p, &rec, plan, receive_count).await,
+        Some(plan) => windows::fan_out(p, &rec, plan, repeat).await,
         None => run(p, &rec).await.map(JobOutcome::Finished),
     };
-    if let Err(e) = &result {
-        fail_on_last_delivery(p, &rec, receive_count, e).await;
+    match result {
+        Err(e) => after_failure(p, &rec, receive_count, &e).await.ok_or(e),
+        ok => ok,
     }
-    result
 }
 
 /// Processes one window job (see [`windows`]).
@@ -140,11 +185,10 @@ pub async fn process_window(p: &Processor, job: &WindowJob, receive_count: u32) 
     let Some(rec) = upload_to_process(p, id, owner).await? else {
         return Ok(JobOutcome::Skipped);
     };
-    let result = windows::run_job(p, &rec, job).await;
-    if let Err(e) = &result {
-        fail_on_last_delivery(p, &rec, receive_count, e).await;
+    match windows::run_job(p, &rec, job).await {
+        Err(e) => after_failure(p, &rec, receive_count, &e).await.ok_or(e),
+        ok => ok,
     }
-    result
 }
 
 /// What one pass over the bytes found.
@@ -162,7 +206,7 @@ async fn stream_pass(p: &Processor, rec: &Upload) -> Result<PassResult, Pipeline
     let etag = rec.etag.clone().ok_or_else(|| PipelineError::Other("the upload has no object ETag".into()))?;
     // The scanner first: at a cold start clamd may still be loading (the scan waits for
     // it), and an S3 response left unread that long would stall.
-    let mut scanner = if rec.size <= cfg.scan_limit { Some(p.scanner.start().await?) } else { None };
+    let mut scanner = if rec.size <= cfg.scan_limit { Some(start_scan(&*p.scanner).await?) } else { None };
     let mut body = app.objects.read(&rec.s3_key, &etag, rec.version_id.as_deref()).await?;
     // Reading from S3 runs ahead in its own task while we feed clamd: a small bounded
     // channel overlaps the two without ever holding more than a few chunks.
@@ -270,6 +314,7 @@ async fn record(
     }
     p.app.objects.tag_status(&rec.s3_key, rec.version_id.as_deref(), outcome.status.as_str()).await?;
     let written = p.app.repo.finish_processing(&rec.id, outcome, crate::now()).await?;
+    unwatch(&p.app, &rec.id).await;
     tracing::info!(
         upload_id = %rec.id, owner = %rec.owner, status = outcome.status.as_str(), written,
         millis = started.elapsed().as_millis() as u64, size = rec.size, "processed"

@@ -17,13 +17,13 @@ use crate::usecases::{
 const T0: i64 = 1_800_000_000;
 const WINDOW: u64 = 2 * MIB;
 
-fn processor(f: &Fakes) -> Processor {
+pub(super) fn processor(f: &Fakes) -> Processor {
     let mut p = f.processor();
     p.config.scan_window = WINDOW;
     p
 }
 
-fn bytes(len: u64, markers: &[u64]) -> Vec<u8> {
+pub(super) fn bytes(len: u64, markers: &[u64]) -> Vec<u8> {
     let mut v: Vec<u8> = (0..len).map(|i| (i * 131 % 253) as u8).collect();
     for &at in markers {
         v[at as usize..at as usize + EICAR_MARKER.len()].copy_from_slice(EICAR_MARKER);
@@ -33,6 +33,17 @@ fn bytes(len: u64, markers: &[u64]) -> Vec<u8> {
 
 /// Uploads `data` as one part and completes it: its processing job is queued.
 async fn completed(f: &Fakes, data: &[u8], declared: Option<[u8; 32]>, content_type: &str) -> UploadId {
+    completed_at(f, data, declared, content_type, T0).await
+}
+
+/// [`completed`], at `now`.
+pub(super) async fn completed_at(
+    f: &Fakes,
+    data: &[u8],
+    declared: Option<[u8; 32]>,
+    content_type: &str,
+    now: i64,
+) -> UploadId {
     let who = Owner::parse("wes").unwrap();
     let new = NewUpload {
         filename: FileName::parse("big.bin").unwrap(),
@@ -42,16 +53,16 @@ async fn completed(f: &Fakes, data: &[u8], declared: Option<[u8; 32]>, content_t
         part_checksums: false,
         part_size: Some(data.len().max(5 * MIB as usize) as u64),
     };
-    let v = create(&f.app, &who, new, T0).await.unwrap();
+    let v = create(&f.app, &who, new, now).await.unwrap();
     let id = UploadId::parse(&v.id).unwrap();
     let mpu = f.repo.upload(&id).unwrap().s3_upload_id;
     let etag = f.objects.upload_part(&mpu, 1, data).unwrap();
     let parts =
         vec![api_types::uploads::RecordPartItem { number: 1, etag, size: (data.len() as u64).into(), sha256: None }];
-    crate::usecases::parts::record_parts(&f.app, &who, &id, api_types::uploads::RecordPartsRequest { parts }, T0)
+    crate::usecases::parts::record_parts(&f.app, &who, &id, api_types::uploads::RecordPartsRequest { parts }, now)
         .await
         .unwrap();
-    complete(&f.app, &who, &id, T0).await.unwrap();
+    complete(&f.app, &who, &id, now).await.unwrap();
     id
 }
 
@@ -419,4 +430,32 @@ async fn run_rest(f: &Fakes, p: &Processor) -> UploadStatus {
         pending.extend(f.jobs.take_windows());
     }
     f.repo.upload(&id).unwrap().status
+}
+
+#[tokio::test]
+async fn a_hash_link_reads_its_window_in_pieces_at_once() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(5 * MIB, &[]);
+    let id = completed(&f, &data, None, "application/octet-stream").await;
+    processing::process(&p, &f.jobs.sent()[0], 1).await.unwrap();
+    let link0 = f.jobs.take_windows().into_iter().find(|j| matches!(j, WindowJob::Hash { .. })).unwrap();
+    assert_eq!(f.objects.most_open_reads(), 1, "the fan-out reads one range");
+    processing::process_window(&p, &link0, 1).await.unwrap();
+    assert_eq!(f.objects.most_open_reads(), super::windows::HASH_READS_IN_FLIGHT);
+    assert_eq!(f.repo.upload(&id).unwrap().hash_next, Some(1));
+}
+
+#[test]
+fn hash_pieces_tile_the_range() {
+    use super::windows::hash_pieces;
+    for (start, end) in [(0, 100), (0, 2 * MIB), (256 * MIB, 512 * MIB), (5, 5 * MIB + 3)] {
+        let pieces = hash_pieces(start, end);
+        assert_eq!(pieces.first().unwrap().0, start);
+        assert_eq!(pieces.last().unwrap().1, end);
+        assert!(pieces.windows(2).all(|w| w[0].1 == w[1].0), "{pieces:?}");
+        assert!(pieces.iter().all(|(a, b)| b - a <= 8 * MIB));
+    }
+    assert_eq!(hash_pieces(0, 256 * MIB).len(), 32);
+    assert_eq!(hash_pieces(0, 2 * MIB).len(), 4);
 }

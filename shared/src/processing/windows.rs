@@ -43,23 +43,32 @@ async fn unpacker_of(src: &members::Source) -> Result<Option<members::Unpacker>,
 
 /// Starts the windows of a large file and queues their jobs: one scan job per raw
 /// window, and for an archive one member step per window of its members
-/// (`processing/members.rs`). A redelivered job (the first one crashed after starting)
-/// queues them again: repeated window jobs are harmless.
+/// (`processing/members.rs`), and the hash chain's first link. A `repeat`ed job (SQS
+/// delivering it again after a crash, or the janitor sending it again after a stall)
+/// finds them started and queues only what is left undone.
 pub(super) async fn fan_out(
     p: &Processor,
     rec: &Upload,
     plan: WindowPlan,
-    receive_count: u32,
+    repeat: bool,
 ) -> Result<JobOutcome, PipelineError> {
+    if let Some(total) = rec.windows_total {
+        if !repeat {
+            tracing::info!(upload_id = %rec.id, "windows already started; repeated job ignored");
+            return Ok(JobOutcome::Skipped);
+        }
+        return resume(p, rec, plan, total).await;
+    }
     let src = source(p, rec)?;
     let steps = match unpacker_of(&src).await? {
         Some(unpacker) => members::steps_for(&src, unpacker, plan.window()).await?,
         None => 0,
     };
     let total = plan.count() + steps;
-    let started = p.app.repo.start_windows(&rec.id, total, plan.window(), crate::now()).await?;
-    if !started && receive_count <= 1 {
-        tracing::info!(upload_id = %rec.id, "windows already started; repeated job ignored");
+    if !p.app.repo.start_windows(&rec.id, total, plan.window(), crate::now()).await? {
+        // Another delivery of this job started them a moment ago: it queues the jobs
+        // (and if it dies first, its own redelivery resumes them).
+        tracing::info!(upload_id = %rec.id, "windows started by another delivery; this one ignored");
         return Ok(JobOutcome::Skipped);
     }
     let (upload_id, owner) = (rec.id.clone(), rec.owner.clone());
@@ -69,6 +78,30 @@ pub(super) async fn fan_out(
     p.app.jobs.send_windows(&jobs).await?;
     tracing::info!(upload_id = %rec.id, windows = plan.count(), member_steps = steps, size = rec.size, "processing in windows");
     Ok(JobOutcome::FannedOut { windows: total })
+}
+
+/// Queues again what a started file has left undone: the windows not recorded as
+/// scanned and the hash chain's next link. When nothing is left, only the verdict was.
+async fn resume(p: &Processor, rec: &Upload, plan: WindowPlan, total: u32) -> Result<JobOutcome, PipelineError> {
+    let recorded = p.app.repo.recorded_windows(&rec.id).await?;
+    let (upload_id, owner) = (rec.id.clone(), rec.owner.clone());
+    let mut jobs = Vec::new();
+    let hash_next = rec.hash_next.unwrap_or(0);
+    if hash_next < plan.count() {
+        jobs.push(WindowJob::Hash { upload_id: upload_id.clone(), owner: owner.clone(), index: hash_next });
+    }
+    let missing: Vec<u32> = (0..total).filter(|i| !recorded.contains(i)).collect();
+    jobs.extend(missing.iter().map(|&index| WindowJob::Scan {
+        upload_id: upload_id.clone(),
+        owner: owner.clone(),
+        index,
+    }));
+    if jobs.is_empty() {
+        return settle(p, rec).await;
+    }
+    p.app.jobs.send_windows(&jobs).await?;
+    tracing::info!(upload_id = %rec.id, windows_left = missing.len(), hash_next, "windows resumed");
+    Ok(JobOutcome::FannedOut { windows: missing.len() as u32 })
 }
 
 pub(super) async fn run_job(p: &Processor, rec: &Upload, job: &WindowJob) -> Result<JobOutcome, PipelineError> {
@@ -100,7 +133,7 @@ async fn scan(p: &Processor, rec: &Upload, plan: WindowPlan, k: u32) -> Result<J
     let etag = rec.etag.as_deref().ok_or_else(|| PipelineError::Other("the upload has no object ETag".into()))?;
     let (start, end) = plan.scan_range(k);
     // The scanner first (it may still be loading at a cold start; see `stream_pass`).
-    let mut scanner = p.scanner.start().await?;
+    let mut scanner = super::start_scan(&*p.scanner).await?;
     let mut body = p.app.objects.read_range(&rec.s3_key, etag, rec.version_id.as_deref(), start, end).await?;
     let mut head = Vec::new();
     let mut read = 0u64;
@@ -207,16 +240,13 @@ async fn hash(p: &Processor, rec: &Upload, plan: WindowPlan, k: u32) -> Result<J
             state.bytes_hashed()
         )));
     }
-    let mut body = p.app.objects.read_range(&rec.s3_key, etag, rec.version_id.as_deref(), start, end).await?;
     let mut hasher = ChainedSha256::resume(state);
-    let mut read = 0u64;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        read += chunk.len() as u64;
-        hasher.update(&chunk);
-    }
-    if read != end - start {
-        return Err(PipelineError::Read(format!("hash window {k}: read {read} bytes of {}", end - start)));
+    let (store, key, version) = (p.app.objects.clone(), rec.s3_key.clone(), rec.version_id.clone());
+    let mut pieces = futures::stream::iter(hash_pieces(start, end))
+        .map(|(a, b)| read_piece(store.clone(), key.clone(), etag.to_owned(), version.clone(), a, b))
+        .buffered(HASH_READS_IN_FLIGHT);
+    while let Some(piece) = pieces.next().await {
+        hasher.update(&piece?);
     }
     let last = k + 1 == plan.count();
     let progress = if last {
@@ -230,6 +260,39 @@ async fn hash(p: &Processor, rec: &Upload, plan: WindowPlan, k: u32) -> Result<J
         p.app.jobs.send_windows(&[next(k + 1)]).await?;
     }
     settle(p, rec).await
+}
+
+/// The hash chain is the one sequential part of a large file (its time to verdict is
+/// at least the file's size over one link's read speed), and a single S3 stream is far
+/// slower than SHA-256: so a link reads its window as pieces, this many at once, and
+/// hashes them in order. Memory: at most this many pieces held.
+pub(super) const HASH_READS_IN_FLIGHT: usize = 4;
+const HASH_PIECE_MAX: u64 = 8 * 1024 * 1024;
+
+/// `start..end` cut in pieces: a quarter of it, between 64 KiB and 8 MiB.
+pub(super) fn hash_pieces(start: u64, end: u64) -> Vec<(u64, u64)> {
+    let piece = (end - start).div_ceil(HASH_READS_IN_FLIGHT as u64).clamp(64 * 1024, HASH_PIECE_MAX);
+    (start..end).step_by(piece as usize).map(|a| (a, (a + piece).min(end))).collect()
+}
+
+/// Bytes `a..b` of the pinned object, read whole.
+async fn read_piece(
+    store: std::sync::Arc<dyn crate::ports::ObjectStore>,
+    key: String,
+    etag: String,
+    version: Option<String>,
+    a: u64,
+    b: u64,
+) -> Result<bytes::Bytes, PipelineError> {
+    let mut body = store.read_range(&key, &etag, version.as_deref(), a, b).await?;
+    let mut buf = bytes::BytesMut::with_capacity((b - a) as usize);
+    while let Some(chunk) = body.next().await {
+        buf.extend_from_slice(&chunk?);
+    }
+    if buf.len() as u64 != b - a {
+        return Err(PipelineError::Read(format!("bytes {a}..{b}: read {} bytes", buf.len())));
+    }
+    Ok(buf.freeze())
 }
 
 /// Writes the verdict once every window is scanned and the hash is finished; until then

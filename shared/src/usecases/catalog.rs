@@ -195,6 +195,10 @@ pub async fn restore(
             }
             return Err(over());
         }
+        if u.status == crate::domain::UploadStatus::Processing {
+            // The delete took it out of the janitor's watch of stalled processing.
+            app.repo.watch_processing(id, now + app.config.processing_stall.as_secs() as i64).await?;
+        }
         tracing::info!(upload_id = %id, owner = %owner, "file restored");
     }
     get(app, owner, id, base_url, now).await

@@ -167,17 +167,9 @@ pub(crate) async fn drive_completion(
     let assembled_ms = started.elapsed().as_millis() as u64;
     // A deferred-size upload learns its size now.
     upload.size = object.size;
-    let job = ProcessJob {
-        version: 1,
-        upload_id: upload.id.clone(),
-        owner: upload.owner.clone(),
-        bucket: app.objects.bucket().to_owned(),
-        key: upload.s3_key.clone(),
-        size: upload.size,
-        etag: object.etag.clone(),
-        content_type: upload.content_type.clone(),
-        sha256: upload.sha256,
-    };
+    let job = ProcessJob::for_upload(&upload, app.objects.bucket(), &object.etag);
+    // The janitor looks at it if nothing has moved by then (a lost or crashed job).
+    upload.stall_check_at = Some(now + app.config.processing_stall.as_secs() as i64);
     // Job first, status second: a crash between them leaves `completing`, which a
     // retry or the janitor drives again (the job is idempotent by design).
     if let Err(e) = app.jobs.send(&job).await {

@@ -238,6 +238,9 @@ pub(crate) async fn open_session(app: &App, owner: &Owner, session: Session, now
         scan_found: None,
         scan_gap: None,
         type_rejection: None,
+        stall_check_at: None,
+        redrives: None,
+        waiting_for_scanner: false,
     };
     match app.repo.create(&upload, limits).await {
         Ok(()) => {}

@@ -1,12 +1,13 @@
 //! The janitor (every 15 minutes): expires abandoned uploads, finishes completions whose
-//! caller died holding the lease, completes single POSTs whose S3 event was lost, and
-//! purges deleted files whose retention is over.
+//! caller died holding the lease, completes single POSTs whose S3 event was lost, sends
+//! the job of a file whose processing stalled again (or sets it aside), and purges
+//! deleted files whose retention is over.
 
 use serde::Serialize;
 
 use crate::{
-    domain::{UploadError, UploadStatus, CLOSED_RETENTION_SECS},
-    telemetry, App,
+    domain::{ProcessJob, Upload, UploadError, UploadStatus, CLOSED_RETENTION_SECS},
+    processing, telemetry, App,
 };
 
 use super::{
@@ -22,7 +23,22 @@ pub struct SweepReport {
     /// Stuck completions that turned out refusable (missing parts...): back to `uploading`.
     pub released: u32,
     pub purged: u32,
+    /// Stalled processing (or a wait for the scanner) whose job was sent again.
+    pub redriven: u32,
+    /// Stalled too many times: set aside as `failed`.
+    pub set_aside: u32,
     pub errors: u32,
+}
+
+/// What the janitor did for a `processing` file due for a look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    /// Still moving: looked at again later.
+    Moving,
+    Redriven,
+    SetAside,
+    /// Something else moved first (a window, a verdict, a delete): nothing done.
+    Raced,
 }
 
 /// One janitor run.
@@ -88,6 +104,27 @@ pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, UploadError> {
                         }
                     }
                 }
+                UploadStatus::Processing if upload.stall_check_at.is_some_and(|t| t <= now) => {
+                    match look_after_processing(app, &upload, now).await {
+                        Ok(Stall::Raced) => {}
+                        Ok(done) => {
+                            progressed = true;
+                            match done {
+                                Stall::Redriven => report.redriven += 1,
+                                Stall::SetAside => report.set_aside += 1,
+                                _ => {}
+                            }
+                        }
+                        Err(e) => {
+                            report.errors += 1;
+                            tracing::error!(error = %e, upload_id = %upload.id, "janitor could not look after a processing file");
+                        }
+                    }
+                }
+                // Decided, but the verdict's removal from the watch was lost: done now.
+                status if status.is_final_verdict() && upload.processed_at.is_some() => {
+                    progressed |= app.repo.unwatch(&upload.id).await?;
+                }
                 _ => {}
             }
         }
@@ -99,6 +136,39 @@ pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, UploadError> {
     telemetry::metric("janitor", "FilesPurged", f64::from(report.purged), "Count");
     telemetry::metric("janitor", "UploadsExpired", f64::from(report.expired), "Count");
     Ok(report)
+}
+
+/// A `processing` file the janitor was due to look at. Nothing moved for the stall
+/// time (a job lost, or crashed out of all its deliveries; or a wait for the scanner):
+/// its job is sent again, marked as a re-drive, and resumes what is left undone. After
+/// `max_redrives` counted re-drives the file is set aside as `failed`, never served.
+async fn look_after_processing(app: &App, upload: &Upload, now: i64) -> Result<Stall, UploadError> {
+    let stall = app.config.processing_stall.as_secs() as i64;
+    let waiting = upload.waiting_for_scanner;
+    if !waiting && upload.updated_at + stall > now {
+        // Windows are being recorded: look again once it has been quiet that long.
+        let watched = app.repo.watch_processing(&upload.id, upload.updated_at + stall).await?;
+        return Ok(if watched { Stall::Moving } else { Stall::Raced });
+    }
+    let redrives = upload.redrives.unwrap_or(0);
+    if !waiting && redrives >= app.config.max_redrives {
+        tracing::error!(upload_id = %upload.id, owner = %upload.owner, redrives, "processing stalled for good; set aside");
+        let reason = format!(
+            "Processing stopped making progress {} times and was set aside for an operator; the file is not served.",
+            redrives + 1
+        );
+        processing::set_aside(app, upload, reason).await;
+        return Ok(Stall::SetAside);
+    }
+    if !app.repo.redrive(upload, !waiting, now + stall, now).await? {
+        return Ok(Stall::Raced);
+    }
+    let mut job = ProcessJob::for_upload(upload, app.objects.bucket(), upload.etag.as_deref().unwrap_or_default());
+    job.redrive = redrives + 1;
+    app.jobs.send(&job).await?;
+    tracing::warn!(upload_id = %upload.id, owner = %upload.owner, redrive = job.redrive, waiting_for_scanner = waiting, "processing stalled; its job sent again");
+    telemetry::metric("janitor", "ProcessingRedriven", 1.0, "Count");
+    Ok(Stall::Redriven)
 }
 
 /// Permanently removes files whose retention after deletion is over: object,

@@ -42,7 +42,45 @@ async fn worker(queue_url: &str, upload: &str) {
             break;
         }
     }
-    println!("{{\"handled\":{handled},\"vm_hwm_kib\":{}}}", vm_hwm_kib());
+    println!("{{\"handled\":{handled},\"vm_hwm_kib\":{},\"cpu_s\":{}}}", vm_hwm_kib(), cpu_seconds("self"));
+}
+
+/// CPU seconds (user + system) process `pid` has used ("self": this one), 0 if gone.
+/// Linux counts them in ticks of 1/100 s (USER_HZ on every architecture Hoist runs on).
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds used so far by the local stack's LocalStack and moto processes.
+fn stack_cpu() -> (f64, f64) {
+    let (mut localstack, mut moto) = (0.0, 0.0);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.contains("localstack") {
+            localstack += cpu_seconds(&pid);
+        } else if cmd.contains("moto_server") {
+            moto += cpu_seconds(&pid);
+        }
+    }
+    (localstack, moto)
+}
+
+/// One cell's runs: times, the largest worker RSS, and CPU seconds per component.
+struct Cell {
+    workers: u64,
+    times: Vec<f64>,
+    hwm_kib: u64,
+    /// Per run: workers, clamd, LocalStack, moto.
+    cpu: Vec<[f64; 4]>,
 }
 
 /// Puts the upload back to `processing` with no window started (markers deleted).
@@ -67,7 +105,7 @@ async fn reset(ddb: &aws_sdk_dynamodb::Client, table: &str, id: &str) {
         .key("sk", AttributeValue::S("META".into()))
         .update_expression(
             "SET #s = :p REMOVE windows_total, windows_done, hash_next, hash_state, scan_found, scan_gap, \
-             type_rejection, processed_at, reason, content_sha256, detected_type",
+             type_rejection, processed_at, reason, content_sha256, detected_type, redrives, waiting_for_scanner",
         )
         .expression_attribute_names("#s", "status")
         .expression_attribute_values(":p", AttributeValue::S("processing".into()))
@@ -149,8 +187,11 @@ async fn main() {
         window / MIB,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    println!("| file | windows | workers | median s | min–max s | MiB/s (median) | peak RSS per worker, max of runs |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| file | windows | workers | median s | min–max s | MiB/s (median) | peak RSS per worker, max of runs \
+         | CPU s per GiB: workers / clamd / LocalStack / moto (medians) | cores busy (median) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for size_mib in sizes {
         // One random file per size, uploaded once with the CLI (not timed).
         let path = std::env::temp_dir().join(format!("hoist-winbench-{size_mib}.bin"));
@@ -177,12 +218,15 @@ async fn main() {
             h.drain_jobs().await.into_iter().find(|j| j["upload_id"] == id.as_str()).expect("job"),
         )
         .expect("job shape");
-        let mut cells: Vec<(u64, Vec<f64>, u64)> = workers.iter().map(|&w| (w, Vec::new(), 0)).collect();
+        let mut cells: Vec<Cell> =
+            workers.iter().map(|&w| Cell { workers: w, times: Vec::new(), hwm_kib: 0, cpu: Vec::new() }).collect();
+        let clamd_pid = clamd.child.id().to_string();
         for _ in 0..runs {
             for cell in cells.iter_mut() {
                 reset(&ddb, &h.app.config.table, &id).await;
                 // Nothing left over from the previous run.
                 while !h.drain_jobs().await.is_empty() {}
+                let (clamd_before, (ls_before, moto_before)) = (cpu_seconds(&clamd_pid), stack_cpu());
                 let started = Instant::now();
                 h.sqs
                     .send_message()
@@ -191,7 +235,7 @@ async fn main() {
                     .send()
                     .await
                     .expect("send job");
-                let children: Vec<_> = (0..cell.0)
+                let children: Vec<_> = (0..cell.workers)
                     .map(|_| {
                         Command::new(std::env::current_exe().expect("exe"))
                             .args(["--worker", &h.queue_url, &id])
@@ -212,6 +256,9 @@ async fn main() {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 };
                 let secs = started.elapsed().as_secs_f64();
+                let (ls_after, moto_after) = stack_cpu();
+                let mut cpu =
+                    [0.0, cpu_seconds(&clamd_pid) - clamd_before, ls_after - ls_before, moto_after - moto_before];
                 assert_eq!(verdict.status, UploadStatus::Ready, "{:?}", verdict.reason);
                 for child in children {
                     let out = child.wait_with_output().expect("worker exit");
@@ -223,19 +270,30 @@ async fn main() {
                             serde_json::from_str(l).ok().filter(|v: &serde_json::Value| v.get("vm_hwm_kib").is_some())
                         })
                         .unwrap_or_default();
-                    cell.2 = cell.2.max(report["vm_hwm_kib"].as_u64().unwrap_or(0));
+                    cell.hwm_kib = cell.hwm_kib.max(report["vm_hwm_kib"].as_u64().unwrap_or(0));
+                    cpu[0] += report["cpu_s"].as_f64().unwrap_or(0.0);
                 }
-                cell.1.push(secs);
+                cell.times.push(secs);
+                cell.cpu.push(cpu);
             }
         }
-        for (w, mut times, hwm) in cells {
+        let gib = size_mib as f64 / 1024.0;
+        for mut cell in cells {
+            let times = &mut cell.times;
             let (lo, hi) = (times.iter().copied().fold(f64::MAX, f64::min), times.iter().copied().fold(0.0, f64::max));
-            let m = median(&mut times);
+            let busy: Vec<f64> = cell.cpu.iter().zip(times.iter()).map(|(c, t)| c.iter().sum::<f64>() / t).collect();
+            let m = median(times);
+            let per_gib: Vec<String> = (0..4)
+                .map(|k| format!("{:.1}", median(&mut cell.cpu.iter().map(|c| c[k] / gib).collect::<Vec<_>>())))
+                .collect();
             println!(
-                "| {size_mib} MiB | {} | {w} | {m:.1} | {lo:.1}–{hi:.1} | {:.0} | {:.1} MiB |",
+                "| {size_mib} MiB | {} | {} | {m:.1} | {lo:.1}–{hi:.1} | {:.0} | {:.1} MiB | {} | {:.2} |",
                 (size_mib * MIB).div_ceil(window),
+                cell.workers,
                 size_mib as f64 / m,
-                hwm as f64 / 1024.0
+                cell.hwm_kib as f64 / 1024.0,
+                per_gib.join(" / "),
+                median(&mut busy.clone())
             );
         }
     }

@@ -454,8 +454,8 @@ fn hash_pieces_tile_the_range() {
         assert_eq!(pieces.first().unwrap().0, start);
         assert_eq!(pieces.last().unwrap().1, end);
         assert!(pieces.windows(2).all(|w| w[0].1 == w[1].0), "{pieces:?}");
-        assert!(pieces.iter().all(|(a, b)| b - a <= 8 * MIB));
+        assert!(pieces.iter().all(|(a, b)| b - a <= 4 * MIB));
     }
-    assert_eq!(hash_pieces(0, 256 * MIB).len(), 32);
+    assert_eq!(hash_pieces(0, 256 * MIB).len(), 64);
     assert_eq!(hash_pieces(0, 2 * MIB).len(), 4);
 }

@@ -267,9 +267,9 @@ async fn hash(p: &Processor, rec: &Upload, plan: WindowPlan, k: u32) -> Result<J
 /// slower than SHA-256: so a link reads its window as pieces, this many at once, and
 /// hashes them in order. Memory: at most this many pieces held.
 pub(super) const HASH_READS_IN_FLIGHT: usize = 4;
-const HASH_PIECE_MAX: u64 = 8 * 1024 * 1024;
+const HASH_PIECE_MAX: u64 = 4 * 1024 * 1024;
 
-/// `start..end` cut in pieces: a quarter of it, between 64 KiB and 8 MiB.
+/// `start..end` cut in pieces: a quarter of it, between 64 KiB and 4 MiB.
 pub(super) fn hash_pieces(start: u64, end: u64) -> Vec<(u64, u64)> {
     let piece = (end - start).div_ceil(HASH_READS_IN_FLIGHT as u64).clamp(64 * 1024, HASH_PIECE_MAX);
     (start..end).step_by(piece as usize).map(|a| (a, (a + piece).min(end))).collect()

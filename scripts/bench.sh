@@ -17,6 +17,7 @@ cargo bench -p hoist-e2e --bench thumbnails 2>/dev/null | grep -v '^{"' | tee be
 # Large files in windows: time to verdict by number of workers (the CLI uploads the files).
 cargo build -q --release -p hoist-cli
 cargo bench -p hoist-e2e --bench windows 2>/dev/null | grep -v '^{"' | tee bench/windows.md
+echo "machine: $(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d); LocalStack, moto, clamd and the workers share them" | tee -a bench/windows.md
 
 # hoist put vs the AWS CLI and rclone on the stack `make dev` runs, what each sends, and where
 # the time goes (bench/put_throughput.md); then the client's own ceiling against an S3 that

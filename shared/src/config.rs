@@ -134,8 +134,10 @@ pub struct Config {
     /// Delay of processing jobs on the queue (see `Queue`).
     pub job_delay_secs: i32,
     /// A `processing` file on which nothing moved for this long is stalled: its job was
-    /// lost or crashed out of every retry. Longer than the queue's whole retry cycle
-    /// (maxReceiveCount x visibility timeout: 5 x 960 s in the template).
+    /// lost or crashed out of every retry. Must be longer than the queue's whole retry
+    /// cycle (maxReceiveCount x visibility timeout: 5 x 960 s in the template), and the
+    /// same for every function (the template leaves the default everywhere). At least
+    /// 15 minutes (the janitor's period).
     pub processing_stall: Duration,
     /// How many times the janitor sends a stalled file's job again before setting the
     /// file aside as `failed` (waits for the scanner are not counted).
@@ -209,7 +211,7 @@ impl Config {
             delete_retention: Duration::from_secs(number("HOIST_DELETE_RETENTION_SECONDS", 30 * 24 * 3600)?),
             public_base_url: var("HOIST_PUBLIC_BASE_URL"),
             job_delay_secs: number("HOIST_JOB_DELAY_SECONDS", 2)?.min(900) as i32,
-            processing_stall: Duration::from_secs(number("HOIST_PROCESSING_STALL_SECONDS", 2 * 3600)?.max(60)),
+            processing_stall: Duration::from_secs(number("HOIST_PROCESSING_STALL_SECONDS", 2 * 3600)?.max(900)),
             max_redrives: number("HOIST_MAX_REDRIVES", 2)?.min(100) as u32,
         })
     }

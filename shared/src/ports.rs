@@ -174,14 +174,16 @@ pub trait UploadRepo: Send + Sync {
     /// The janitor looks at a `processing` upload again at `at` (it is still moving).
     /// False when it is no longer watched: decided, or deleted (then the purge owns it).
     async fn watch_processing(&self, id: &UploadId, at: i64) -> Result<bool, RepoError>;
-    /// `Redrive`: the janitor sends a stalled upload's job again. Counted in `redrives`
-    /// unless `counted` is false (a wait for the scanner, which it also clears); looked
-    /// at again at `at`. Only if nothing moved since the janitor read `upload`
-    /// (`updated_at`): false when something did, or it is decided or deleted.
-    async fn redrive(&self, upload: &Upload, counted: bool, at: i64, now: i64) -> Result<bool, RepoError>;
+    /// `Redrive`: the janitor sent a stalled upload's job again (or claims it to set it
+    /// aside): records `r`, clears any wait for the scanner, bumps `updated_at`. Only if
+    /// nothing moved since the janitor read `upload` (`updated_at`): false when something
+    /// did, or it is decided or deleted.
+    async fn redrive(&self, upload: &Upload, r: &Redrive, now: i64) -> Result<bool, RepoError>;
+    /// A worker picked up re-drive job number `n`.
+    async fn redrive_picked_up(&self, id: &UploadId, n: u32) -> Result<bool, RepoError>;
     /// A job gave up because the scanner was not there: says so in `reason` (the owner
-    /// reads it) and has the janitor send the job again at its next run, uncounted.
-    async fn await_scanner(&self, id: &UploadId, reason: &str, now: i64) -> Result<bool, RepoError>;
+    /// reads it) and has the janitor look at `check_at` (uncounted re-drive).
+    async fn await_scanner(&self, id: &UploadId, reason: &str, check_at: i64, now: i64) -> Result<bool, RepoError>;
     /// Takes a decided upload out of the janitor's watch (after its verdict). False when
     /// there was nothing to take (still processing, deleted, or already done).
     async fn unwatch(&self, id: &UploadId) -> Result<bool, RepoError>;
@@ -232,6 +234,21 @@ pub enum CompleteOutcome {
     NoSuchUpload,
     /// S3 refused the part list (e.g. InvalidPart, InvalidPartOrder, EntityTooSmall).
     Refused { code: String, message: String },
+}
+
+/// What the janitor records when it sends a stalled upload's job again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redrive {
+    /// Stalls in a row counted against the file.
+    pub redrives: u32,
+    /// Jobs sent again so far, this one included (its number).
+    pub sent: u32,
+    /// Waits for the scanner so far.
+    pub scanner_waits: u32,
+    /// The file's [`Upload::window_progress`] now.
+    pub progress: u32,
+    /// When the janitor looks again.
+    pub check_at: i64,
 }
 
 /// Size, ETag and version of a stored object.

@@ -25,7 +25,8 @@ use crate::domain::{
 };
 use crate::ports::{
     ByteStream, CompleteOutcome, CreateError, JobQueue, ObjectInfo, ObjectStore, ObjectStoreError, PartToSign,
-    PresignedPart, PresignedPost, QueueError, RepoError, ScanSession, Scanner, ScannerError, StoredPart, UploadRepo,
+    PresignedPart, PresignedPost, QueueError, Redrive, RepoError, ScanSession, Scanner, ScannerError, StoredPart,
+    UploadRepo,
 };
 use crate::processing::{Processor, ScanReply, UnscannedPolicy};
 use crate::App;
@@ -514,25 +515,41 @@ impl UploadRepo for MemoryRepo {
             .is_some())
     }
 
-    async fn redrive(&self, upload: &Upload, counted: bool, at: i64, now: i64) -> Result<bool, RepoError> {
+    async fn redrive(&self, upload: &Upload, r: &Redrive, now: i64) -> Result<bool, RepoError> {
         self.enter("repo.redrive").await?;
         let moved = self.watched(&upload.id, |u| {
             (u.updated_at == upload.updated_at).then(|| {
-                u.stall_check_at = Some(at);
-                u.updated_at = now;
-                u.redrives = Some(u.redrives.unwrap_or(0) + u32::from(counted));
+                u.stall_check_at = Some(r.check_at);
+                (u.updated_at, u.redriven_at) = (now, Some(now));
+                u.redrives = Some(r.redrives);
+                u.redrives_sent = Some(r.sent);
+                u.scanner_waits = Some(r.scanner_waits);
+                u.redrive_progress = Some(r.progress);
                 u.waiting_for_scanner = false;
             })
         });
         Ok(moved.is_some())
     }
 
-    async fn await_scanner(&self, id: &UploadId, reason: &str, now: i64) -> Result<bool, RepoError> {
+    async fn redrive_picked_up(&self, id: &UploadId, n: u32) -> Result<bool, RepoError> {
+        self.enter("repo.redrive_picked_up").await?;
+        let mut s = lock(&self.state);
+        match s.uploads.get_mut(id) {
+            Some(u) if u.status == UploadStatus::Processing && u.redrive_seen.is_none_or(|seen| seen < n) => {
+                u.redrive_seen = Some(n);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn await_scanner(&self, id: &UploadId, reason: &str, check_at: i64, now: i64) -> Result<bool, RepoError> {
         self.enter("repo.await_scanner").await?;
         let waiting = self.watched(id, |u| {
-            u.stall_check_at = Some(now);
+            u.stall_check_at = Some(check_at);
             u.waiting_for_scanner = true;
             u.reason = Some(reason.to_owned());
+            u.updated_at = now;
             Some(())
         });
         Ok(waiting.is_some())

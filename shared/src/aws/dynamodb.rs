@@ -30,7 +30,7 @@ use crate::domain::{
     catalog_sort_key, CatalogPosition, FilePage, HashProgress, Owner, PartRecord, ProcessingOutcome, Quota,
     QuotaLimits, Transition, Upload, UploadId, UploadStatus, WindowFinding, CLOSED_RETENTION_SECS,
 };
-use crate::ports::{CreateError, ObjectInfo, RepoError, UploadRepo};
+use crate::ports::{CreateError, ObjectInfo, Redrive, RepoError, UploadRepo};
 
 pub const GSI_OPEN: &str = "gsi1";
 pub const GSI_FILES: &str = "gsi2";
@@ -578,7 +578,7 @@ impl UploadRepo for DynamoRepo {
         // janitor should check that its processing is moving.
         let (set, remove, watch) = match upload.stall_check_at {
             Some(at) => (
-                format!("{set}, gsi1sk = :watch, stall_check_at = :watch"),
+                format!("{set}, gsi1pk = :open, gsi1sk = :watch, stall_check_at = :watch"),
                 "lease_until, #ttl",
                 Some((":watch", nv(at))),
             ),
@@ -600,7 +600,7 @@ impl UploadRepo for DynamoRepo {
                 .into_iter()
                 .chain(version)
                 .chain(declared)
-                .chain(watch)
+                .chain(watch.into_iter().flat_map(|w| [w, (":open", sv(OPEN))]))
                 .collect(),
                 names: vec![("#sz", "size"), ("#ttl", "ttl")],
             },
@@ -731,7 +731,7 @@ impl UploadRepo for DynamoRepo {
             .table_name(&self.table)
             .key("pk", sv(upload_pk(&upload.id)))
             .key("sk", sv("META"))
-            .update_expression("SET updated_at = :now REMOVE deleted_at, purge_at, gsi1pk, gsi1sk")
+            .update_expression("SET updated_at = :now REMOVE deleted_at, purge_at, gsi1pk, gsi1sk, stall_check_at")
             .condition_expression("attribute_exists(deleted_at) AND purge_at > :now")
             .expression_attribute_values(":now", nv(now))
             .build()
@@ -1019,31 +1019,49 @@ impl UploadRepo for DynamoRepo {
         conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
     }
 
-    async fn redrive(&self, upload: &Upload, counted: bool, at: i64, now: i64) -> Result<bool, RepoError> {
+    async fn redrive(&self, upload: &Upload, r: &Redrive, now: i64) -> Result<bool, RepoError> {
         let res = self
-            .watch_update(&upload.id, at)
+            .watch_update(&upload.id, r.check_at)
             .update_expression(
-                "SET gsi1pk = :open, gsi1sk = :at, stall_check_at = :at, updated_at = :now, \
-                 redrives = if_not_exists(redrives, :zero) + :inc REMOVE waiting_for_scanner",
+                "SET gsi1pk = :open, gsi1sk = :at, stall_check_at = :at, updated_at = :now, redriven_at = :now, \
+                 redrives = :n, redrives_sent = :sent, scanner_waits = :waits, redrive_progress = :progress \
+                 REMOVE waiting_for_scanner",
             )
             .condition_expression("#s = :processing AND attribute_not_exists(deleted_at) AND updated_at = :seen")
             .expression_attribute_values(":seen", nv(upload.updated_at))
             .expression_attribute_values(":now", nv(now))
-            .expression_attribute_values(":zero", nv(0))
-            .expression_attribute_values(":inc", nv(u32::from(counted)))
+            .expression_attribute_values(":n", nv(r.redrives))
+            .expression_attribute_values(":sent", nv(r.sent))
+            .expression_attribute_values(":waits", nv(r.scanner_waits))
+            .expression_attribute_values(":progress", nv(r.progress))
             .send()
             .await;
         conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
     }
 
-    async fn await_scanner(&self, id: &UploadId, reason: &str, now: i64) -> Result<bool, RepoError> {
+    async fn redrive_picked_up(&self, id: &UploadId, n: u32) -> Result<bool, RepoError> {
         let res = self
-            .watch_update(id, now)
+            .update_upload(id)
+            .update_expression("SET redrive_seen = :n")
+            .condition_expression("#s = :processing AND (attribute_not_exists(redrive_seen) OR redrive_seen < :n)")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":processing", sv(UploadStatus::Processing.as_str()))
+            .expression_attribute_values(":n", nv(n))
+            .send()
+            .await;
+        conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))
+    }
+
+    async fn await_scanner(&self, id: &UploadId, reason: &str, check_at: i64, now: i64) -> Result<bool, RepoError> {
+        let res = self
+            .watch_update(id, check_at)
             .update_expression(
-                "SET gsi1pk = :open, gsi1sk = :at, stall_check_at = :at, waiting_for_scanner = :yes, reason = :r",
+                "SET gsi1pk = :open, gsi1sk = :at, stall_check_at = :at, waiting_for_scanner = :yes, reason = :r, \
+                 updated_at = :now",
             )
             .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .expression_attribute_values(":r", sv(reason))
+            .expression_attribute_values(":now", nv(now))
             .send()
             .await;
         conditional(res.map(|_| ()).map_err(|e| map_err("UpdateItem", e)))

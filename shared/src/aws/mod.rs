@@ -105,6 +105,7 @@ pub fn iam_actions(port_method: &str) -> Option<&'static [&'static str]> {
         | "repo.count_signings"
         | "repo.watch_processing"
         | "repo.redrive"
+        | "repo.redrive_picked_up"
         | "repo.await_scanner"
         | "repo.unwatch" => &["dynamodb:UpdateItem"],
         "repo.window_scanned" => &["dynamodb:PutItem", "dynamodb:UpdateItem"],

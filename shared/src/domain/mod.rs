@@ -23,7 +23,7 @@ pub use job::ProcessJob;
 pub use status::{Transition, UploadStatus};
 pub use upload::{
     catalog_sort_key, CatalogPosition, FilePage, PartRecord, ProcessingOutcome, Quota, QuotaLimits, Upload,
-    CLOSED_RETENTION_SECS,
+    CLOSED_RETENTION_SECS, MAX_SCANNER_WAITS, SCANNER_RETRY_SECS,
 };
 pub use windows::{HashProgress, HeadFinding, WindowFinding, WindowJob, WindowPlan, WINDOW_OVERLAP};
 

@@ -111,17 +111,48 @@ pub struct Upload {
     /// janitor sends its job again (see `usecases::janitor`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stall_check_at: Option<i64>,
-    /// How many times the janitor sent a stalled job again (waits for the scanner
-    /// excepted): past the limit the file is set aside as `failed`.
+    /// Stalls in a row the janitor counted against the file (progress since the last
+    /// re-drive starts afresh): past the limit the file is set aside as `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redrives: Option<u32>,
+    /// Jobs the janitor sent again, counted or not (they are numbered by it)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrives_sent: Option<u32>,
+    /// ...the highest of those numbers a worker picked up (fewer: the queue is behind)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrive_seen: Option<u32>,
+    /// ...when the last one was sent, and how far the file's windows and hash chain
+    /// were then (`windows_done + hash_next`): more since is progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redriven_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrive_progress: Option<u32>,
     /// A job gave up because the scanner was not there (not the file's fault): the
-    /// janitor sends it again without counting it against the file.
+    /// janitor sends it again without counting it against the file...
     #[serde(default)]
     pub waiting_for_scanner: bool,
+    /// ...up to [`MAX_SCANNER_WAITS`] times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner_waits: Option<u32>,
 }
 
+/// A file waiting for the scanner is sent again once quiet this long (the janitor's
+/// period: its next run).
+pub const SCANNER_RETRY_SECS: i64 = 900;
+
+/// Waits for the scanner not counted against a file. Each takes about an hour at the
+/// least (the queue's redeliveries: 4 x 960 s in the template), so this is about a day:
+/// a file that keeps clamd from answering that long (one that crashes it, say) stalls
+/// like any other and ends `failed`.
+pub const MAX_SCANNER_WAITS: u32 = 24;
+
 impl Upload {
+    /// How far processing in windows has come: windows scanned plus hash links done.
+    /// (A file processed in one pass shows none until its verdict.)
+    pub fn window_progress(&self) -> u32 {
+        self.windows_done.unwrap_or(0) + self.hash_next.unwrap_or(0)
+    }
+
     /// Bytes this session holds in its owner's in-flight quota: its declared size, or
     /// for an undeclared size its ceiling.
     pub fn reserved_bytes(&self) -> u64 {

@@ -116,7 +116,8 @@ async fn after_failure(p: &Processor, rec: &Upload, receive_count: u32, e: &Pipe
         tracing::error!(upload_id = %rec.id, receive_count, error = %why, "scanner not ready; the janitor will send the job again");
         telemetry::metric("process", "ScannerUnavailable", 1.0, "Count");
         let reason = "Waiting for the virus scanner, which is not ready; processing resumes by itself.";
-        match p.app.repo.await_scanner(&rec.id, reason, crate::now()).await {
+        let now = crate::now();
+        match p.app.repo.await_scanner(&rec.id, reason, now + crate::domain::SCANNER_RETRY_SECS, now).await {
             Ok(_) => return Some(JobOutcome::WaitingForScanner),
             // Not recorded: let the message go to the DLQ rather than lose the job.
             Err(se) => tracing::error!(error = %se, "could not record the wait for the scanner"),
@@ -133,8 +134,10 @@ async fn after_failure(p: &Processor, rec: &Upload, receive_count: u32, e: &Pipe
 }
 
 /// Records a file that cannot be processed as `failed` (never served), tags its object
-/// so, and takes it out of the janitor's watch. Best effort: the failures are logged.
-pub async fn set_aside(app: &App, rec: &Upload, reason: String) {
+/// so, and takes it out of the janitor's watch. Answers whether it was recorded: not
+/// when a verdict landed first (then the object keeps that verdict's tag) or the write
+/// failed (logged; the janitor comes back to it).
+pub async fn set_aside(app: &App, rec: &Upload, reason: String) -> bool {
     let outcome = ProcessingOutcome {
         status: UploadStatus::Failed,
         reason,
@@ -144,11 +147,20 @@ pub async fn set_aside(app: &App, rec: &Upload, reason: String) {
         width: None,
         height: None,
     };
-    if let Err(se) = app.repo.finish_processing(&rec.id, &outcome, crate::now()).await {
-        tracing::error!(error = %se, "could not record failure");
+    match app.repo.finish_processing(&rec.id, &outcome, crate::now()).await {
+        Ok(true) => {}
+        Ok(false) => return false,
+        Err(se) => {
+            tracing::error!(upload_id = %rec.id, error = %se, "could not record failure");
+            return false;
+        }
     }
-    let _ = app.objects.tag_status(&rec.s3_key, rec.version_id.as_deref(), "failed").await;
+    if let Err(e) = app.objects.tag_status(&rec.s3_key, rec.version_id.as_deref(), "failed").await {
+        // The bucket policy serves only objects tagged `ready`: untagged is not served either.
+        tracing::error!(upload_id = %rec.id, error = %e, "could not tag a failed file");
+    }
     unwatch(app, &rec.id).await;
+    true
 }
 
 /// Takes a decided upload out of the janitor's watch; if this fails, the janitor does
@@ -167,9 +179,22 @@ pub async fn process(p: &Processor, job: &ProcessJob, receive_count: u32) -> Res
     };
     // A repeated delivery, or the janitor's: whatever is left undone is done now.
     let repeat = receive_count > 1 || job.redrive > 0;
-    let result = match WindowPlan::new(rec.size, p.config.scan_window) {
+    // Windows once started keep their plan, whatever the configuration says now.
+    let plan = match rec.windows_total {
+        Some(_) => Some(windows::plan_of(&rec)?),
+        None => WindowPlan::new(rec.size, p.config.scan_window),
+    };
+    let result = match plan {
         Some(plan) => windows::fan_out(p, &rec, plan, repeat).await,
-        None => run(p, &rec).await.map(JobOutcome::Finished),
+        None => {
+            if job.redrive > 0 {
+                // The janitor counts a stall against the file only once its last
+                // re-drive was picked up (else the queue is behind: not the file's
+                // doing). A windowed file's re-drive counts when its windows' jobs are.
+                p.app.repo.redrive_picked_up(&rec.id, job.redrive).await?;
+            }
+            run(p, &rec).await.map(JobOutcome::Finished)
+        }
     };
     match result {
         Err(e) => after_failure(p, &rec, receive_count, &e).await.ok_or(e),
@@ -185,6 +210,11 @@ pub async fn process_window(p: &Processor, job: &WindowJob, receive_count: u32) 
     let Some(rec) = upload_to_process(p, id, owner).await? else {
         return Ok(JobOutcome::Skipped);
     };
+    let sent = rec.redrives_sent.unwrap_or(0);
+    if sent > rec.redrive_seen.unwrap_or(0) {
+        // The queue is delivering this file's window jobs again (see `process`).
+        p.app.repo.redrive_picked_up(&rec.id, sent).await?;
+    }
     match windows::run_job(p, &rec, job).await {
         Err(e) => after_failure(p, &rec, receive_count, &e).await.ok_or(e),
         ok => ok,

@@ -7,7 +7,7 @@
 use sha2::{Digest, Sha256};
 
 use super::window_tests::{bytes, completed_at, processor};
-use crate::domain::{Owner, UploadId, UploadStatus, WindowJob, MIB};
+use crate::domain::{Owner, UploadId, UploadStatus, WindowJob, MAX_SCANNER_WAITS, MIB, SCANNER_RETRY_SECS};
 use crate::processing::{self, JobOutcome, PipelineError, Processor};
 use crate::testing::{Fakes, Fault};
 use crate::usecases::janitor::sweep;
@@ -52,7 +52,7 @@ async fn a_lost_job_is_sent_again_once_stalled_and_the_file_decided() {
     assert_eq!((&job.upload_id, job.redrive), (&id, 1));
     assert_eq!(processing::process(&p, &job, 1).await.unwrap(), JobOutcome::Finished(UploadStatus::Ready));
     let u = f.repo.upload(&id).unwrap();
-    assert_eq!(u.redrives, Some(1));
+    assert_eq!((u.redrives, u.redrives_sent, u.redrive_seen), (Some(1), Some(1), Some(1)));
     assert_eq!(u.stall_check_at, None, "out of the janitor's watch once decided");
     let later = sweep(&f.app, t + 10 * STALL).await.unwrap();
     assert_eq!((later.redriven, later.set_aside, f.jobs.sent().len()), (0, 0, 2), "{later:?}");
@@ -115,16 +115,25 @@ async fn a_file_whose_windows_still_move_is_looked_at_later_not_sent_again() {
     assert_eq!(f.repo.upload(&id).unwrap().status, UploadStatus::Ready);
 }
 
+/// A re-drive job that a worker picks up and that then dies (as a Lambda that times out).
+async fn picked_up_and_crashed(f: &Fakes, p: &Processor) {
+    let job = f.jobs.sent().last().cloned().unwrap();
+    f.faults.on("s3.read", 1, Fault::Fail);
+    assert!(processing::process(p, &job, 1).await.is_err());
+}
+
 #[tokio::test]
 async fn a_file_that_stalls_past_the_limit_is_set_aside_as_failed() {
     let f = Fakes::new();
     let p = processor(&f);
     let data = bytes(MIB, &[]);
     let id = completed_at(&f, &data, None, "application/octet-stream", crate::now()).await;
-    // Every job is lost: two re-drives (the limit), then the file is set aside.
+    // The first job is lost, and each re-drive dies: two re-drives (the limit), then the
+    // file is set aside.
     for round in 1..=2 {
         let report = sweep(&f.app, check_at(&f, &id) + 1).await.unwrap();
         assert_eq!(report.redriven, 1, "round {round}: {report:?}");
+        picked_up_and_crashed(&f, &p).await;
     }
     let report = sweep(&f.app, check_at(&f, &id) + 1).await.unwrap();
     assert_eq!((report.redriven, report.set_aside), (0, 1), "{report:?}");
@@ -161,12 +170,18 @@ async fn a_scanner_that_is_not_there_is_waited_for_and_never_held_against_the_fi
         let u = f.repo.upload(&id).unwrap();
         assert_eq!(u.status, UploadStatus::Processing, "not failed: {u:?}");
         assert!(u.waiting_for_scanner && u.reason.as_deref().unwrap().contains("Waiting for the virus scanner"));
-        // The janitor's next run sends it again.
-        let report = sweep(&f.app, crate::now() + 1).await.unwrap();
+        // The janitor sends it again once quiet for its period.
+        let report = sweep(&f.app, crate::now() + SCANNER_RETRY_SECS - 60).await.unwrap();
+        assert_eq!(report.redriven, 0, "outage {outage}: too early: {report:?}");
+        let report = sweep(&f.app, crate::now() + SCANNER_RETRY_SECS + 1).await.unwrap();
         assert_eq!(report.redriven, 1, "outage {outage}: {report:?}");
         job = f.jobs.sent().last().cloned().unwrap();
         let u = f.repo.upload(&id).unwrap();
-        assert_eq!((u.redrives, u.waiting_for_scanner), (Some(0), false), "uncounted");
+        assert_eq!(
+            (u.redrives, u.waiting_for_scanner, u.scanner_waits),
+            (Some(0), false, Some(outage + 1)),
+            "uncounted"
+        );
     }
     assert_eq!(processing::process(&p, &job, 1).await.unwrap(), JobOutcome::Finished(UploadStatus::Ready));
 }
@@ -182,6 +197,9 @@ async fn a_file_deleted_while_processing_is_left_to_its_purge_and_watched_again_
     crate::usecases::catalog::delete(&f.app, &owner, &id, "https://hoist.test", t + 1).await.unwrap();
     let report = sweep(&f.app, t + STALL + 1).await.unwrap();
     assert_eq!(report.redriven, 0, "a deleted file is the purge's: {report:?}");
+    // The restore's second write (back under the janitor's watch) fails: a retry makes it.
+    f.faults.on("repo.watch_processing", 1, Fault::Fail);
+    assert!(crate::usecases::catalog::restore(&f.app, &owner, &id, "https://hoist.test", t + STALL + 2).await.is_err());
     crate::usecases::catalog::restore(&f.app, &owner, &id, "https://hoist.test", t + STALL + 2).await.unwrap();
     let report = sweep(&f.app, t + 2 * STALL + 3).await.unwrap();
     assert_eq!(report.redriven, 1, "restored: watched again: {report:?}");
@@ -203,4 +221,133 @@ async fn a_verdict_whose_unwatch_was_lost_is_taken_out_by_the_janitor() {
     assert_eq!((report.redriven, report.set_aside, report.errors), (0, 0, 0), "{report:?}");
     let u = f.repo.upload(&id).unwrap();
     assert_eq!((u.status, u.stall_check_at), (UploadStatus::Ready, None));
+}
+
+#[tokio::test]
+async fn a_queue_that_has_not_delivered_the_last_redrive_is_waited_for_not_held_against_the_file() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(MIB, &[]);
+    let id = completed_at(&f, &data, None, "application/octet-stream", crate::now()).await;
+    assert_eq!(sweep(&f.app, check_at(&f, &id) + 1).await.unwrap().redriven, 1);
+    // A backlog (or the process function down): nothing is picked up for three checks.
+    for _ in 0..3 {
+        let report = sweep(&f.app, check_at(&f, &id) + 1).await.unwrap();
+        assert_eq!((report.redriven, report.set_aside), (0, 0), "{report:?}");
+    }
+    let u = f.repo.upload(&id).unwrap();
+    assert_eq!((u.status, u.redrives, u.redrives_sent), (UploadStatus::Processing, Some(1), Some(1)));
+    assert_eq!(f.jobs.sent().len(), 2, "no more jobs piled onto the queue");
+    // Four stall times on, that job is taken for lost: sent again, not counted.
+    assert_eq!(sweep(&f.app, check_at(&f, &id) + 1).await.unwrap().redriven, 1);
+    let u = f.repo.upload(&id).unwrap();
+    assert_eq!((u.redrives, u.redrives_sent), (Some(1), Some(2)), "uncounted");
+    // The queue catches up.
+    for job in f.jobs.sent() {
+        processing::process(&p, &job, 1).await.unwrap();
+    }
+    assert_eq!(f.repo.upload(&id).unwrap().status, UploadStatus::Ready);
+}
+
+#[tokio::test]
+async fn progress_after_a_redrive_starts_the_count_afresh() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(9 * MIB, &[]);
+    let id = completed_at(&f, &data, None, "application/octet-stream", crate::now()).await;
+    processing::process(&p, &f.jobs.sent()[0], 1).await.unwrap();
+    f.jobs.take_windows(); // every window job lost
+    for round in 0..4u32 {
+        assert_eq!(sweep(&f.app, check_at(&f, &id) + 1).await.unwrap().redriven, 1, "round {round}");
+        let job = f.jobs.sent().last().cloned().unwrap();
+        processing::process(&p, &job, 1).await.unwrap();
+        // One more window is scanned, then the rest is lost again.
+        let next = f.jobs.take_windows().into_iter().find(|j| matches!(j, WindowJob::Scan { .. })).unwrap();
+        processing::process_window(&p, &next, 1).await.unwrap();
+        assert_eq!(f.repo.upload(&id).unwrap().redrives, Some(1), "round {round}: each stall follows progress");
+    }
+    assert_eq!(f.repo.upload(&id).unwrap().status, UploadStatus::Processing, "never set aside while it moves");
+}
+
+#[tokio::test]
+async fn a_redrive_resumes_with_the_plan_the_windows_started_with() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(9 * MIB, &[]);
+    let id = completed_at(&f, &data, None, "application/octet-stream", crate::now()).await;
+    processing::process(&p, &f.jobs.sent()[0], 1).await.unwrap();
+    f.jobs.take_windows();
+    // The scan window is raised above the file's size meanwhile.
+    let mut later = processor(&f);
+    later.config.scan_window = 16 * MIB;
+    assert_eq!(sweep(&f.app, check_at(&f, &id) + 1).await.unwrap().redriven, 1);
+    let job = f.jobs.sent().last().cloned().unwrap();
+    assert_eq!(processing::process(&later, &job, 1).await.unwrap(), JobOutcome::FannedOut { windows: 5 });
+    drain_windows(&f, &later).await;
+    let u = f.repo.upload(&id).unwrap();
+    assert_eq!(u.status, UploadStatus::Ready, "{u:?}");
+    assert!(u.reason.unwrap().contains("Scanned in 5 windows"));
+}
+
+#[tokio::test]
+async fn a_redrive_whose_job_cannot_be_sent_writes_nothing_and_is_tried_at_the_next_run() {
+    let f = Fakes::new();
+    let data = bytes(MIB, &[]);
+    let id = completed_at(&f, &data, None, "application/octet-stream", crate::now()).await;
+    let check = check_at(&f, &id);
+    f.faults.on("queue.send", 1, Fault::Fail);
+    let report = sweep(&f.app, check + 1).await.unwrap();
+    assert_eq!((report.redriven, report.errors), (0, 1), "{report:?}");
+    let u = f.repo.upload(&id).unwrap();
+    assert_eq!((u.redrives, u.redrives_sent, u.stall_check_at), (None, None, Some(check)), "nothing counted");
+    assert_eq!(sweep(&f.app, check + 2).await.unwrap().redriven, 1);
+}
+
+#[tokio::test]
+async fn a_file_that_keeps_the_scanner_away_too_long_is_counted_like_any_stall() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(MIB, &[]);
+    let id = completed_at(&f, &data, None, "application/octet-stream", crate::now()).await;
+    let mut u = f.repo.upload(&id).unwrap();
+    (u.waiting_for_scanner, u.scanner_waits) = (true, Some(MAX_SCANNER_WAITS));
+    f.repo.put_upload(u);
+    // Past the cap, every re-drive finds no scanner on all its deliveries again: each
+    // counts, and the third stall sets the file aside.
+    for round in 1..=2 {
+        let quiet = f.repo.upload(&id).unwrap().updated_at.max(check_at(&f, &id)) + STALL + 1;
+        assert_eq!(sweep(&f.app, quiet).await.unwrap().redriven, 1, "round {round}");
+        assert_eq!(f.repo.upload(&id).unwrap().redrives, Some(round));
+        let job = f.jobs.sent().last().cloned().unwrap();
+        let max = p.config.max_receives;
+        for n in 1..=max {
+            f.faults.on("scanner.start", n, Fault::Fail);
+        }
+        for delivery in 1..=max {
+            let _ = processing::process(&p, &job, delivery).await;
+        }
+        assert!(f.repo.upload(&id).unwrap().waiting_for_scanner, "round {round}");
+    }
+    let quiet = f.repo.upload(&id).unwrap().updated_at.max(check_at(&f, &id)) + STALL + 1;
+    assert_eq!(sweep(&f.app, quiet).await.unwrap().set_aside, 1);
+    assert_eq!(f.repo.upload(&id).unwrap().status, UploadStatus::Failed);
+}
+
+#[tokio::test]
+async fn a_redrive_whose_record_was_lost_still_numbers_the_next_one_past_it() {
+    let f = Fakes::new();
+    let p = processor(&f);
+    let data = bytes(MIB, &[]);
+    let id = completed_at(&f, &data, None, "application/octet-stream", crate::now()).await;
+    // Re-drive 1 is sent, but its record fails; a worker picks it up and dies.
+    f.faults.on("repo.redrive", 1, Fault::Fail);
+    assert_eq!(sweep(&f.app, check_at(&f, &id) + 1).await.unwrap().errors, 1);
+    picked_up_and_crashed(&f, &p).await;
+    assert_eq!(f.repo.upload(&id).unwrap().redrive_seen, Some(1));
+    // The next re-drive is number 2, and while it waits on the queue nothing is counted.
+    assert_eq!(sweep(&f.app, check_at(&f, &id) + 1).await.unwrap().redriven, 1);
+    assert_eq!(f.jobs.sent().last().unwrap().redrive, 2);
+    let report = sweep(&f.app, check_at(&f, &id) + 1).await.unwrap();
+    assert_eq!(report.redriven, 0, "the queue is behind: {report:?}");
+    assert_eq!(f.repo.upload(&id).unwrap().redrives, Some(1));
 }

@@ -17,7 +17,7 @@ use crate::domain::{
 };
 
 /// The plan the windows started with (stored), whatever the configuration says now.
-fn plan_of(rec: &Upload) -> Result<WindowPlan, PipelineError> {
+pub(super) fn plan_of(rec: &Upload) -> Result<WindowPlan, PipelineError> {
     rec.window_bytes
         .and_then(|w| WindowPlan::new(rec.size, w))
         .ok_or_else(|| PipelineError::Other(format!("{} is not processed in windows", rec.id)))

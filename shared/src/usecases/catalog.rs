@@ -195,11 +195,12 @@ pub async fn restore(
             }
             return Err(over());
         }
-        if u.status == crate::domain::UploadStatus::Processing {
-            // The delete took it out of the janitor's watch of stalled processing.
-            app.repo.watch_processing(id, now + app.config.processing_stall.as_secs() as i64).await?;
-        }
         tracing::info!(upload_id = %id, owner = %owner, "file restored");
+    }
+    if u.status == crate::domain::UploadStatus::Processing && (u.deleted_at.is_some() || u.stall_check_at.is_none()) {
+        // The delete took it out of the janitor's watch of stalled processing. Also when
+        // it is already restored but not watched: a retry after this write failed.
+        app.repo.watch_processing(id, now + app.config.processing_stall.as_secs() as i64).await?;
     }
     get(app, owner, id, base_url, now).await
 }

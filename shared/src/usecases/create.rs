@@ -240,7 +240,12 @@ pub(crate) async fn open_session(app: &App, owner: &Owner, session: Session, now
         type_rejection: None,
         stall_check_at: None,
         redrives: None,
+        redrives_sent: None,
+        redrive_seen: None,
+        redriven_at: None,
+        redrive_progress: None,
         waiting_for_scanner: false,
+        scanner_waits: None,
     };
     match app.repo.create(&upload, limits).await {
         Ok(()) => {}

@@ -6,7 +6,10 @@
 use serde::Serialize;
 
 use crate::{
-    domain::{ProcessJob, Upload, UploadError, UploadStatus, CLOSED_RETENTION_SECS},
+    domain::{
+        ProcessJob, Upload, UploadError, UploadStatus, CLOSED_RETENTION_SECS, MAX_SCANNER_WAITS, SCANNER_RETRY_SECS,
+    },
+    ports::Redrive,
     processing, telemetry, App,
 };
 
@@ -123,7 +126,13 @@ pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, UploadError> {
                 }
                 // Decided, but the verdict's removal from the watch was lost: done now.
                 status if status.is_final_verdict() && upload.processed_at.is_some() => {
-                    progressed |= app.repo.unwatch(&upload.id).await?;
+                    match app.repo.unwatch(&upload.id).await {
+                        Ok(done) => progressed |= done,
+                        Err(e) => {
+                            report.errors += 1;
+                            tracing::error!(error = %e, upload_id = %upload.id, "janitor could not unwatch a decided file");
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -138,35 +147,81 @@ pub async fn sweep(app: &App, now: i64) -> Result<SweepReport, UploadError> {
     Ok(report)
 }
 
+/// A re-drive the queue has not delivered after this many stall times is taken for
+/// lost (the process function failing to start until the message went to the DLQ, say)
+/// and sent again, uncounted.
+const BEHIND_LIMIT_STALLS: i64 = 4;
+
 /// A `processing` file the janitor was due to look at. Nothing moved for the stall
 /// time (a job lost, or crashed out of all its deliveries; or a wait for the scanner):
 /// its job is sent again, marked as a re-drive, and resumes what is left undone. After
-/// `max_redrives` counted re-drives the file is set aside as `failed`, never served.
+/// `max_redrives` stalls in a row counted against it the file is set aside as `failed`,
+/// never served. Not counted: waits for the scanner (up to [`MAX_SCANNER_WAITS`]), and a
+/// queue that has not yet delivered the last re-drive (a backlog, or the process
+/// function down: nothing the file did).
 async fn look_after_processing(app: &App, upload: &Upload, now: i64) -> Result<Stall, UploadError> {
     let stall = app.config.processing_stall.as_secs() as i64;
-    let waiting = upload.waiting_for_scanner;
-    if !waiting && upload.updated_at + stall > now {
-        // Windows are being recorded: look again once it has been quiet that long.
-        let watched = app.repo.watch_processing(&upload.id, upload.updated_at + stall).await?;
+    let waits = upload.scanner_waits.unwrap_or(0);
+    let waiting = upload.waiting_for_scanner && waits < MAX_SCANNER_WAITS;
+    // Windows being recorded, or (waiting for the scanner) other windows' jobs still
+    // running: look again once it has been quiet that long.
+    let quiet = if waiting { SCANNER_RETRY_SECS } else { stall };
+    if upload.updated_at + quiet > now {
+        let watched = app.repo.watch_processing(&upload.id, upload.updated_at + quiet).await?;
         return Ok(if watched { Stall::Moving } else { Stall::Raced });
     }
-    let redrives = upload.redrives.unwrap_or(0);
-    if !waiting && redrives >= app.config.max_redrives {
-        tracing::error!(upload_id = %upload.id, owner = %upload.owner, redrives, "processing stalled for good; set aside");
+    let (sent, seen) = (upload.redrives_sent.unwrap_or(0), upload.redrive_seen.unwrap_or(0));
+    let behind = sent > seen && !upload.waiting_for_scanner;
+    if behind && upload.redriven_at.is_some_and(|at| now - at < BEHIND_LIMIT_STALLS * stall) {
+        // The job sent last time is still on the queue: more would only add to it.
+        tracing::warn!(upload_id = %upload.id, sent, seen, "the processing queue has not delivered the last re-drive yet");
+        telemetry::metric("janitor", "ProcessingQueueBehind", 1.0, "Count");
+        let watched = app.repo.watch_processing(&upload.id, now + stall).await?;
+        return Ok(if watched { Stall::Moving } else { Stall::Raced });
+    }
+    let counted = !waiting && !behind;
+    // Windows scanned or hash links done since the last re-drive start the count
+    // afresh (waits for the scanner, which also write, are not progress).
+    let progress = upload.window_progress();
+    let progressed = upload.redrive_progress.is_some_and(|then| progress > then);
+    let in_a_row = if progressed { 0 } else { upload.redrives.unwrap_or(0) };
+    let write = Redrive {
+        redrives: in_a_row + u32::from(counted),
+        // Past any number a worker saw (a job whose record lost its race is numbered).
+        sent: sent.max(seen) + 1,
+        scanner_waits: waits + u32::from(waiting),
+        progress,
+        check_at: now + stall,
+    };
+    if counted && in_a_row >= app.config.max_redrives {
+        // The same conditional write claims the file first: a window or a verdict that
+        // lands meanwhile wins, and nothing is set aside. It counts and sends nothing:
+        // if the set-aside fails, the next look tries it again, saying the same.
+        let claim = Redrive { redrives: in_a_row, sent, ..write };
+        if !app.repo.redrive(upload, &claim, now).await? {
+            return Ok(Stall::Raced);
+        }
+        tracing::error!(upload_id = %upload.id, owner = %upload.owner, in_a_row, "processing stalled for good; set aside");
         let reason = format!(
             "Processing stopped making progress {} times and was set aside for an operator; the file is not served.",
-            redrives + 1
+            in_a_row + 1
         );
-        processing::set_aside(app, upload, reason).await;
+        if !processing::set_aside(app, upload, reason).await {
+            return Ok(Stall::Raced);
+        }
+        telemetry::metric("janitor", "ProcessingSetAside", 1.0, "Count");
         return Ok(Stall::SetAside);
     }
-    if !app.repo.redrive(upload, !waiting, now + stall, now).await? {
+    // The job first: one sent twice is harmless; a write without its job would wait a
+    // whole stall time for nothing, and count.
+    let mut job = ProcessJob::for_upload(upload, app.objects.bucket(), upload.etag.as_deref().unwrap_or_default());
+    job.redrive = write.sent;
+    app.jobs.send(&job).await?;
+    if !app.repo.redrive(upload, &write, now).await? {
+        // Something moved meanwhile; the job sent resumes whatever is left, harmlessly.
         return Ok(Stall::Raced);
     }
-    let mut job = ProcessJob::for_upload(upload, app.objects.bucket(), upload.etag.as_deref().unwrap_or_default());
-    job.redrive = redrives + 1;
-    app.jobs.send(&job).await?;
-    tracing::warn!(upload_id = %upload.id, owner = %upload.owner, redrive = job.redrive, waiting_for_scanner = waiting, "processing stalled; its job sent again");
+    tracing::warn!(upload_id = %upload.id, owner = %upload.owner, redrive = job.redrive, counted, waiting_for_scanner = waiting, "processing stalled; its job sent again");
     telemetry::metric("janitor", "ProcessingRedriven", 1.0, "Count");
     Ok(Stall::Redriven)
 }

@@ -595,7 +595,15 @@ async fn own_table(sdk: &aws_config::SdkConfig) -> String {
         .send()
         .await
         .expect("create the test's own table");
-    name
+    // DynamoDB creates tables asynchronously (moto at once): wait until it is ACTIVE.
+    for _ in 0..120 {
+        let t = ddb.describe_table().table_name(&name).send().await.expect("describe the test's table");
+        if t.table.and_then(|t| t.table_status).is_some_and(|s| s == aws_sdk_dynamodb::types::TableStatus::Active) {
+            return name;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    panic!("the test's own table {name} did not become ACTIVE");
 }
 
 /// A new bucket that sends `s3:ObjectCreated:Post` events under `uploads/` to the queue

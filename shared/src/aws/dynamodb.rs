@@ -501,23 +501,8 @@ impl UploadRepo for DynamoRepo {
     }
 
     async fn parts(&self, id: &UploadId) -> Result<Vec<PartRecord>, RepoError> {
-        let items: Vec<HashMap<String, AttributeValue>> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-            .expression_attribute_values(":pk", sv(upload_pk(id)))
-            .expression_attribute_values(":p", sv("PART#"))
-            .projection_expression("#n, etag, #sz, sha256")
-            .expression_attribute_names("#n", "number")
-            .expression_attribute_names("#sz", "size")
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| map_err("Query", e))?;
+        let items =
+            self.items_under(id, "PART#", "#n, etag, #sz, sha256", &[("#n", "number"), ("#sz", "size")]).await?;
         items.into_iter().map(|i| serde_dynamo::from_item(i).map_err(corrupt)).collect()
     }
 
@@ -992,21 +977,7 @@ impl UploadRepo for DynamoRepo {
     }
 
     async fn recorded_windows(&self, id: &UploadId) -> Result<std::collections::BTreeSet<u32>, RepoError> {
-        let items: Vec<HashMap<String, AttributeValue>> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :win)")
-            .expression_attribute_values(":pk", sv(upload_pk(id)))
-            .expression_attribute_values(":win", sv("WIN#"))
-            .projection_expression("sk")
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| map_err("Query", e))?;
+        let items = self.items_under(id, "WIN#", "sk", &[]).await?;
         Ok(items.iter().filter_map(|i| i.get("sk")?.as_s().ok()?.strip_prefix("WIN#")?.parse().ok()).collect())
     }
 
@@ -1083,6 +1054,30 @@ impl UploadRepo for DynamoRepo {
 }
 
 impl DynamoRepo {
+    /// Every item of an upload whose sort key starts with `prefix` (all pages, read
+    /// consistently), with the attributes `projection` names.
+    async fn items_under(
+        &self,
+        id: &UploadId,
+        prefix: &str,
+        projection: &str,
+        names: &[(&str, &str)],
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, RepoError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", sv(upload_pk(id)))
+            .expression_attribute_values(":prefix", sv(prefix))
+            .projection_expression(projection)
+            .consistent_read(true);
+        for (name, attribute) in names {
+            query = query.expression_attribute_names(*name, *attribute);
+        }
+        query.into_paginator().items().send().try_collect().await.map_err(|e| map_err("Query", e))
+    }
+
     /// A write to a `processing` upload that is not deleted (a deleted one's index entry
     /// belongs to the purge) which files it in the janitor's index at `at`.
     fn watch_update(&self, id: &UploadId, at: i64) -> UpdateBuilder {

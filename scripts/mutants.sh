@@ -2,7 +2,7 @@
 # Breaks the completion protocol, the windowed processing and the security rules on
 # purpose, one way at a time, and checks that the unit tests on in-memory ports
 # (usecases/protocol_tests.rs, overwrite_tests.rs, quota_tests.rs, rate.rs,
-# processing/window_tests.rs, http/authn.rs, domain/links.rs) catch every break.
+# processing/window_tests.rs, stall_tests.rs, http/authn.rs, domain/links.rs) catch every break.
 # A mutation the tests survive fails this script. Files are restored on any exit.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -29,8 +29,8 @@ EOF
 }
 
 run_tests() {
-  cargo test -q -p shared --lib -- protocol_tests window_tests overwrite_tests quota_tests http::authn domain::links \
-    usecases::rate 2>&1
+  cargo test -q -p shared --lib -- protocol_tests window_tests stall_tests overwrite_tests quota_tests http::authn \
+    domain::links usecases::rate 2>&1
 }
 
 # The unbroken code must pass, or nothing below means anything.
@@ -80,6 +80,26 @@ mutate shared/src/usecases/janitor.rs \
 'UploadStatus::Completing if upload.lease_until.is_some_and(|l| l < now) => {' \
 'UploadStatus::Completing if false => {'
 check "the janitor ignores stuck completions"
+
+mutate shared/src/usecases/janitor.rs \
+'                UploadStatus::Processing if upload.stall_check_at.is_some_and(|t| t <= now) => {' \
+'                UploadStatus::Processing if false => {'
+check "the janitor ignores stalled processing (10, backstop)"
+
+mutate shared/src/usecases/janitor.rs \
+'    let behind = sent > seen && !upload.waiting_for_scanner;' \
+'    let behind = false;'
+check "a queue that has not delivered the last re-drive counts against the file"
+
+mutate shared/src/usecases/janitor.rs \
+'    let waiting = upload.waiting_for_scanner && waits < MAX_SCANNER_WAITS;' \
+'    let waiting = upload.waiting_for_scanner;'
+check "a file that keeps the scanner away is waited for without end"
+
+mutate shared/src/processing/mod.rs \
+'    if let PipelineError::ScannerUnavailable(why) = e {' \
+'    if let (true, PipelineError::ScannerUnavailable(why)) = (false, e) {'
+check "a scanner that is not there fails the file"
 
 mutate shared/src/processing/mod.rs \
 '    if rec.status != UploadStatus::Processing || &rec.owner != owner {' \

@@ -998,6 +998,7 @@ impl UploadRepo for DynamoRepo {
                  redrives = :n, redrives_sent = :sent, scanner_waits = :waits, redrive_progress = :progress \
                  REMOVE waiting_for_scanner",
             )
+            // `watch_update`'s condition, and nothing moved since the janitor read it.
             .condition_expression("#s = :processing AND attribute_not_exists(deleted_at) AND updated_at = :seen")
             .expression_attribute_values(":seen", nv(upload.updated_at))
             .expression_attribute_values(":now", nv(now))

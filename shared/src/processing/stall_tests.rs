@@ -32,6 +32,13 @@ async fn drain_windows(f: &Fakes, p: &Processor) {
     }
 }
 
+/// The scanner cannot be reached for the next `starts` scans.
+fn scanner_gone_for(f: &Fakes, starts: u32) {
+    for n in 1..=starts {
+        f.faults.on("scanner.start", n, Fault::Fail);
+    }
+}
+
 /// When the janitor is next due to look at `id`.
 fn check_at(f: &Fakes, id: &UploadId) -> i64 {
     f.repo.upload(id).unwrap().stall_check_at.expect("watched by the janitor")
@@ -159,9 +166,7 @@ async fn a_scanner_that_is_not_there_is_waited_for_and_never_held_against_the_fi
     let max = p.config.max_receives;
     // More outages than the re-drive limit: none of them counts.
     for outage in 0..4 {
-        for n in 1..=max {
-            f.faults.on("scanner.start", n, Fault::Fail);
-        }
+        scanner_gone_for(&f, max);
         for delivery in 1..max {
             let r = processing::process(&p, &job, delivery).await;
             assert!(matches!(r, Err(PipelineError::ScannerUnavailable(_))), "outage {outage}: {r:?}");
@@ -320,9 +325,7 @@ async fn a_file_that_keeps_the_scanner_away_too_long_is_counted_like_any_stall()
         assert_eq!(f.repo.upload(&id).unwrap().redrives, Some(round));
         let job = f.jobs.sent().last().cloned().unwrap();
         let max = p.config.max_receives;
-        for n in 1..=max {
-            f.faults.on("scanner.start", n, Fault::Fail);
-        }
+        scanner_gone_for(&f, max);
         for delivery in 1..=max {
             let _ = processing::process(&p, &job, delivery).await;
         }

@@ -188,7 +188,7 @@ async fn look_after_processing(app: &App, upload: &Upload, now: i64) -> Result<S
     let write = Redrive {
         redrives: in_a_row + u32::from(counted),
         // Past any number a worker saw (a job whose record lost its race is numbered).
-        sent: sent.max(seen) + 1,
+        sent: sent.max(seen).saturating_add(1),
         scanner_waits: waits + u32::from(waiting),
         progress,
         check_at: now + stall,

@@ -1,8 +1,9 @@
 """scripts/moto_server.py answers Queries exactly as stock moto does: the same items, order
 and pages for queries on the table (by partition, with a range condition, backwards, on
 an absent partition) and on an index, with and without Limit; and it expires items whose
-TTL has passed (and only those), out of the table and its index. Both servers run on free
-ports of their own for the check; exits 1 on any difference."""
+TTL has passed (and only those), out of the table and its index; and reads leave its
+memory where it was (stock moto keeps a copy of every item it ever answered with). Both
+servers run on free ports of their own for the check; exits 1 on any difference."""
 import boto3, os, random, subprocess, sys, time, json
 def free_port():
     import socket
@@ -93,8 +94,25 @@ try:
     in_index = sorted(i["sk"]["S"] for i in d.query(TableName="t", IndexName="gsi1", KeyConditionExpression="g = :g", ExpressionAttributeValues={":g": {"S": "GT"}})["Items"])
     expired_ok = left == ["T#future"] and in_index == ["T#future"]
     print(f"moto_server.py: expired items {'forgotten' if expired_ok else 'NOT forgotten as they should be'} ({left}, index {in_index})")
-    same = out[0] == out[1] and expired_ok
-    print(f"moto_server.py: {len(json.loads(out[0]))} queries {'answered as stock moto answers them' if same else 'DIFFER from stock moto'}")
+    # Reads only: GetItem and a Query of ~18 items, 1,500 times each. moto copies the items
+    # it answers with; stock moto also keeps every copy (its dashboard's instance list).
+    def rss_mib(pid):
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+    grew = []
+    for port, proc in zip(PORTS, procs):
+        d = boto3.client("dynamodb", endpoint_url=f"http://127.0.0.1:{port}")
+        for _ in range(50):  # warm up: the allocator's first arenas
+            d.query(TableName="t", KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "U#3"}})
+        before = rss_mib(proc.pid)
+        for k in range(1500):
+            d.get_item(TableName="t", Key={"pk": {"S": "U#3"}, "sk": {"S": "P#new"}})
+            d.query(TableName="t", KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": f"U#{k % 17}"}})
+        grew.append(rss_mib(proc.pid) - before)
+    reads_ok = grew[0] < 8
+    print(f"moto_server.py: 3,000 reads {'left memory flat' if reads_ok else 'GREW memory'} (+{grew[0]:.1f} MiB; stock moto +{grew[1]:.1f} MiB)")
+    same = out[0] == out[1] and expired_ok and reads_ok
+    print(f"moto_server.py: {len(json.loads(out[0]))} queries {'answered as stock moto answers them' if out[0] == out[1] else 'DIFFER from stock moto'}")
     sys.exit(0 if same else 1)
 finally:
     for p in procs: p.terminate()

@@ -13,8 +13,10 @@ moto 5.2.5's Query also costs the whole table: every Query, on the table or on a
 starts from `Table.all_items()`, which lists *and sorts* every item, then filters by
 the key. So each call got slower as the table grew (34 ms a call after 1,000 uploads,
 bench/moto_health.md). Query sorts its own results afterwards, so here a Query on the
-table reads only its partition, and a Query on an index walks the items unsorted.
-Results, order and pagination are moto's own.
+table reads only its partition, and a Query on an index only the items in its partition;
+with a Limit (a listing's page), only a window of that partition kept in moto's own order,
+so a page costs the same however many uploads its owner has. Results, order and
+pagination are moto's own.
 
 moto never expires items by TTL, so a long-lived `make dev` table only grows (rate
 counters an hour old, closed uploads past their retention). Here a sweeper deletes, once
@@ -28,6 +30,7 @@ call, reads included, not with the data: measured here, 300 uploads' calls left 
 item objects alive beside the 1,000 in the table. Here DynamoDB items (and stream records)
 are not tracked; the dashboard no longer lists them, which Hoist never uses.
 """
+import bisect
 import copy
 import os
 import sys
@@ -141,17 +144,29 @@ _DynamoType = models.DynamoType
 
 
 class _IndexMap:
-    """GSI name -> hash value -> primary keys, and primary key -> GSI name -> hash value."""
+    """GSI name -> hash value -> primary keys, and primary key -> GSI name -> (hash value,
+    sort key). For a GSI with one hash and one range key (Hoist's), each partition's items
+    are also kept in moto's own Query order (`ordered`: GSI range, table hash, table range,
+    by the same values moto compares), so a Query with a Limit reads a window of them."""
 
     def __init__(self, table):
         self.members = {index.name: {} for index in table.global_indexes}
+        self.sort_attrs = {index.name: _sort_attrs(table, index) for index in table.global_indexes}
+        self.ordered = {index.name: {} for index in table.global_indexes}
+        self.pkey_of = {index.name: {} for index in table.global_indexes}
         self.placed = {}
         for item in _original_all_items(table):
             self.place(table, (item.hash_key, item.range_key), item)
 
     def place(self, table, pkey, item):
-        for name, hash_value in self.placed.pop(pkey, {}).items():
+        for name, (hash_value, sort_key) in self.placed.pop(pkey, {}).items():
             self.members[name].get(hash_value, set()).discard(pkey)
+            if sort_key is not None:
+                in_order = self.ordered[name].get(hash_value, [])
+                at = bisect.bisect_left(in_order, sort_key)
+                if at < len(in_order) and in_order[at] == sort_key:
+                    del in_order[at]
+                self.pkey_of[name].pop(sort_key, None)
         if item is None:
             return
         for index in table.global_indexes:
@@ -159,7 +174,22 @@ class _IndexMap:
             if all(item.attrs.get(n) for n in names):
                 hash_value = item.attrs[next(k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH")]
                 self.members.setdefault(index.name, {}).setdefault(hash_value, set()).add(pkey)
-                self.placed.setdefault(pkey, {})[index.name] = hash_value
+                attrs = self.sort_attrs.get(index.name)
+                sort_key = tuple(item.attrs[a].cast_value for a in attrs) if attrs else None
+                if sort_key is not None:
+                    bisect.insort(self.ordered[index.name].setdefault(hash_value, []), sort_key)
+                    self.pkey_of[index.name][sort_key] = pkey
+                self.placed.setdefault(pkey, {})[index.name] = (hash_value, sort_key)
+
+
+def _sort_attrs(table, index):
+    """The attributes moto's Query sorts an index's items by (`_generate_attr_to_sort_by`),
+    for a GSI of one hash and one range key on a table with a range key; else None."""
+    hashes = [k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"]
+    ranges = [k["AttributeName"] for k in index.schema if k["KeyType"] == "RANGE"]
+    if len(hashes) != 1 or len(ranges) != 1 or table.range_key_attr is None:
+        return None
+    return [hashes[0], ranges[0], table.hash_key_attr, table.range_key_attr]
 
 
 def _index_map(table):
@@ -175,22 +205,76 @@ def _partition(table, hash_key):
     return sorted(part.values(), key=lambda i: i.range_key) if table.range_key_attr else [part]
 
 
+def _query_args(args, kwargs):
+    """(limit, exclusive start key, forward) of a Table.query call."""
+    named = ("range_comparison", "range_objs", "limit", "exclusive_start_key", "scan_index_forward")
+    given = dict(zip(named, args), **{k: v for k, v in kwargs.items() if k in named})
+    return given.get("limit"), given.get("exclusive_start_key"), given.get("scan_index_forward", True) is not False
+
+
+def _window(index_map, index_name, hash_key, args, kwargs):
+    """The keys a Query with a Limit can answer from: a run of the partition in moto's order
+    from just before where the page starts (moto skips what comes before its start key
+    itself), 2 x Limit + 2 long; and whether the run reaches the partition's end in the
+    Query's direction. None when the whole partition is as cheap."""
+    attrs = index_map.sort_attrs.get(index_name)
+    in_order = index_map.ordered.get(index_name, {}).get(hash_key)
+    limit, start, forward = _query_args(args, kwargs)
+    if not attrs or not in_order or not limit:
+        return None
+    size = 2 * limit + 2
+    if len(in_order) <= size:
+        return None
+    if start:
+        try:
+            at = bisect.bisect_left(in_order, tuple(_DynamoType(start[a]).cast_value for a in attrs))
+        except (KeyError, TypeError, ValueError):
+            return None
+    else:
+        at = 0 if forward else len(in_order)
+    if forward:
+        begin = max(0, at - 1)
+        end = min(len(in_order), begin + size)
+        to_the_end = end == len(in_order)
+    else:
+        end = min(len(in_order), at + 2)
+        begin = max(0, end - size)
+        to_the_end = begin == 0
+    pkey_of = index_map.pkey_of[index_name]
+    return [pkey_of[k] for k in in_order[begin:end]], to_the_end
+
+
+def _answer(table, hash_key, items, args, kwargs):
+    _query_scope.table, _query_scope.items = table, items
+    try:
+        return _original_query(table, hash_key, *args, **kwargs)
+    finally:
+        _query_scope.table = None
+
+
 def _query(self, hash_key, *args, **kwargs):
     index_name = kwargs.get("index_name") if len(args) < 7 else args[6]
     with _lock:
-        members = _index_map(self).members.get(index_name) if index_name is not None else None
+        index_map = _index_map(self)
+        members = index_map.members.get(index_name) if index_name is not None else None
         if index_name is None:
-            items = _partition(self, hash_key)
-        elif members is not None and hash_key is not None:
-            keys = members.get(hash_key, ())
-            items = [i for i in (self.get_item(h, r) for h, r in keys) if i is not None]
-        else:
-            items = None  # a local index: moto's own walk
-        _query_scope.table, _query_scope.items = self, items
-        try:
-            return _original_query(self, hash_key, *args, **kwargs)
-        finally:
-            _query_scope.table = None
+            return _answer(self, hash_key, _partition(self, hash_key), args, kwargs)
+        if members is None or hash_key is None:
+            return _answer(self, hash_key, None, args, kwargs)  # a local index: moto's own walk
+        # A page from a window of the partition is the page from all of it when moto stops
+        # at the Limit (or the result size) inside the window, which it says with a
+        # LastEvaluatedKey, or when the window runs to the partition's end. Otherwise (a
+        # range condition the window's items miss) the whole partition, as before.
+        window = _window(index_map, index_name, hash_key, args, kwargs)
+        if window is not None:
+            keys, to_the_end = window
+            answer = _answer(self, hash_key, [i for i in (self.get_item(h, r) for h, r in keys) if i is not None],
+                             args, kwargs)
+            if to_the_end or answer[2] is not None:
+                return answer
+        keys = members.get(hash_key, ())
+        return _answer(self, hash_key, [i for i in (self.get_item(h, r) for h, r in keys) if i is not None],
+                       args, kwargs)
 
 
 def _all_items(self):

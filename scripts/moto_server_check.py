@@ -1,6 +1,7 @@
 """scripts/moto_server.py answers Queries exactly as stock moto does: the same items, order
 and pages for queries on the table (by partition, with a range condition, backwards, on
-an absent partition) and on an index, with and without Limit; and it expires items whose
+an absent partition) and on an index, with and without Limit (pages read from a window of
+the partition, pages beyond it, ties, filters); and it expires items whose
 TTL has passed (and only those), out of the table and its index; and reads leave its
 memory where it was (stock moto keeps a copy of every item it ever answered with). Both
 servers run on free ports of their own for the check; exits 1 on any difference."""
@@ -70,7 +71,12 @@ try:
                   dict(IndexName="gsi1", KeyConditionExpression="g = :g AND gs <= :n", ExpressionAttributeValues={":g": {"S": "G1"}, ":n": {"N": "30"}}),
                   dict(IndexName="gsi1", KeyConditionExpression="g = :g", ExpressionAttributeValues={":g": {"S": "G2"}}, ScanIndexForward=False),
                   dict(IndexName="gsi1", KeyConditionExpression="g = :g", ExpressionAttributeValues={":g": {"S": "G0"}}),
-                  dict(IndexName="gsi1", KeyConditionExpression="g = :g", ExpressionAttributeValues={":g": {"S": "G3"}}, Limit=1000)]:
+                  dict(IndexName="gsi1", KeyConditionExpression="g = :g", ExpressionAttributeValues={":g": {"S": "G3"}}, Limit=1000),
+                  # Pages whose first items lie beyond a window of the partition, ties in the
+                  # index's range key, backwards between bounds, and a filter after the Limit.
+                  dict(IndexName="gsi1", KeyConditionExpression="g = :g AND gs >= :n", ExpressionAttributeValues={":g": {"S": "G1"}, ":n": {"N": "30"}}),
+                  dict(IndexName="gsi1", KeyConditionExpression="g = :g AND gs BETWEEN :a AND :b", ExpressionAttributeValues={":g": {"S": "G2"}, ":a": {"N": "10"}, ":b": {"N": "20"}}, ScanIndexForward=False),
+                  dict(IndexName="gsi1", KeyConditionExpression="g = :g", FilterExpression="v > :x", ExpressionAttributeValues={":g": {"S": "G3"}, ":x": {"N": "150"}})]:
             for limit in (None, 4):
                 pages, start = [], None
                 while True:

@@ -154,6 +154,9 @@ class _IndexMap:
         self.sort_attrs = {index.name: _sort_attrs(table, index) for index in table.global_indexes}
         self.ordered = {index.name: {} for index in table.global_indexes}
         self.pkey_of = {index.name: {} for index in table.global_indexes}
+        # Partitions whose range values cannot be ordered (moto does not check GSI key
+        # types: an N beside an S): never windowed, so their Queries stay moto's own.
+        self.unordered = set()
         self.placed = {}
         for item in _original_all_items(table):
             self.place(table, (item.hash_key, item.range_key), item)
@@ -161,12 +164,9 @@ class _IndexMap:
     def place(self, table, pkey, item):
         for name, (hash_value, sort_key) in self.placed.pop(pkey, {}).items():
             self.members[name].get(hash_value, set()).discard(pkey)
-            if sort_key is not None:
-                in_order = self.ordered[name].get(hash_value, [])
-                at = bisect.bisect_left(in_order, sort_key)
-                if at < len(in_order) and in_order[at] == sort_key:
-                    del in_order[at]
+            if sort_key is not None and (name, hash_value) not in self.unordered:
                 self.pkey_of[name].pop(sort_key, None)
+                self._ordering(name, hash_value, lambda in_order: _remove(in_order, sort_key))
         if item is None:
             return
         for index in table.global_indexes:
@@ -176,10 +176,24 @@ class _IndexMap:
                 self.members.setdefault(index.name, {}).setdefault(hash_value, set()).add(pkey)
                 attrs = self.sort_attrs.get(index.name)
                 sort_key = tuple(item.attrs[a].cast_value for a in attrs) if attrs else None
-                if sort_key is not None:
-                    bisect.insort(self.ordered[index.name].setdefault(hash_value, []), sort_key)
+                if sort_key is not None and (index.name, hash_value) not in self.unordered:
                     self.pkey_of[index.name][sort_key] = pkey
+                    self._ordering(index.name, hash_value, lambda in_order: bisect.insort(in_order, sort_key))
                 self.placed.setdefault(pkey, {})[index.name] = (hash_value, sort_key)
+
+
+    def _ordering(self, name, hash_value, change):
+        try:
+            change(self.ordered[name].setdefault(hash_value, []))
+        except TypeError:  # values of two types in one partition's range key
+            self.ordered[name].pop(hash_value, None)
+            self.unordered.add((name, hash_value))
+
+
+def _remove(in_order, sort_key):
+    at = bisect.bisect_left(in_order, sort_key)
+    if at < len(in_order) and in_order[at] == sort_key:
+        del in_order[at]
 
 
 def _sort_attrs(table, index):
@@ -193,9 +207,11 @@ def _sort_attrs(table, index):
 
 
 def _index_map(table):
-    if getattr(table, "_hoist_index_map", None) is None:
-        table._hoist_index_map = _IndexMap(table)
-    return table._hoist_index_map
+    index_map = getattr(table, "_hoist_index_map", None)
+    # Built again when the table's GSIs change (UpdateTable adds or drops one).
+    if index_map is None or set(index_map.members) != {index.name for index in table.global_indexes}:
+        index_map = table._hoist_index_map = _IndexMap(table)
+    return index_map
 
 
 def _partition(table, hash_key):
@@ -218,6 +234,8 @@ def _window(index_map, index_name, hash_key, args, kwargs):
     itself), 2 x Limit + 2 long; and whether the run reaches the partition's end in the
     Query's direction. None when the whole partition is as cheap."""
     attrs = index_map.sort_attrs.get(index_name)
+    if (index_name, hash_key) in index_map.unordered:
+        return None
     in_order = index_map.ordered.get(index_name, {}).get(hash_key)
     limit, start, forward = _query_args(args, kwargs)
     if not attrs or not in_order or not limit:

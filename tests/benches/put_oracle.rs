@@ -1,14 +1,13 @@
 //! The fastest any client that pins each part's SHA-256 can upload to this S3: the
 //! bound behind `bench/put_throughput.md`'s "hoist / aws" target (issue 13.3).
 //!
-//! It does nothing but S3's share of the work, with every cost of its own taken out
-//! before the clock starts: the file is read into memory and every part's SHA-256
-//! computed beforehand; no API, no DynamoDB, no whole-file hash, no recording. Timed:
-//! CreateMultipartUpload (SHA-256 parts, as Hoist creates them), presigning every part
-//! as Hoist does (`S3Store::presign_part`: length and SHA-256 signed), the PUTs from
-//! memory with `PART_MIB` parts and `CONCURRENCY` in flight, and CompleteMultipartUpload
-//! with each part's checksum. What S3 does per request is then exactly what it does for
-//! `hoist put`; a real client can only be slower.
+//! It does nothing but S3's share of the work, with the client's own costs taken out:
+//! every part's SHA-256 is computed before the clock starts; no API, no DynamoDB, no
+//! whole-file hash, no recording. Timed: CreateMultipartUpload (SHA-256 parts, as Hoist
+//! creates them), presigning every part as the API does (`S3Store::presign_part`: length
+//! and SHA-256 signed), the PUTs streamed from the file as `hoist put` streams them, 16 MiB
+//! parts and `CONCURRENCY` in flight, and CompleteMultipartUpload with each part's
+//! checksum. What S3 is asked per request is then exactly what it is asked for `hoist put`.
 //!
 //! Usage (from scripts/bench_put.py): `put_oracle <file> <key>`; needs
 //! `AWS_ENDPOINT_URL_S3`, `HOIST_BUCKET` and credentials in the environment. Prints one
@@ -16,7 +15,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use bytes::Bytes;
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use futures::{stream, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use shared::{
@@ -24,9 +23,12 @@ use shared::{
     domain::{ETag, PartNumber, Sha256Digest},
     ports::{CompleteOutcome, ObjectStore},
 };
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
 
-const PART_MIB: usize = 16;
+const PART: usize = 16 << 20;
 const CONCURRENCY: usize = 8;
+const READ_BUF: usize = 256 * 1024; // cli/src/put.rs
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -40,33 +42,49 @@ async fn main() -> Result<(), BoxError> {
     };
     let bucket = std::env::var("HOIST_BUCKET")?;
     let sdk = aws_config::load_from_env().await;
-    let client = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    // As the API builds its client (shared/src/aws/mod.rs).
+    let client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .build(),
+    );
     let credentials = sdk.credentials_provider().ok_or("no AWS credentials in the environment")?;
     let store = Arc::new(S3Store::new(client, bucket, credentials));
 
-    // Untimed: the bytes and their hashes.
-    let data = Bytes::from(std::fs::read(path)?);
-    let parts: Vec<(PartNumber, Bytes, Sha256Digest)> = data
-        .chunks(PART_MIB << 20)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let number = PartNumber::new(i as u32 + 1)?;
-            let body = data.slice_ref(chunk);
-            let digest = Sha256Digest::from_bytes(Sha256::digest(&body).into());
-            Ok((number, body, digest))
-        })
-        .collect::<Result<_, BoxError>>()?;
+    // Untimed: every part's SHA-256, one part in memory at a time.
+    let size = std::fs::metadata(path)?.len();
+    let mut file = std::fs::File::open(path)?;
+    let mut parts = Vec::new();
+    let mut buf = vec![0u8; PART];
+    let mut offset = 0u64;
+    while offset < size {
+        let len = (size - offset).min(PART as u64) as usize;
+        std::io::Read::read_exact(&mut file, &mut buf[..len])?;
+        let digest = Sha256Digest::from_bytes(Sha256::digest(&buf[..len]).into());
+        parts.push((PartNumber::new(parts.len() as u32 + 1)?, offset, len as u64, digest));
+        offset += len as u64;
+    }
+    drop(buf);
     let http = reqwest::Client::new();
 
     let started = Instant::now();
     let upload_id = store.create_multipart(key, "application/octet-stream", true, &[]).await?;
     let done: Vec<(PartNumber, ETag, Option<String>)> = stream::iter(parts)
-        .map(|(number, body, digest)| {
+        .map(|(number, offset, len, digest)| {
             let (store, http, key, upload_id) = (store.clone(), http.clone(), key.clone(), upload_id.clone());
             async move {
-                let signed =
-                    store.presign_part(&key, &upload_id, number, body.len() as u64, Some(&digest), ONE_HOUR).await?;
-                let mut req = http.put(&signed.url).body(body);
+                let signed = store.presign_part(&key, &upload_id, number, len, Some(&digest), ONE_HOUR).await?;
+                // Streamed from the file in the CLI's read size, as `hoist put` sends a part
+                // (cli/src/put.rs send_part), so S3 sees the same requests.
+                let mut f = tokio::fs::File::open(path).await?;
+                f.seek(std::io::SeekFrom::Start(offset)).await?;
+                let body = ReaderStream::with_capacity(f.take(len), READ_BUF);
+                let mut req = http
+                    .put(&signed.url)
+                    .header(reqwest::header::CONTENT_LENGTH, len)
+                    .body(reqwest::Body::wrap_stream(body));
                 for (name, value) in &signed.headers {
                     req = req.header(name, value);
                 }
@@ -80,7 +98,7 @@ async fn main() -> Result<(), BoxError> {
         .await?;
     let mut done = done;
     done.sort_by_key(|(n, _, _)| n.get());
-    let outcome = store.complete(key, &upload_id, &done, data.len() as u64).await?;
+    let outcome = store.complete(key, &upload_id, &done, size).await?;
     if !matches!(outcome, CompleteOutcome::Completed { .. }) {
         return Err(format!("S3 did not complete the upload: {outcome:?}").into());
     }

@@ -5,8 +5,8 @@
 Protocol (issue 13): one random file (HOIST_BENCH_MIB, default 1024 MiB) uploaded by each
 tool RUNS times (default 5), 16 MiB parts and 8 in flight for all, in rotating order
 (round r starts with the r-th tool), each to the same LocalStack. Beside the peers, the
-bound (`put_oracle`): S3's share of a SHA-256-pinned upload with nothing else, which no
-client can beat. The API is served as
+bound (`put_oracle`): S3's share of a SHA-256-pinned upload with nothing else, which a
+client can beat only by the server's noise. The API is served as
 `make dev` serves it: the debug `hoist-dev serve` with its default processing workers.
 Between runs: the processing of a hoist upload has finished, the object is deleted, and
 the machine is idle again (under 25 % of both cores busy for a second). The file is

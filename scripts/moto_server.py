@@ -181,7 +181,6 @@ class _IndexMap:
                     self._ordering(index.name, hash_value, lambda in_order: bisect.insort(in_order, sort_key))
                 self.placed.setdefault(pkey, {})[index.name] = (hash_value, sort_key)
 
-
     def _ordering(self, name, hash_value, change):
         try:
             change(self.ordered[name].setdefault(hash_value, []))
@@ -221,11 +220,13 @@ def _partition(table, hash_key):
     return sorted(part.values(), key=lambda i: i.range_key) if table.range_key_attr else [part]
 
 
+_QUERY_ARGS = ("range_comparison", "range_objs", "limit", "exclusive_start_key", "scan_index_forward",
+               "projection_expressions", "index_name")
+
+
 def _query_args(args, kwargs):
-    """(limit, exclusive start key, forward) of a Table.query call."""
-    named = ("range_comparison", "range_objs", "limit", "exclusive_start_key", "scan_index_forward")
-    given = dict(zip(named, args), **{k: v for k, v in kwargs.items() if k in named})
-    return given.get("limit"), given.get("exclusive_start_key"), given.get("scan_index_forward", True) is not False
+    """Table.query's arguments after the hash key, by name (moto passes them by position)."""
+    return dict(zip(_QUERY_ARGS, args), **{k: v for k, v in kwargs.items() if k in _QUERY_ARGS})
 
 
 def _window(index_map, index_name, hash_key, args, kwargs):
@@ -237,7 +238,8 @@ def _window(index_map, index_name, hash_key, args, kwargs):
     if (index_name, hash_key) in index_map.unordered:
         return None
     in_order = index_map.ordered.get(index_name, {}).get(hash_key)
-    limit, start, forward = _query_args(args, kwargs)
+    given = _query_args(args, kwargs)
+    limit, start, forward = given.get("limit"), given.get("exclusive_start_key"), given.get("scan_index_forward") is not False
     if not attrs or not in_order or not limit:
         return None
     size = 2 * limit + 2
@@ -262,6 +264,10 @@ def _window(index_map, index_name, hash_key, args, kwargs):
     return [pkey_of[k] for k in in_order[begin:end]], to_the_end
 
 
+def _items(table, keys):
+    return [i for i in (table.get_item(h, r) for h, r in keys) if i is not None]
+
+
 def _answer(table, hash_key, items, args, kwargs):
     _query_scope.table, _query_scope.items = table, items
     try:
@@ -271,7 +277,7 @@ def _answer(table, hash_key, items, args, kwargs):
 
 
 def _query(self, hash_key, *args, **kwargs):
-    index_name = kwargs.get("index_name") if len(args) < 7 else args[6]
+    index_name = _query_args(args, kwargs).get("index_name")
     with _lock:
         index_map = _index_map(self)
         members = index_map.members.get(index_name) if index_name is not None else None
@@ -286,13 +292,10 @@ def _query(self, hash_key, *args, **kwargs):
         window = _window(index_map, index_name, hash_key, args, kwargs)
         if window is not None:
             keys, to_the_end = window
-            answer = _answer(self, hash_key, [i for i in (self.get_item(h, r) for h, r in keys) if i is not None],
-                             args, kwargs)
+            answer = _answer(self, hash_key, _items(self, keys), args, kwargs)
             if to_the_end or answer[2] is not None:
                 return answer
-        keys = members.get(hash_key, ())
-        return _answer(self, hash_key, [i for i in (self.get_item(h, r) for h, r in keys) if i is not None],
-                       args, kwargs)
+        return _answer(self, hash_key, _items(self, members.get(hash_key, ())), args, kwargs)
 
 
 def _all_items(self):

@@ -208,8 +208,9 @@ impl Api {
     }
 
     /// Completes the upload, declaring its whole-file SHA-256 (hex).
-    pub async fn complete(&self, id: &str, sha256_hex: &str) -> Result<UploadView, CliError> {
-        let body = CompleteUploadRequest { sha256: Some(sha256_hex.to_owned()) };
+    /// Completes an upload, declaring the whole file's SHA-256 (hex) if it was computed.
+    pub async fn complete(&self, id: &str, sha256_hex: Option<&str>) -> Result<UploadView, CliError> {
+        let body = CompleteUploadRequest { sha256: sha256_hex.map(str::to_owned) };
         self.call_with(Method::POST, &format!("/uploads/{id}/complete"), &body, true).await
     }
 

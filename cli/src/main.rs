@@ -53,6 +53,11 @@ enum Cmd {
         /// Forget an interrupted upload of these files and start over.
         #[arg(long)]
         restart: bool,
+        /// Also hash each whole file beside the sending and declare its SHA-256, for
+        /// processing to verify the stored file against (a second SHA-256 pass over the
+        /// file). Without it S3 still checks every part against its pinned SHA-256.
+        #[arg(long = "sha256")]
+        whole_sha256: bool,
     },
     /// Status of an upload or file.
     Status { id: String },
@@ -136,7 +141,7 @@ async fn run(cli: Cli, stop: Arc<AtomicBool>) -> Result<(), CliError> {
     let api = Api::new(&cli.url, &cli.token)?;
     let json = cli.json;
     match cli.cmd {
-        Cmd::Put { files, concurrency, part_size, content_type, limit_rate, restart } => {
+        Cmd::Put { files, concurrency, part_size, content_type, limit_rate, restart, whole_sha256 } => {
             let mp = bars(json);
             let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
             let overall = if files.len() > 1 {
@@ -153,6 +158,7 @@ async fn run(cli: Cli, stop: Arc<AtomicBool>) -> Result<(), CliError> {
                 part_size,
                 restart,
                 content_type,
+                whole_sha256,
             };
             let mut failed = None;
             let mut done_before = 0u64;

@@ -1,8 +1,10 @@
 //! `hoist put`: parts sent straight to S3 in parallel from the first moment, each
 //! hashed just before it is signed so its SHA-256 is pinned in its URL, and streamed from
-//! disk through a small buffer; the whole-file SHA-256 is computed beside the sending and
-//! declared at completion. URLs signed just in time, completions recorded on a timer;
-//! resumable from a small state file after any interruption.
+//! disk through a small buffer. With `--sha256` the whole-file SHA-256 is also computed
+//! beside the sending and declared at completion (a second SHA-256 pass over the file,
+//! which costs throughput wherever the CPU is shared: bench/put_throughput.md). URLs
+//! signed just in time, completions recorded on a timer; resumable from a small state
+//! file after any interruption.
 
 use std::{
     path::{Path, PathBuf},
@@ -154,6 +156,11 @@ pub struct PutOptions {
     pub part_size: Option<u64>,
     pub restart: bool,
     pub content_type: Option<String>,
+    /// Also hash the whole file beside the sending and declare its SHA-256 at
+    /// completion, for processing to verify the stored file against. Without it every
+    /// byte is still checked by S3 against its part's pinned SHA-256, and processing
+    /// records the stored file's SHA-256.
+    pub whole_sha256: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -431,10 +438,10 @@ pub async fn put_file(
     };
     let upload = upload.ok_or_else(|| CliError::Other("no upload".into()))?;
     let id = state.upload_id.clone();
-    // The whole-file SHA-256, beside the sending (declared at completion).
+    // `--sha256`: the whole-file SHA-256, beside the sending (declared at completion).
     let cancel_hashing = Arc::new(AtomicBool::new(false));
     let _cancel_on_drop = CancelOnDrop(cancel_hashing.clone());
-    let whole_hash = {
+    let whole_hash = opts.whole_sha256.then(|| {
         let (abs, cancel, clocks) = (abs.clone(), cancel_hashing.clone(), timings.clone());
         tokio::task::spawn_blocking(move || {
             let t = Instant::now();
@@ -442,7 +449,7 @@ pub async fn put_file(
             clocks.whole_hash.add(t);
             r
         })
-    };
+    });
     let mut missing: Vec<u32> = expand(&upload.missing_parts).collect();
     // The plan the server accepted for this upload: where each part starts in the file.
     let plan = ByteSize::new(state.size)
@@ -629,16 +636,22 @@ pub async fn put_file(
     // by running out of parts, not by a panic (the completion would then only say which
     // parts are missing).
     producer.await.map_err(|e| CliError::Other(format!("signing parts: {e}")))?;
-    bar.set_message(format!("hashing {name}"));
     let t = Instant::now();
-    // A Ctrl-C while the whole-file hash catches up stops here, before completing.
-    let sha256 = tokio::select! {
-        hashed = whole_hash => hashed.map_err(|e| CliError::Other(format!("hashing: {e}")))??,
-        _ = wait_for(stop.clone()) => return Err(CliError::Interrupted),
+    let sha256 = match whole_hash {
+        Some(hashing) => {
+            bar.set_message(format!("hashing {name}"));
+            // A Ctrl-C while the whole-file hash catches up stops here, before completing.
+            tokio::select! {
+                hashed = hashing => Some(hashed.map_err(|e| CliError::Other(format!("hashing: {e}")))??),
+                _ = wait_for(stop.clone()) => return Err(CliError::Interrupted),
+            }
+        }
+        None => None,
     };
     let whole_hash_wait = t.elapsed();
-    // The parts S3 holds were each checked against what was read; the whole-file hash
-    // was read separately, so the file must not have changed in between.
+    // The parts S3 holds were each checked against what was read, part by part, at
+    // different moments (and the whole-file hash, if any, read it separately): the file
+    // must not have changed since the upload began, or its parts may mix two versions.
     let now = std::fs::metadata(&abs)?;
     if now.len() != state.size || mtime_ns(&now) != state.mtime_ns {
         return Err(CliError::Source(format!(
@@ -651,9 +664,9 @@ pub async fn put_file(
     }
     bar.set_message(format!("completing {name}"));
     let t = Instant::now();
-    let done = api.complete(&id, &sha256).await?;
+    let done = api.complete(&id, sha256.as_deref()).await?;
     let complete_ms = t.elapsed().as_secs_f64() * 1000.0;
-    if done.sha256.as_deref() != Some(sha256.as_str()) {
+    if let Some(sha256) = sha256.filter(|declared| done.sha256.as_ref() != Some(declared)) {
         // A server from before hashes were declared at completion ignores the body.
         bar.suspend(|| {
             eprintln!(

@@ -83,6 +83,40 @@ async fn put_get_ls_rm_restore_round_trip() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// By default `put` pins each part's SHA-256 and reads the file no further; `--sha256`
+/// also hashes the whole file beside the sending and declares it, for processing to
+/// verify. Either way processing records the stored file's SHA-256, which must be the
+/// source's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_declares_the_whole_file_sha256_only_when_asked() {
+    let h = Harness::start().await;
+    let owner = unique("whole");
+    let dir = temp_dir("hoist-whole");
+    let data = rand_like::bytes(11 * MIB + 3);
+    let src = dir.join("data.bin");
+    std::fs::write(&src, &data).unwrap();
+    let mut ids = Vec::new();
+    for flag in [None, Some("--sha256")] {
+        let mut c = hoist(&h, &owner, &dir.join("state"));
+        c.args(["--json", "put", "-j", "3", "--part-size", "5242880"]).args(flag).arg(&src);
+        let out = run(c).await;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let line = json_lines(&out.stdout).pop().unwrap();
+        let id = line["id"].as_str().unwrap().to_owned();
+        assert_eq!(line["timings"]["whole_hash_ms"].as_f64().unwrap() > 0.0, flag.is_some(), "{line}");
+        let v: UploadView = h.call_as(Some(&owner), "GET", &format!("/uploads/{id}"), None, 200).await;
+        let declared = flag.map(|_| sha256_hex(&data));
+        assert_eq!(v.sha256, declared, "declared with {flag:?}");
+        ids.push(id);
+    }
+    h.process_all().await;
+    for id in ids {
+        let f: api_types::files::FileView = h.call_as(Some(&owner), "GET", &format!("/files/{id}"), None, 200).await;
+        assert_eq!((f.status.as_str(), f.sha256), ("ready", Some(sha256_hex(&data))), "{id}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Polls the CLI's state file and the server until `n` parts are recorded; returns the upload id.
 async fn wait_for_parts(h: &Harness, owner: &str, state: &Path, n: u32, child: &mut std::process::Child) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);

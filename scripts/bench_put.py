@@ -9,7 +9,7 @@ tool RUNS times (default 5), 16 MiB parts and 8 in flight for all, in rotating o
 S3's share of a SHA-256-pinned upload with nothing else, its parts hashed before the
 clock, and the same with each part hashed inside the clock as any pinning client must.
 HOIST_BENCH_TOOLS (e.g. `hoist,aws`) runs only some of them. The API is served as
-`make dev` serves it: the debug `hoist-dev serve` with its default processing workers.
+`make dev` serves it: the release `hoist-dev serve` with its default processing workers.
 Between runs: the processing of a hoist upload has finished, the object is deleted, and
 the machine is idle again (under 25 % of both cores busy for a second). The file is
 read once before the first round, so every tool reads it from the page cache.
@@ -20,7 +20,7 @@ payload hash, signed headers, encodings), for the report's "what each tool sends
 
 Prints Markdown. Needs the local stack up, `AWS_CLI` (scripts/bench.sh installs the AWS
 CLI in its own venv), rclone and GNU time (Debian packages), the release `hoist` and the
-debug `hoist-dev` built. Runs under a Python with boto3 ($HOIST_BOTO_PYTHON).
+release `hoist-dev` built. Runs under a Python with boto3 ($HOIST_BOTO_PYTHON).
 """
 import contextlib
 import json
@@ -45,7 +45,7 @@ PART_MIB, CONCURRENCY = 16, 8
 PORT = int(os.environ.get("HOIST_BENCH_API_PORT", "8798"))
 TARGET = os.environ["CARGO_TARGET_DIR"]
 HOIST = os.path.join(TARGET, "release", "hoist")
-DEV = os.path.join(TARGET, "debug", "hoist-dev")
+DEV = os.path.join(TARGET, "release", "hoist-dev")  # as scripts/dev.sh runs it
 S3_URL = os.environ["AWS_ENDPOINT_URL_S3"]
 BUCKET = os.environ["HOIST_BUCKET"]
 AWS = os.environ["AWS_CLI"]
@@ -291,7 +291,7 @@ def throughput():
              "aws": "`aws s3 cp` (awscli 1.46, botocore defaults)", "rclone": "`rclone copyto` (Debian's 1.60, defaults)",
              "oracle": "the bound: S3's share alone, SHA-256-pinned parts streamed from the file, hashed beforehand (`put_oracle`)"}
     print(f"## Upload throughput: {SIZE_MIB} MiB of random bytes, {PART_MIB} MiB parts, {CONCURRENCY} in flight\n")
-    print(f"{RUNS} runs per tool in rotating order on the `make dev` stack (LocalStack S3, the debug dev server "
+    print(f"{RUNS} runs per tool in rotating order on the `make dev` stack (LocalStack S3, the release dev server "
           "with its 2 processing workers); processing finished and the machine idle between runs.\n")
     print("| tool | runs (s) | median s | min–max s | MiB/s (median) | peak RSS, median |")
     print("|---|---|---|---|---|---|")

@@ -28,7 +28,7 @@ stop: ## Stop everything the scripts started
 	bash scripts/docker.sh stop
 
 token: ## Print a dev bearer token: make token OWNER=alice
-	@source scripts/env.sh && cargo run -q -p hoist-dev -- token $${OWNER:-alice}
+	@source scripts/env.sh && cargo run -q $$([ "$${HOIST_DEV_PROFILE:-release}" = debug ] || echo --release) -p hoist-dev -- token $${OWNER:-alice}
 
 bench: ## Benchmarks (writes bench/ results)
 	bash scripts/bench.sh

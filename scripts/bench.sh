@@ -32,6 +32,7 @@ for tool in rclone:rclone perf:linux-perf /usr/bin/time:time objdump:binutils; d
 done
 [ -x "$VENV_TOOLS/bin/py-spy" ] || "$VENV_TOOLS/bin/pip" install -q py-spy
 cargo build -q --release -p hoist-dev  # the API as `make dev` serves it
+cargo build -q -p hoist-dev            # the browser bench's server, as the browser tests start it
 cargo build -q --release -p hoist-cli
 cargo bench -p hoist-cli --bench kill_resume 2>/dev/null | grep -v '^{"' | tee bench/kill_resume.md
 export AWS_CLI="$VENV_AWSCLI/bin/aws" PY_SPY="$VENV_TOOLS/bin/py-spy"

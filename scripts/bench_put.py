@@ -100,7 +100,7 @@ def delete_key(key):
             s3.delete_object(Bucket=BUCKET, Key=key, VersionId=v["VersionId"])
 
 
-SERVERS = {"localstack": "LocalStack", "moto": "moto", "hoist-dev": "dev server", "clamd": "clamd"}
+SERVERS = {"localstack_server.py": "LocalStack", "moto": "moto", "hoist-dev": "dev server", "clamd": "clamd"}
 CPU = {}  # the last run's CPU seconds by component
 
 
@@ -113,7 +113,8 @@ def server_cpu():
             stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        name = next((n for k, n in SERVERS.items() if k in cmd), None)
+        # By its launcher: the venv path of the Python running this script says "localstack" too.
+        name = next((n for k, n in SERVERS.items() if k in cmd), None) if int(pid) != os.getpid() else None
         if name:
             out[pid] = (name, (int(stat[11]) + int(stat[12])) / tick)
     return out
@@ -300,10 +301,10 @@ def throughput():
         rss = statistics.median(m for _, m, _ in runs[n])
         print(f"| {label[n]} | {', '.join(f'{s:.2f}' for s in secs)} | **{med[n]:.2f}** | {spread(secs)} | "
               f"{SIZE_MIB / med[n]:.0f} | {rss:.1f} MiB |")
-    if "before" in med:
-        print(f"\nhoist / the earlier build: {med['before'] / med['hoist']:.2f}x")
     def ratio(a, b):  # throughput of a over b, from the median times
         return f"{med[b] / med[a]:.2f}x" if a in med and b in med else "not run"
+    if "before" in med:
+        print(f"\nhoist / the earlier build: {ratio('hoist', 'before')}")
     print(f"\n**hoist / aws: {ratio('hoist', 'aws')}** (target ≥ 1.2); "
           f"**hoist / rclone: {ratio('hoist', 'rclone')}** (target ≥ 1.5): ratios of median throughput. "
           f"With `--sha256`: {ratio('hoist_sha256', 'aws')} the AWS CLI, {ratio('hoist_sha256', 'rclone')} rclone.\n")
@@ -313,8 +314,9 @@ def throughput():
           "bounds make no API calls, record nothing and time only the span from CreateMultipartUpload to "
           "CompleteMultipartUpload.\n")
     hoisted = [extra for n in ("hoist", "hoist_sha256") for _, _, extra in runs.get(n, [])]
-    statuses = sorted({extra["final_status"] for extra in hoisted})
-    print(f"Every hoist upload ended `{'`, `'.join(statuses)}` after processing.\n")
+    if hoisted:
+        statuses = sorted({extra["final_status"] for extra in hoisted})
+        print(f"Every hoist upload ended `{'`, `'.join(statuses)}` after processing.\n")
     keys = ["first_byte_ms", "create_ms", "part_hashing_ms", "whole_hash_ms", "whole_hash_wait_ms", "sign_calls",
             "sign_ms", "put_ms", "record_calls", "record_ms", "complete_ms"]
     print("`hoist put`'s own breakdown (`--json` timings; medians of the runs; work in parallel adds up, so sums "
@@ -482,7 +484,7 @@ def profile():
             what = {"_copy_to_iter": "kernel: copying file pages to the client (read)",
                     "_copy_from_iter": "kernel: copying into socket buffers (send)"}.get(sym, "kernel: other (TCP, scheduling, page cache)")
         elif dso == "hoist" and sym.startswith("0x") and any(a <= int(sym, 16) < b for a, b in ranges):
-            what = "SHA-256 (sha2, SHA-NI): each part's and the whole file's"
+            what = "SHA-256 (sha2, SHA-NI): each part's"
         elif "memmove" in sym or "memcpy" in sym:
             what = "memcpy in user space"
         else:

@@ -12,14 +12,14 @@
 //! and writes every byte twice, so it would measure less, and our completion would
 //! refuse its part list.)
 //!
-//! The API is the debug `hoist-dev serve` as `make dev` runs it, on its own queue and
+//! The API is the release `hoist-dev serve` as `make dev` runs it, on its own queue and
 //! without processing workers; DynamoDB is moto as usual. Files: 256 MiB and 1 GiB of
 //! random bytes (in the page cache) and a sparse 8 GiB file (zeros, read from no disk,
 //! hashed like any bytes). 16 MiB parts, 8 in flight; RUNS rounds (default 5) in
 //! rotating order. Reports wall clock, peak RSS, the CPU the client and the S3 used, and
 //! one core's SHA-256 speed, which with the CPU split says what bounds the client.
 //!
-//! Run: `make bench` (needs the local stack and the debug hoist-dev built).
+//! Run: `make bench` (needs the local stack and the release hoist-dev built).
 
 use std::{
     collections::{BTreeMap, HashMap},

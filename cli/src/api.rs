@@ -167,8 +167,8 @@ impl Api {
         content_type: &str,
         part_size: u64,
     ) -> Result<UploadView, CliError> {
-        // The whole-file SHA-256 is declared at completion: it is computed while the
-        // parts are sent, so nothing waits for a hashing pass over the whole file.
+        // A whole-file SHA-256 (`put --sha256`) is declared at completion: it is computed
+        // while the parts are sent, so nothing waits for a hashing pass over the file.
         let body = CreateUploadRequest {
             filename: filename.to_owned(),
             size: Number::from(size),
@@ -207,7 +207,6 @@ impl Api {
         self.call_with(Method::PUT, &format!("/uploads/{id}/parts"), &body, true).await
     }
 
-    /// Completes the upload, declaring its whole-file SHA-256 (hex).
     /// Completes an upload, declaring the whole file's SHA-256 (hex) if it was computed.
     pub async fn complete(&self, id: &str, sha256_hex: Option<&str>) -> Result<UploadView, CliError> {
         let body = CompleteUploadRequest { sha256: sha256_hex.map(str::to_owned) };

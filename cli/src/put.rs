@@ -58,6 +58,50 @@ pub struct State {
     pub size: u64,
     pub mtime_ns: u128,
     pub part_size: u64,
+    /// Unix: the inode and its change time when the upload began (absent in state files
+    /// from before it was kept, and elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<InodeStamp>,
+}
+
+/// A file's device, inode and inode-change time (ctime). Any write to the file moves its
+/// ctime, and unlike the modification time nothing can set it back (`touch -r`, `cp -p`
+/// and `rsync -t` restore modification times), nor is it whole seconds on filesystems
+/// that keep mtime coarse. Without the whole-file hash (`--sha256`), this is what tells
+/// that every part was read from one version of the file.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InodeStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime_ns: i128,
+}
+
+impl InodeStamp {
+    #[cfg(unix)]
+    fn of(meta: &std::fs::Metadata) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        Some(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        })
+    }
+    #[cfg(not(unix))]
+    fn of(_: &std::fs::Metadata) -> Option<Self> {
+        None
+    }
+}
+
+impl State {
+    /// Whether the file still has the size, modification time and (where kept) inode
+    /// and inode-change time it had when the upload began.
+    fn same_file(&self, meta: &std::fs::Metadata) -> bool {
+        let inode_same = match (self.inode, InodeStamp::of(meta)) {
+            (Some(then), Some(now)) => then == now,
+            _ => true, // a state file from before the stamp was kept, or no inodes here
+        };
+        self.size == meta.len() && self.mtime_ns == mtime_ns(meta) && inode_same
+    }
 }
 
 /// The state file's format. Version 1 also stored every part's hash and the whole
@@ -380,9 +424,9 @@ pub async fn put_file(
         let _ = std::fs::remove_file(&state_path);
     } else if let Ok(bytes) = std::fs::read(&state_path) {
         if let Ok(s) = serde_json::from_slice::<State>(&bytes) {
-            if s.size != size || s.mtime_ns != mtime_ns(&meta) {
+            if !s.same_file(&meta) {
                 return Err(CliError::Source(format!(
-                    "{} changed since its interrupted upload {} (size or modification time differ); not mixing old and new parts. Run again with --restart to upload it anew.",
+                    "{} changed since its interrupted upload {} (its size, modification time or inode change time differ); not mixing old and new parts. Run again with --restart to upload it anew.",
                     path.display(),
                     s.upload_id
                 )));
@@ -400,6 +444,15 @@ pub async fn put_file(
             Ok(u) if !matches!(u.status.as_str(), "aborted" | "expired" | "completing") => {
                 // Finished before the interruption took effect.
                 let _ = std::fs::remove_file(&state_path);
+                if opts.whole_sha256 && u.sha256.is_none() {
+                    bar.suspend(|| {
+                        eprintln!(
+                            "hoist: warning: {}: upload {} had already been completed without a whole-file SHA-256, so --sha256 declared none; processing records the stored file's SHA-256.",
+                            path.display(),
+                            u.id
+                        )
+                    });
+                }
                 return Ok(PutResult {
                     file: path.display().to_string(),
                     id: u.id,
@@ -430,6 +483,7 @@ pub async fn put_file(
                 size,
                 mtime_ns: mtime_ns(&meta),
                 part_size,
+                inode: InodeStamp::of(&meta),
             };
             save_state(&state_path, &s)?;
             upload = Some(u);
@@ -637,23 +691,22 @@ pub async fn put_file(
     // parts are missing).
     producer.await.map_err(|e| CliError::Other(format!("signing parts: {e}")))?;
     let t = Instant::now();
-    let sha256 = match whole_hash {
+    let (sha256, whole_hash_wait) = match whole_hash {
         Some(hashing) => {
             bar.set_message(format!("hashing {name}"));
             // A Ctrl-C while the whole-file hash catches up stops here, before completing.
-            tokio::select! {
-                hashed = hashing => Some(hashed.map_err(|e| CliError::Other(format!("hashing: {e}")))??),
+            let hashed = tokio::select! {
+                hashed = hashing => hashed.map_err(|e| CliError::Other(format!("hashing: {e}")))??,
                 _ = wait_for(stop.clone()) => return Err(CliError::Interrupted),
-            }
+            };
+            (Some(hashed), t.elapsed())
         }
-        None => None,
+        None => (None, Duration::ZERO),
     };
-    let whole_hash_wait = t.elapsed();
     // The parts S3 holds were each checked against what was read, part by part, at
     // different moments (and the whole-file hash, if any, read it separately): the file
     // must not have changed since the upload began, or its parts may mix two versions.
-    let now = std::fs::metadata(&abs)?;
-    if now.len() != state.size || mtime_ns(&now) != state.mtime_ns {
+    if !state.same_file(&std::fs::metadata(&abs)?) {
         return Err(CliError::Source(format!(
             "{} changed while it was being sent; not completing upload {id}. Run again with --restart to upload it anew.",
             path.display()
@@ -790,6 +843,38 @@ mod tests {
     use api_types::limits::{MIB, S3_MAX_OBJECT_SIZE};
 
     use super::*;
+
+    /// An edit that keeps the size and puts the modification time back (`touch -r`,
+    /// `cp -p`) is still seen, by the inode-change time; a state file from before the
+    /// stamp was kept still resumes an unchanged file.
+    #[cfg(unix)]
+    #[test]
+    fn an_edit_with_its_modification_time_put_back_is_still_a_change() {
+        let path = std::env::temp_dir().join(format!("hoist-same-file-{}", std::process::id()));
+        std::fs::write(&path, b"version one").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let state = State {
+            version: STATE_VERSION,
+            path: path.clone(),
+            upload_id: "u".into(),
+            size: meta.len(),
+            mtime_ns: mtime_ns(&meta),
+            part_size: 5 * 1024 * 1024,
+            inode: InodeStamp::of(&meta),
+        };
+        assert!(state.same_file(&std::fs::metadata(&path).unwrap()));
+        let old_format = State { inode: None, ..state.clone() };
+        std::thread::sleep(Duration::from_millis(20)); // a ctime tick on coarse clocks
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut &f, b"version two").unwrap();
+        f.set_modified(meta.modified().unwrap()).unwrap();
+        drop(f);
+        let now = std::fs::metadata(&path).unwrap();
+        assert_eq!((now.len(), mtime_ns(&now)), (state.size, state.mtime_ns), "size and mtime as before");
+        assert!(!state.same_file(&now), "the inode-change time gives the edit away");
+        assert!(old_format.same_file(&now), "without a stamp only size and mtime can be compared");
+        std::fs::remove_file(&path).ok();
+    }
 
     #[test]
     fn part_size_rule_matches_the_server() {

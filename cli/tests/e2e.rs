@@ -212,8 +212,9 @@ async fn a_modified_source_is_refused_for_resume() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// The whole-file SHA-256 is read beside the sending, not before it: a file edited in
-/// between must never be completed as if it were one file.
+/// Parts are read one by one while others are sent: a file edited in between must never
+/// be completed as if it were one file (the edited part is caught by S3's pinned-hash
+/// check or by the size, modification and inode-change times checked before completing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_edited_while_it_is_sent_is_never_completed() {
     let h = Harness::start().await;

@@ -398,8 +398,8 @@ async fn janitor_expires_abandoned_uploads_and_aborts_their_parts() {
     assert_eq!(p.slug(), "conflict");
 }
 
-/// The whole-file SHA-256 declared at completion (as the CLI does, hashing while it
-/// sends): bad bodies are clear errors that change nothing, a hash other than the one
+/// The whole-file SHA-256 declared at completion (as `hoist put --sha256` does, hashing
+/// while it sends): bad bodies are clear errors that change nothing, a hash other than the one
 /// declared is 409, and processing verifies the hash that was declared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_file_hash_can_be_declared_at_completion() {

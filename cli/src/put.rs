@@ -441,7 +441,37 @@ pub async fn put_file(
                 resumed = true;
                 upload = Some(u);
             }
-            Ok(u) if !matches!(u.status.as_str(), "aborted" | "expired" | "completing") => {
+            Ok(u) if u.status == "completing" => {
+                // Interrupted while completing: every part is in S3, and completing again
+                // is idempotent (the server takes over a completion that died), so
+                // nothing is sent again. The file was checked above to be unchanged.
+                bar.set_message(format!("completing {name}"));
+                let sha256 = if opts.whole_sha256 {
+                    let (abs, cancel) = (abs.clone(), Arc::new(AtomicBool::new(false)));
+                    let _cancel_on_drop = CancelOnDrop(cancel.clone());
+                    let hashing = tokio::task::spawn_blocking(move || hash_whole(&abs, size, &cancel));
+                    tokio::select! {
+                        hashed = hashing => Some(hashed.map_err(|e| CliError::Other(format!("hashing: {e}")))??),
+                        _ = wait_for(stop.clone()) => return Err(CliError::Interrupted),
+                    }
+                } else {
+                    None
+                };
+                let done = api.complete(&u.id, sha256.as_deref()).await?;
+                let _ = std::fs::remove_file(&state_path);
+                bar.finish_with_message(format!("{name} ✓"));
+                return Ok(PutResult {
+                    file: path.display().to_string(),
+                    id: done.id,
+                    status: done.status,
+                    size,
+                    parts_sent: 0,
+                    resumed: true,
+                    seconds: started.elapsed().as_secs_f64(),
+                    timings: Timings::default(),
+                });
+            }
+            Ok(u) if !matches!(u.status.as_str(), "aborted" | "expired") => {
                 // Finished before the interruption took effect.
                 let _ = std::fs::remove_file(&state_path);
                 if opts.whole_sha256 && u.sha256.is_none() {

@@ -135,6 +135,45 @@ async fn wait_for_parts(h: &Harness, owner: &str, state: &Path, n: u32, child: &
     }
 }
 
+/// A run that died while completing (every part in S3, the server's completion lease
+/// left behind) is finished by the next run, which completes the same upload and sends
+/// nothing again (it used to start a new upload and send the whole file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_died_while_completing_is_completed_not_sent_again() {
+    let h = Harness::start().await;
+    let owner = unique("comp");
+    let dir = temp_dir("hoist-comp");
+    let data = rand_like::bytes(3 * 5 * MIB + 7);
+    let src = dir.join("f.bin");
+    std::fs::write(&src, &data).unwrap();
+    let state = dir.join("state");
+    let mut c = hoist(&h, &owner, &state);
+    c.args(["put", "-j", "1", "--part-size", "5242880", "--limit-rate", "4M"]).arg(&src);
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let id = wait_for_parts(&h, &owner, &state, 1, &mut child).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The rest of the parts reach S3, then a completion dies holding its lease.
+    h.upload_parts(&owner, &id, &data, 5 * MIB, &[2, 3, 4], true).await;
+    let upload_id = shared::domain::UploadId::parse(&id).unwrap();
+    let lease = Duration::from_secs(1);
+    assert!(h.app.repo.begin_completion(&upload_id, shared::now(), lease).await.unwrap());
+    let v: UploadView = h.call_as(Some(&owner), "GET", &format!("/uploads/{id}"), None, 200).await;
+    assert_eq!(v.status, "completing");
+
+    let mut c = hoist(&h, &owner, &state);
+    c.args(["--json", "put", "-j", "2", "--part-size", "5242880"]).arg(&src);
+    let out = run(c).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = json_lines(&out.stdout).pop().unwrap();
+    assert_eq!((line["id"].as_str(), line["parts_sent"].as_u64()), (Some(id.as_str()), Some(0)), "{line}");
+    assert_eq!(line["status"], "processing");
+    assert_eq!(h.object_bytes(&id).await, data);
+    assert!(std::fs::read_dir(&state).unwrap().next().is_none(), "state file removed");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_upload_then_rerun_sends_only_missing_parts() {
     let h = Harness::start().await;

@@ -460,16 +460,7 @@ pub async fn put_file(
                 let done = api.complete(&u.id, sha256.as_deref()).await?;
                 let _ = std::fs::remove_file(&state_path);
                 bar.finish_with_message(format!("{name} ✓"));
-                return Ok(PutResult {
-                    file: path.display().to_string(),
-                    id: done.id,
-                    status: done.status,
-                    size,
-                    parts_sent: 0,
-                    resumed: true,
-                    seconds: started.elapsed().as_secs_f64(),
-                    timings: Timings::default(),
-                });
+                return Ok(PutResult::sent_before(path, done.id, done.status, size, started.elapsed().as_secs_f64()));
             }
             Ok(u) if !matches!(u.status.as_str(), "aborted" | "expired") => {
                 // Finished before the interruption took effect.
@@ -483,16 +474,7 @@ pub async fn put_file(
                         )
                     });
                 }
-                return Ok(PutResult {
-                    file: path.display().to_string(),
-                    id: u.id,
-                    status: u.status,
-                    size,
-                    parts_sent: 0,
-                    resumed: true,
-                    seconds: 0.0,
-                    timings: Timings::default(),
-                });
+                return Ok(PutResult::sent_before(path, u.id, u.status, size, 0.0));
             }
             _ => state = None, // aborted, expired or gone: start over
         }
@@ -782,6 +764,22 @@ pub async fn put_file(
             complete_ms,
         },
     })
+}
+
+impl PutResult {
+    /// A resumed upload whose parts had all been sent by an earlier run.
+    fn sent_before(path: &Path, id: String, status: String, size: u64, seconds: f64) -> Self {
+        Self {
+            file: path.display().to_string(),
+            id,
+            status,
+            size,
+            parts_sent: 0,
+            resumed: true,
+            seconds,
+            timings: Timings::default(),
+        }
+    }
 }
 
 /// Signs a batch of hashed parts; each signed URL with the SHA-256 pinned in it.

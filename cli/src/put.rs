@@ -58,50 +58,56 @@ pub struct State {
     pub size: u64,
     pub mtime_ns: u128,
     pub part_size: u64,
-    /// Unix: the inode and its change time when the upload began (absent in state files
-    /// from before it was kept, and elsewhere).
+    /// Unix: the file's inode-change time (ctime) when the upload began or was last
+    /// checked (absent in state files from before it was kept, and elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inode: Option<InodeStamp>,
+    pub ctime_ns: Option<i128>,
 }
 
-/// A file's device, inode and inode-change time (ctime). Any write to the file moves its
-/// ctime, and unlike the modification time nothing can set it back (`touch -r`, `cp -p`
-/// and `rsync -t` restore modification times), nor is it whole seconds on filesystems
-/// that keep mtime coarse. Without the whole-file hash (`--sha256`), this is what tells
-/// that every part was read from one version of the file.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct InodeStamp {
-    pub dev: u64,
-    pub ino: u64,
-    pub ctime_ns: i128,
+/// The inode-change time (ctime), on filesystems that keep one (ext4, xfs, btrfs, APFS,
+/// NFS...). Any write to the file moves it, and unlike the modification time nothing can
+/// set it back (`touch -r`, `cp -p` and `rsync -t` restore modification times). It also
+/// moves for changes that leave the bytes alone (chmod, a hard link, an xattr), so a
+/// moved ctime alone is settled by the bytes themselves ([`held_parts_match`]).
+#[cfg(unix)]
+fn ctime_ns(meta: &std::fs::Metadata) -> Option<i128> {
+    use std::os::unix::fs::MetadataExt;
+    Some(i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()))
 }
 
-impl InodeStamp {
-    #[cfg(unix)]
-    fn of(meta: &std::fs::Metadata) -> Option<Self> {
-        use std::os::unix::fs::MetadataExt;
-        Some(Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-        })
-    }
-    #[cfg(not(unix))]
-    fn of(_: &std::fs::Metadata) -> Option<Self> {
-        None
-    }
+#[cfg(not(unix))]
+fn ctime_ns(_: &std::fs::Metadata) -> Option<i128> {
+    None
+}
+
+/// How the file compares with the one whose upload began. Without the whole-file hash
+/// (`--sha256`), this is what tells that every part was read from one version of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sameness {
+    Same,
+    /// Size and modification time as before, the inode-change time not: metadata only,
+    /// or an edit whose modification time was put back. Only the bytes can tell.
+    ChangeTimeOnly,
+    Changed,
 }
 
 impl State {
-    /// Whether the file still has the size, modification time and (where kept) inode
-    /// and inode-change time it had when the upload began.
-    fn same_file(&self, meta: &std::fs::Metadata) -> bool {
-        let inode_same = match (self.inode, InodeStamp::of(meta)) {
-            (Some(then), Some(now)) => then == now,
-            _ => true, // a state file from before the stamp was kept, or no inodes here
-        };
-        self.size == meta.len() && self.mtime_ns == mtime_ns(meta) && inode_same
+    fn compare(&self, meta: &std::fs::Metadata) -> Sameness {
+        if self.size != meta.len() || self.mtime_ns != mtime_ns(meta) {
+            return Sameness::Changed;
+        }
+        match (self.ctime_ns, ctime_ns(meta)) {
+            (Some(then), Some(now)) if then != now => Sameness::ChangeTimeOnly,
+            _ => Sameness::Same, // a state file from before ctime was kept, or none here
+        }
     }
+}
+
+fn changed_since(path: &Path, upload_id: &str) -> CliError {
+    CliError::Source(format!(
+        "{} changed since its interrupted upload {upload_id} (its size, modification time or bytes differ); not mixing old and new parts. Run again with --restart to upload it anew.",
+        path.display()
+    ))
 }
 
 /// The state file's format. Version 1 also stored every part's hash and the whole
@@ -424,63 +430,54 @@ pub async fn put_file(
         let _ = std::fs::remove_file(&state_path);
     } else if let Ok(bytes) = std::fs::read(&state_path) {
         if let Ok(s) = serde_json::from_slice::<State>(&bytes) {
-            if !s.same_file(&meta) {
-                return Err(CliError::Source(format!(
-                    "{} changed since its interrupted upload {} (its size, modification time or inode change time differ); not mixing old and new parts. Run again with --restart to upload it anew.",
-                    path.display(),
-                    s.upload_id
-                )));
-            }
             state = Some(s);
         }
     }
     let mut upload = None;
+    // Only the inode-change time moved since the interrupted run: the parts S3 holds are
+    // read and compared once the plan is known.
+    let mut recheck_held = false;
     if let Some(s) = &state {
         match api.upload(&s.upload_id).await {
             Ok(u) if u.status == "uploading" => {
+                match s.compare(&meta) {
+                    Sameness::Changed => return Err(changed_since(path, &s.upload_id)),
+                    Sameness::ChangeTimeOnly => recheck_held = true,
+                    Sameness::Same => {}
+                }
                 resumed = true;
                 upload = Some(u);
             }
             Ok(u) if u.status == "completing" => {
-                // Interrupted while completing: every part is in S3, and completing again
-                // is idempotent (the server takes over a completion that died), so
-                // nothing is sent again. The file was checked above to be unchanged.
+                // Interrupted while completing: every part is in S3 (the run that asked to
+                // complete checked the file first), and completing again is idempotent,
+                // so nothing is sent again, whatever happened to the file since.
                 bar.set_message(format!("completing {name}"));
                 let sha256 = if opts.whole_sha256 {
-                    let (abs, cancel) = (abs.clone(), Arc::new(AtomicBool::new(false)));
-                    let _cancel_on_drop = CancelOnDrop(cancel.clone());
-                    let hashing = tokio::task::spawn_blocking(move || hash_whole(&abs, size, &cancel));
-                    tokio::select! {
-                        hashed = hashing => Some(hashed.map_err(|e| CliError::Other(format!("hashing: {e}")))??),
-                        _ = wait_for(stop.clone()) => return Err(CliError::Interrupted),
-                    }
+                    let hashed = hash_whole_or_stop(&abs, size, &stop).await?;
+                    // Declared only if the file is still the one that was sent.
+                    let now = std::fs::metadata(&abs)?;
+                    (s.compare(&now) == Sameness::Same).then_some(hashed)
                 } else {
                     None
                 };
-                let done = api.complete(&u.id, sha256.as_deref()).await?;
+                let done = complete_again(api, &u.id, sha256.as_deref(), &stop).await?;
                 let _ = std::fs::remove_file(&state_path);
+                warn_if_not_declared(&bar, path, &done, opts.whole_sha256);
                 bar.finish_with_message(format!("{name} ✓"));
                 return Ok(PutResult::sent_before(path, done.id, done.status, size, started.elapsed().as_secs_f64()));
             }
             Ok(u) if !matches!(u.status.as_str(), "aborted" | "expired") => {
                 // Finished before the interruption took effect.
                 let _ = std::fs::remove_file(&state_path);
-                if opts.whole_sha256 && u.sha256.is_none() {
-                    bar.suspend(|| {
-                        eprintln!(
-                            "hoist: warning: {}: upload {} had already been completed without a whole-file SHA-256, so --sha256 declared none; processing records the stored file's SHA-256.",
-                            path.display(),
-                            u.id
-                        )
-                    });
-                }
+                warn_if_not_declared(&bar, path, &u, opts.whole_sha256);
                 return Ok(PutResult::sent_before(path, u.id, u.status, size, 0.0));
             }
             _ => state = None, // aborted, expired or gone: start over
         }
     }
     let timings = Arc::new(PutClocks::default());
-    let state = match state {
+    let mut state = match state {
         Some(s) => s,
         None => {
             let part_size = part_size_for(size, opts.part_size)?;
@@ -495,7 +492,7 @@ pub async fn put_file(
                 size,
                 mtime_ns: mtime_ns(&meta),
                 part_size,
-                inode: InodeStamp::of(&meta),
+                ctime_ns: ctime_ns(&meta),
             };
             save_state(&state_path, &s)?;
             upload = Some(u);
@@ -550,6 +547,15 @@ pub async fn put_file(
             }
         }
     };
+    if recheck_held {
+        bar.set_message(format!("checking {name}"));
+        if !held_parts_match(api, &id, &hash_of, &stop).await? {
+            return Err(changed_since(path, &id));
+        }
+        // Its bytes are the ones S3 holds: go on, with the file as it is now.
+        state.ctime_ns = ctime_ns(&meta);
+        save_state(&state_path, &state)?;
+    }
     let mut reconciled = 0u64;
     if resumed && !missing.is_empty() {
         // Parts S3 finished whose answer never reached us (the crash came first): S3
@@ -718,7 +724,15 @@ pub async fn put_file(
     // The parts S3 holds were each checked against what was read, part by part, at
     // different moments (and the whole-file hash, if any, read it separately): the file
     // must not have changed since the upload began, or its parts may mix two versions.
-    if !state.same_file(&std::fs::metadata(&abs)?) {
+    let unchanged = match state.compare(&std::fs::metadata(&abs)?) {
+        Sameness::Same => true,
+        Sameness::ChangeTimeOnly => {
+            bar.set_message(format!("checking {name}"));
+            held_parts_match(api, &id, &hash_of, &stop).await?
+        }
+        Sameness::Changed => false,
+    };
+    if !unchanged {
         return Err(CliError::Source(format!(
             "{} changed while it was being sent; not completing upload {id}. Run again with --restart to upload it anew.",
             path.display()
@@ -764,6 +778,84 @@ pub async fn put_file(
             complete_ms,
         },
     })
+}
+
+/// Whether every part S3 holds for the upload still has the file's bytes: each read and
+/// hashed again, and compared with the SHA-256 S3 checked it against. Asked when only the
+/// file's inode-change time moved, which metadata alone can do.
+async fn held_parts_match<F, Fut>(api: &Api, id: &str, hash_of: &F, stop: &AtomicBool) -> Result<bool, CliError>
+where
+    F: Fn(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<(u32, String), CliError>>,
+{
+    for p in api.held_parts(id).await?.parts {
+        if stop.load(Ordering::Relaxed) {
+            return Err(CliError::Interrupted);
+        }
+        let (_, ours) = hash_of(p.number).await?;
+        if p.sha256.as_deref() != Some(ours.as_str()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The whole file's SHA-256, read now; Ctrl-C stops it.
+async fn hash_whole_or_stop(abs: &Path, size: u64, stop: &Arc<AtomicBool>) -> Result<String, CliError> {
+    let (abs, cancel) = (abs.to_owned(), Arc::new(AtomicBool::new(false)));
+    let _cancel_on_drop = CancelOnDrop(cancel.clone());
+    let hashing = tokio::task::spawn_blocking(move || hash_whole(&abs, size, &cancel));
+    tokio::select! {
+        hashed = hashing => hashed.map_err(|e| CliError::Other(format!("hashing: {e}")))?,
+        _ = wait_for(stop.clone()) => Err(CliError::Interrupted),
+    }
+}
+
+/// Completes an upload an earlier run left `completing`. A completion still running
+/// elsewhere holds the server's lease (up to two minutes) and makes this answer 409:
+/// wait until it has finished, or its lease has lapsed and this one can take over.
+async fn complete_again(
+    api: &Api,
+    id: &str,
+    sha256: Option<&str>,
+    stop: &Arc<AtomicBool>,
+) -> Result<api_types::uploads::UploadView, CliError> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        match api.complete(id, sha256).await {
+            Err(CliError::Api { status: 409, .. }) if Instant::now() < deadline => {
+                let u = api.upload(id).await?;
+                match u.status.as_str() {
+                    "completing" => {}
+                    // The other completion failed and gave the upload back: a rerun resumes it.
+                    "uploading" => {
+                        return Err(CliError::Other(format!(
+                            "upload {id} could not be completed by the interrupted run; run the same command again to resume it."
+                        )))
+                    }
+                    _ => return Ok(u), // finished meanwhile (by the other completion)
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+                    _ = wait_for(stop.clone()) => return Err(CliError::Interrupted),
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `--sha256` asked for a whole-file hash that the finished upload does not have.
+fn warn_if_not_declared(bar: &ProgressBar, path: &Path, u: &api_types::uploads::UploadView, asked: bool) {
+    if asked && u.sha256.is_none() {
+        bar.suspend(|| {
+            eprintln!(
+                "hoist: warning: {}: upload {} was completed without a whole-file SHA-256 (by an earlier run, or the file changed since), so --sha256 declared none; each part was still verified by S3, and processing records the stored file's SHA-256.",
+                path.display(),
+                u.id
+            )
+        });
+    }
 }
 
 impl PutResult {
@@ -888,10 +980,10 @@ mod tests {
             size: meta.len(),
             mtime_ns: mtime_ns(&meta),
             part_size: 5 * 1024 * 1024,
-            inode: InodeStamp::of(&meta),
+            ctime_ns: ctime_ns(&meta),
         };
-        assert!(state.same_file(&std::fs::metadata(&path).unwrap()));
-        let old_format = State { inode: None, ..state.clone() };
+        assert_eq!(state.compare(&std::fs::metadata(&path).unwrap()), Sameness::Same);
+        let old_format = State { ctime_ns: None, ..state.clone() };
         std::thread::sleep(Duration::from_millis(20)); // a ctime tick on coarse clocks
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         std::io::Write::write_all(&mut &f, b"version two").unwrap();
@@ -899,8 +991,10 @@ mod tests {
         drop(f);
         let now = std::fs::metadata(&path).unwrap();
         assert_eq!((now.len(), mtime_ns(&now)), (state.size, state.mtime_ns), "size and mtime as before");
-        assert!(!state.same_file(&now), "the inode-change time gives the edit away");
-        assert!(old_format.same_file(&now), "without a stamp only size and mtime can be compared");
+        assert_eq!(state.compare(&now), Sameness::ChangeTimeOnly, "the inode-change time gives the edit away");
+        assert_eq!(old_format.compare(&now), Sameness::Same, "without it only size and mtime can be compared");
+        std::fs::write(&path, b"version three, longer").unwrap();
+        assert_eq!(state.compare(&std::fs::metadata(&path).unwrap()), Sameness::Changed);
         std::fs::remove_file(&path).ok();
     }
 

@@ -174,6 +174,56 @@ async fn a_run_that_died_while_completing_is_completed_not_sent_again() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Between an interrupted run and its rerun: a chmod moves the file's inode-change time
+/// but not its bytes, so the rerun checks the parts S3 holds against the file and
+/// resumes; an edit whose modification time was put back (as `touch -r` or `cp -p` do)
+/// is refused, although size and modification time are as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_tells_a_chmod_from_an_edit_with_its_modification_time_put_back() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Harness::start().await;
+    let owner = unique("ctime");
+    let dir = temp_dir("hoist-ctime");
+    for edit in [false, true] {
+        let data = rand_like::bytes(4 * 5 * MIB);
+        let src = dir.join(format!("f-{edit}.bin"));
+        std::fs::write(&src, &data).unwrap();
+        let state = dir.join(format!("state-{edit}"));
+        let mut c = hoist(&h, &owner, &state);
+        c.args(["put", "-j", "1", "--part-size", "5242880", "--limit-rate", "5M"]).arg(&src);
+        c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        let mut child = c.spawn().unwrap();
+        let id = wait_for_parts(&h, &owner, &state, 1, &mut child).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(20)); // a new ctime on coarse clocks
+        if edit {
+            let mtime = std::fs::metadata(&src).unwrap().modified().unwrap();
+            let f = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
+            std::io::Write::write_all(&mut &f, b"edited, then its mtime put back").unwrap();
+            f.set_modified(mtime).unwrap();
+        } else {
+            std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let mut c = hoist(&h, &owner, &state);
+        c.args(["--json", "put", "-j", "2"]).arg(&src);
+        let out = run(c).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if edit {
+            assert!(!out.status.success() && err.contains("changed since its interrupted upload"), "{err}");
+            let v: UploadView = h.call_as(Some(&owner), "GET", &format!("/uploads/{id}"), None, 200).await;
+            assert_eq!(v.status, "uploading", "not completed");
+        } else {
+            assert!(out.status.success(), "{err}");
+            let line = json_lines(&out.stdout).pop().unwrap();
+            assert_eq!((line["id"].as_str(), &line["resumed"]), (Some(id.as_str()), &Value::Bool(true)), "{line}");
+            assert!(line["parts_sent"].as_u64().unwrap() < 4, "{line}");
+            assert_eq!(h.object_bytes(&id).await, data);
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_upload_then_rerun_sends_only_missing_parts() {
     let h = Harness::start().await;

@@ -187,22 +187,19 @@ class Tools:
         """`hoist put --sha256`: also the whole-file SHA-256, hashed beside the sending."""
         return self.hoist(path, n, extra=("--sha256",))
 
-    def oracle(self, path, n):
+    def oracle(self, path, n, extra=()):
         """S3's share of a SHA-256-pinned upload alone (tests/benches/put_oracle.rs): the
         bound on what any such client can reach on this S3. Its own clock: the span from
         CreateMultipartUpload to CompleteMultipartUpload, file read and hashed before."""
-        key = f"bench/oracle-{os.getpid()}-{n}"
-        _, rss, out = timed([oracle_binary(), path, key], os.environ)
+        key = f"bench/oracle-{os.getpid()}-{n}{''.join(extra)}"
+        _, rss, out = timed([oracle_binary(), path, key, *extra], os.environ)
         delete_key(key)
         return json.loads(out.strip().splitlines()[-1])["secs"], rss, None
 
     def oracle_hashing(self, path, n):
         """The bound for a client that hashes each part inside the clock, just before
         signing it, as every pinning client must (`put_oracle --hash-in-clock`)."""
-        key = f"bench/oracle-hashing-{os.getpid()}-{n}"
-        _, rss, out = timed([oracle_binary(), path, key, "--hash-in-clock"], os.environ)
-        delete_key(key)
-        return json.loads(out.strip().splitlines()[-1])["secs"], rss, None
+        return self.oracle(path, n, extra=("--hash-in-clock",))
 
     def before(self, path, n):
         """An earlier build of the CLI (HOIST_BEFORE_BIN), to show what a change did."""

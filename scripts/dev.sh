@@ -3,19 +3,18 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$HOIST_ROOT"
-case "${HOIST_DEV_PROFILE:-release}" in
-  release | debug) ;;
-  *) echo "dev: HOIST_DEV_PROFILE must be release or debug, not '$HOIST_DEV_PROFILE'" >&2; exit 2 ;;
-esac
-bash scripts/stack.sh start
 # Release by default: the API answers as fast here as it does deployed (a debug build
 # spends more than twice the CPU per call, taken from LocalStack on a small machine;
 # bench/README.md). HOIST_DEV_PROFILE=debug rebuilds faster while changing the code.
-case "${HOIST_DEV_PROFILE:-release}" in
-  release) cargo build -q --release -p hoist-dev ;;
-  debug) cargo build -q -p hoist-dev ;;
+profile=${HOIST_DEV_PROFILE:-release}
+case "$profile" in
+  release) build_flags=(--release) ;;
+  debug) build_flags=() ;;
+  *) echo "dev: HOIST_DEV_PROFILE must be release or debug, not '$profile'" >&2; exit 2 ;;
 esac
-dev_bin="$CARGO_TARGET_DIR/${HOIST_DEV_PROFILE:-release}/hoist-dev"
+bash scripts/stack.sh start
+cargo build -q "${build_flags[@]}" -p hoist-dev
+dev_bin="$CARGO_TARGET_DIR/$profile/hoist-dev"
 (cd web && npm run --silent build)
 echo "dev: open http://127.0.0.1:$HOIST_API_PORT/dev/login?owner=alice for the web uploader" >&2
 echo "dev: a token for owner 'alice':  export TOKEN=\$(make -s token OWNER=alice)" >&2

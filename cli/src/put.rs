@@ -7,6 +7,7 @@
 //! file after any interruption.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -547,11 +548,11 @@ pub async fn put_file(
             }
         }
     };
+    // Hashes of the parts S3 holds, when the recheck has just read them all.
+    let mut rehashed = HashMap::new();
     if recheck_held {
         bar.set_message(format!("checking {name}"));
-        if !held_parts_match(api, &id, &hash_of, &stop).await? {
-            return Err(changed_since(path, &id));
-        }
+        rehashed = held_parts_match(api, &id, &hash_of, &stop).await?.ok_or_else(|| changed_since(path, &id))?;
         // Its bytes are the ones S3 holds: go on, with the file as it is now.
         state.ctime_ns = ctime_ns(&meta);
         save_state(&state_path, &state)?;
@@ -571,7 +572,10 @@ pub async fn put_file(
             if stop.load(Ordering::Relaxed) {
                 return Err(CliError::Interrupted);
             }
-            let (_, ours) = hash_of(p.number).await?;
+            let ours = match rehashed.remove(&p.number) {
+                Some(ours) => ours,
+                None => hash_of(p.number).await?.1,
+            };
             if p.sha256.as_ref() == Some(&ours) {
                 found.push(RecordPartItem {
                     number: i64::from(p.number),
@@ -713,11 +717,7 @@ pub async fn put_file(
         Some(hashing) => {
             bar.set_message(format!("hashing {name}"));
             // A Ctrl-C while the whole-file hash catches up stops here, before completing.
-            let hashed = tokio::select! {
-                hashed = hashing => hashed.map_err(|e| CliError::Other(format!("hashing: {e}")))??,
-                _ = wait_for(stop.clone()) => return Err(CliError::Interrupted),
-            };
-            (Some(hashed), t.elapsed())
+            (Some(whole_hash_or_stop(hashing, &stop).await?), t.elapsed())
         }
         None => (None, Duration::ZERO),
     };
@@ -728,7 +728,7 @@ pub async fn put_file(
         Sameness::Same => true,
         Sameness::ChangeTimeOnly => {
             bar.set_message(format!("checking {name}"));
-            held_parts_match(api, &id, &hash_of, &stop).await?
+            held_parts_match(api, &id, &hash_of, &stop).await?.is_some()
         }
         Sameness::Changed => false,
     };
@@ -782,29 +782,44 @@ pub async fn put_file(
 
 /// Whether every part S3 holds for the upload still has the file's bytes: each read and
 /// hashed again, and compared with the SHA-256 S3 checked it against. Asked when only the
-/// file's inode-change time moved, which metadata alone can do.
-async fn held_parts_match<F, Fut>(api: &Api, id: &str, hash_of: &F, stop: &AtomicBool) -> Result<bool, CliError>
+/// file's inode-change time moved, which metadata alone can do. The hashes by part
+/// number if all match, so they need not be read again.
+async fn held_parts_match<F, Fut>(
+    api: &Api,
+    id: &str,
+    hash_of: &F,
+    stop: &AtomicBool,
+) -> Result<Option<HashMap<u32, String>>, CliError>
 where
     F: Fn(u32) -> Fut,
     Fut: std::future::Future<Output = Result<(u32, String), CliError>>,
 {
+    let mut hashes = HashMap::new();
     for p in api.held_parts(id).await?.parts {
         if stop.load(Ordering::Relaxed) {
             return Err(CliError::Interrupted);
         }
         let (_, ours) = hash_of(p.number).await?;
         if p.sha256.as_deref() != Some(ours.as_str()) {
-            return Ok(false);
+            return Ok(None);
         }
+        hashes.insert(p.number, ours);
     }
-    Ok(true)
+    Ok(Some(hashes))
 }
 
 /// The whole file's SHA-256, read now; Ctrl-C stops it.
 async fn hash_whole_or_stop(abs: &Path, size: u64, stop: &Arc<AtomicBool>) -> Result<String, CliError> {
     let (abs, cancel) = (abs.to_owned(), Arc::new(AtomicBool::new(false)));
     let _cancel_on_drop = CancelOnDrop(cancel.clone());
-    let hashing = tokio::task::spawn_blocking(move || hash_whole(&abs, size, &cancel));
+    whole_hash_or_stop(tokio::task::spawn_blocking(move || hash_whole(&abs, size, &cancel)), stop).await
+}
+
+/// Waits for a whole-file hash being read, or for Ctrl-C.
+async fn whole_hash_or_stop(
+    hashing: tokio::task::JoinHandle<Result<String, CliError>>,
+    stop: &Arc<AtomicBool>,
+) -> Result<String, CliError> {
     tokio::select! {
         hashed = hashing => hashed.map_err(|e| CliError::Other(format!("hashing: {e}")))?,
         _ = wait_for(stop.clone()) => Err(CliError::Interrupted),

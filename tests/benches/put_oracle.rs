@@ -4,11 +4,11 @@
 //! It does nothing but S3's share of the work, with the client's own costs taken out:
 //! every part's SHA-256 is computed before the clock starts (with `--hash-in-clock`, each
 //! part's just before it is signed, inside the clock: the bound for a client, which must
-//! read and hash what it pins); no API, no DynamoDB, no whole-file hash, no recording. Timed: CreateMultipartUpload (SHA-256 parts, as Hoist
-//! creates them), presigning every part as the API does (`S3Store::presign_part`: length
-//! and SHA-256 signed), the PUTs streamed from the file as `hoist put` streams them, 16 MiB
-//! parts and `CONCURRENCY` in flight, and CompleteMultipartUpload with each part's
-//! checksum. What S3 is asked per request is then exactly what it is asked for `hoist put`.
+//! read and hash what it pins); no API, no DynamoDB, no whole-file hash, no recording.
+//! Timed: CreateMultipartUpload (SHA-256 parts, as Hoist creates them), presigning every
+//! part as the API does (`S3Store::presign_part`: length and SHA-256 signed), the PUTs
+//! streamed from the file as `hoist put` streams them, 16 MiB parts and `CONCURRENCY` in
+//! flight, and CompleteMultipartUpload with each part's checksum. What S3 is asked per request is then exactly what it is asked for `hoist put`.
 //!
 //! Usage (from scripts/bench_put.py): `put_oracle <file> <key> [--hash-in-clock]`; needs
 //! `AWS_ENDPOINT_URL_S3`, `HOIST_BUCKET` and credentials in the environment. Prints one
